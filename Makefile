@@ -1,0 +1,30 @@
+# Two entry points: `make demo` and `make test`. Both create or refresh .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DATA ?= data/phantom
+
+.PHONY: demo test venv clean
+
+venv: $(STAMP)
+
+# torch goes in first from its exact pin (CPU wheel); constraints.txt keeps it there.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	test -d $(DEMO_DATA) || $(BIN)/prokd phantom $(DEMO_DATA) --preview
+	$(BIN)/prokd inspect $(DEMO_DATA)
+
+# pytest exits 5 when it collects no test: that is a failed run, not a pass.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$rc
+
+clean:
+	rm -rf $(VENV) data

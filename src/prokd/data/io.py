@@ -1,0 +1,159 @@
+"""Reading and writing 3D volumes with their full geometry (SimpleITK).
+
+Supported formats: NIfTI (``.nii``, ``.nii.gz``), MetaImage (``.mha``, ``.mhd`` + raw) and NRRD
+(``.nrrd``, ``.nhdr``). Arrays follow SimpleITK's index order: ``array[z, y, x]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from prokd.errors import DataError
+from prokd.io_atomic import atomic_path
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+
+
+def is_volume_file(path: Path) -> bool:
+    """Whether ``path`` has one of the supported volume suffixes."""
+    return path.name.lower().endswith(VOLUME_SUFFIXES)
+
+
+def volume_stem(path: Path) -> str:
+    """File name without its volume suffix (``Case01.nii.gz`` -> ``Case01``)."""
+    name = path.name
+    for suffix in VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Voxel grid of a volume in physical space (mm), in SimpleITK (x, y, z) order."""
+
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> Geometry:
+        """Geometry of a SimpleITK image."""
+        return cls(
+            tuple(image.GetSize()),
+            tuple(image.GetSpacing()),
+            tuple(image.GetOrigin()),
+            tuple(image.GetDirection()),
+        )
+
+    def mismatch(self, other: Geometry, tolerance: float = 1e-3) -> str | None:
+        """Describe how ``other`` differs from this grid, or ``None`` if they match.
+
+        Spacing and origin are compared with a relative/absolute tolerance in mm, the
+        direction cosines with an absolute tolerance.
+        """
+        if self.size != other.size:
+            return f"shape {other.size} differs from image shape {self.size}"
+        checks = (("spacing", self.spacing, other.spacing), ("origin", self.origin, other.origin))
+        for name, mine, theirs in checks:
+            if not np.allclose(mine, theirs, rtol=tolerance, atol=tolerance):
+                return f"{name} {_fmt(theirs)} differs from image {name} {_fmt(mine)}"
+        if not np.allclose(self.direction, other.direction, atol=tolerance):
+            return "direction cosines differ from the image's"
+        return None
+
+    def apply_to(self, image: sitk.Image) -> sitk.Image:
+        """Set this geometry's spacing, origin and direction on ``image`` (same size)."""
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+
+def _fmt(values: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def read_volume(path: str | Path, channel: int | None = None) -> sitk.Image:
+    """Read a 3D volume, or one channel of a 4D volume, keeping its geometry.
+
+    Args:
+        path: volume file in a supported format.
+        channel: for 4D files (e.g. MSD images: channel 0 is T2), the channel to keep.
+            A 4D file whose fourth axis has length 1 is read as 3D without it.
+
+    Returns:
+        A 3D SimpleITK image.
+
+    Raises:
+        DataError: missing, unsupported, unreadable or truncated file; not 3D; channel
+            missing or out of range.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    if not is_volume_file(path):
+        raise DataError(path, f"unsupported file type (expected one of {', '.join(VOLUME_SUFFIXES)})")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        raise DataError(path, f"cannot read volume ({_first_line(err)})") from None
+    dim = image.GetDimension()
+    if dim == 4:
+        image = _select_channel(path, image, channel)
+    elif dim != 3:
+        raise DataError(path, f"expected a 3D volume, got {dim}D with shape {image.GetSize()}")
+    elif channel not in (None, 0):
+        raise DataError(path, f"3D volume has no channel {channel}")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise DataError(path, "expected a scalar volume, got a vector/RGB volume")
+    return image
+
+
+def _select_channel(path: Path, image: sitk.Image, channel: int | None) -> sitk.Image:
+    size = list(image.GetSize())
+    channels = size[3]
+    if channel is None:
+        if channels != 1:
+            raise DataError(path, f"4D volume with {channels} channels: the T2 channel must be given")
+        channel = 0
+    if not 0 <= channel < channels:
+        raise DataError(path, f"4D volume has {channels} channels, channel {channel} requested")
+    return sitk.Extract(image, size[:3] + [0], [0, 0, 0, channel])
+
+
+def _first_line(err: Exception) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    message = next((line for line in lines if "rror" in line or "cannot" in line.lower()), "")
+    return (message or (lines[-1] if lines else "unknown error"))[:200]
+
+
+def write_volume(image: sitk.Image, path: str | Path) -> Path:
+    """Write ``image`` atomically (nothing half-written on failure); compressed where possible."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=True)
+    return path
+
+
+def image_from_array(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """A SimpleITK image of ``array`` (z, y, x) with exactly the reference's geometry.
+
+    Raises:
+        ValueError: the array's shape is not the reference's (z, y, x) shape.
+    """
+    expected = tuple(reversed(reference.GetSize()))
+    if array.shape != expected:
+        raise ValueError(f"array shape {array.shape} does not match reference shape {expected}")
+    image = sitk.GetImageFromArray(array)
+    return Geometry.of(reference).apply_to(image)
+
+
+def write_mask_like(mask: np.ndarray, reference: sitk.Image, path: str | Path) -> Path:
+    """Write a label array as uint8 with the exact geometry of ``reference``."""
+    return write_volume(image_from_array(mask.astype(np.uint8), reference), path)

@@ -1,0 +1,244 @@
+"""Dataset layouts on disk, each turned into the same case manifest.
+
+Every layout yields :class:`Case` records: case id, site, image path and mask path(s). The
+whole gland is ``label > 0`` in every layout; ``allowed_labels`` lists the label values a
+mask of that layout may contain.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prokd.data.io import is_volume_file, volume_stem
+from prokd.errors import DataError
+
+
+@dataclass(frozen=True)
+class Case:
+    """One labelled 3D volume of a dataset.
+
+    Attributes:
+        case_id: unique within the dataset (``SITE/CaseNN`` where names repeat across sites).
+        site: acquisition site (centre or scanner) the case comes from.
+        image: path to the T2w image.
+        masks: expert masks; the first is the reference, any others are further readers.
+        image_channel: channel of a 4D image that holds T2 (``None`` for 3D images).
+        allowed_labels: label values the masks may contain.
+        group: patient key; cases of one group always land in the same split.
+    """
+
+    case_id: str
+    site: str
+    image: Path
+    masks: tuple[Path, ...]
+    image_channel: int | None = None
+    allowed_labels: frozenset[int] = field(default=frozenset({0, 1}))
+    group: str = ""
+
+    @property
+    def patient(self) -> str:
+        """Grouping key for splits (the case id unless a group is set)."""
+        return self.group or self.case_id
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A named on-disk layout: how to recognise it and how to list its cases."""
+
+    name: str
+    description: str
+    detect: Callable[[Path], bool]
+    find_cases: Callable[[Path], list[Case]]
+
+
+def _subdirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+# --- six-site: <root>/<SITE>/CaseNN.nii.gz + CaseNN_segmentation.nii.gz --------------------
+
+SIX_SITE_MASK_SUFFIXES = ("_segmentation", "_Segmentation")
+
+
+def _six_site_images(site_dir: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in site_dir.iterdir()
+        if is_volume_file(p)
+        and not p.name.startswith(".")
+        and not volume_stem(p).endswith(SIX_SITE_MASK_SUFFIXES)
+    )
+
+
+def six_site_cases(root: Path) -> list[Case]:
+    cases = []
+    for site_dir in _subdirs(root):
+        for image in _six_site_images(site_dir):
+            stem = volume_stem(image)
+            suffix = image.name[len(stem) :]
+            candidates = [site_dir / f"{stem}{tag}{suffix}" for tag in SIX_SITE_MASK_SUFFIXES]
+            mask = next((c for c in candidates if c.exists()), candidates[0])
+            cases.append(Case(f"{site_dir.name}/{stem}", site_dir.name, image, (mask,)))
+    return cases
+
+
+def _detect_six_site(root: Path) -> bool:
+    return any(
+        any(volume_stem(p).endswith(SIX_SITE_MASK_SUFFIXES) for p in site_dir.iterdir())
+        for site_dir in _subdirs(root)
+    )
+
+
+# --- msd: Medical Segmentation Decathlon Task05 ------------------------------------------
+
+
+def msd_cases(root: Path) -> list[Case]:
+    manifest = root / "dataset.json"
+    try:
+        entries = json.loads(manifest.read_text())["training"]
+    except FileNotFoundError:
+        raise DataError(manifest, "file not found") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataError(manifest, f"not a valid MSD dataset.json ({err})") from None
+    cases = []
+    for entry in entries:
+        image = (root / entry["image"]).resolve()
+        cases.append(
+            Case(
+                volume_stem(image),
+                "MSD",
+                image,
+                ((root / entry["label"]).resolve(),),
+                image_channel=0,
+                allowed_labels=frozenset({0, 1, 2}),
+            )
+        )
+    return cases
+
+
+def _detect_msd(root: Path) -> bool:
+    return (root / "dataset.json").is_file() and (root / "imagesTr").is_dir()
+
+
+# --- promise12: CaseNN.mhd + CaseNN_segmentation.mhd ---------------------------------------
+
+
+def promise12_cases(root: Path) -> list[Case]:
+    cases = []
+    for image in sorted(root.glob("Case*.mh[ad]")):
+        stem = volume_stem(image)
+        if stem.lower().endswith("_segmentation"):
+            continue
+        mask = image.with_name(f"{stem}_segmentation{image.suffix}")
+        cases.append(Case(stem, "PROMISE12", image, (mask,)))
+    return cases
+
+
+def _detect_promise12(root: Path) -> bool:
+    return any(root.glob("Case*_segmentation.mh[ad]"))
+
+
+# --- prostate158: <root>/<case>/t2.nii.gz + t2_anatomy_reader1.nii.gz ------------------------
+
+P158_READERS = ("t2_anatomy_reader1.nii.gz", "t2_anatomy_reader2.nii.gz")
+
+
+def prostate158_cases(root: Path) -> list[Case]:
+    cases = []
+    for case_dir in _subdirs(root):
+        if not (case_dir / "t2.nii.gz").exists():
+            continue
+        masks = [case_dir / P158_READERS[0]]
+        masks += [case_dir / r for r in P158_READERS[1:] if (case_dir / r).exists()]
+        cases.append(
+            Case(
+                case_dir.name,
+                "Prostate158",
+                case_dir / "t2.nii.gz",
+                tuple(masks),
+                allowed_labels=frozenset({0, 1, 2}),
+            )
+        )
+    return cases
+
+
+def _detect_prostate158(root: Path) -> bool:
+    return any((d / "t2.nii.gz").exists() and (d / P158_READERS[0]).exists() for d in _subdirs(root))
+
+
+LAYOUTS: dict[str, Layout] = {
+    layout.name: layout
+    for layout in (
+        Layout(
+            "six-site",
+            "<root>/<SITE>/CaseNN.nii.gz + CaseNN_segmentation.nii.gz",
+            _detect_six_site,
+            six_site_cases,
+        ),
+        Layout(
+            "msd",
+            "dataset.json + imagesTr/ + labelsTr/ (4D images, channel 0 = T2)",
+            _detect_msd,
+            msd_cases,
+        ),
+        Layout(
+            "promise12",
+            "<root>/CaseNN.mhd + CaseNN_segmentation.mhd",
+            _detect_promise12,
+            promise12_cases,
+        ),
+        Layout(
+            "prostate158",
+            "<root>/<case>/t2.nii.gz + t2_anatomy_reader1.nii.gz [+ reader2]",
+            _detect_prostate158,
+            prostate158_cases,
+        ),
+    )
+}
+
+
+def detect_layout(root: str | Path) -> str:
+    """Name of the layout of the dataset at ``root``.
+
+    Raises:
+        DataError: ``root`` is not a folder, or matches no layout or several.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(root, "data folder not found")
+    found = [name for name, layout in LAYOUTS.items() if layout.detect(root)]
+    if not found:
+        known = ", ".join(LAYOUTS)
+        raise DataError(root, f"no known dataset layout found (known: {known}); see --layout")
+    if len(found) > 1:
+        raise DataError(root, f"ambiguous layout (matches {', '.join(found)}); pass --layout")
+    return found[0]
+
+
+def find_cases(root: str | Path, layout: str | None = None) -> tuple[str, list[Case]]:
+    """The layout name and case manifest of the dataset at ``root``.
+
+    Args:
+        root: dataset folder.
+        layout: layout name; detected from the files when ``None``.
+
+    Raises:
+        DataError: unknown layout, unreadable layout files, or no cases found.
+    """
+    root = Path(root)
+    if layout is None:
+        layout = detect_layout(root)
+    elif layout not in LAYOUTS:
+        raise DataError(root, f"unknown layout {layout!r} (known: {', '.join(LAYOUTS)})")
+    elif not root.is_dir():
+        raise DataError(root, "data folder not found")
+    cases = LAYOUTS[layout].find_cases(root)
+    if not cases:
+        raise DataError(root, f"no cases found for layout {layout!r}")
+    ids = [c.case_id for c in cases]
+    if len(set(ids)) != len(ids):
+        raise DataError(root, "duplicate case ids in the dataset")
+    return layout, cases
