@@ -32,8 +32,14 @@ def _phantom(args: argparse.Namespace) -> int:
     from prokd.data.preview import write_site_preview
 
     start = time.perf_counter()
-    cases = write_phantom(args.out_dir, args.sites, args.cases_per_site, args.seed,
-                          workers=args.workers, show_progress=True)
+    cases = write_phantom(
+        args.out_dir,
+        args.sites,
+        args.cases_per_site,
+        args.seed,
+        workers=args.workers,
+        show_progress=True,
+    )
     elapsed = time.perf_counter() - start
     print(f"wrote {len(cases)} cases in {elapsed:.1f} s to {args.out_dir} (six-site layout)")
     if args.preview:
@@ -72,10 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sites", type=int, default=6, help="number of sites, 1-6 (default 6)")
     p.add_argument("--cases-per-site", type=int, default=10, help="volumes per site (default 10)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                   help="processes to use; the output does not depend on it")
-    p.add_argument("--preview", action="store_true",
-                   help="also write preview.png: one mid-gland slice per site")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="processes to use; the output does not depend on it",
+    )
+    p.add_argument(
+        "--preview",
+        action="store_true",
+        help="also write preview.png: one mid-gland slice per site",
+    )
 
     p = sub.add_parser("inspect", help="list cases, shapes, spacings, gland volumes and problems")
     p.add_argument("data_dir", metavar="DATA_DIR", help="dataset folder")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-
 from prokd.data.layouts import Case
 from prokd.data.validate import load_case
 from prokd.errors import DataError
@@ -43,7 +42,9 @@ def format_inventory(layout: str, records: list[CaseInventory]) -> str:
     lines = [f"layout: {layout}"]
     sites = Counter(r.case.site for r in records)
     lines.append("cases per site: " + ", ".join(f"{s} {n}" for s, n in sorted(sites.items())))
-    lines.append(f"{'case':<24} {'site':<12} {'shape (z,y,x)':<16} {'spacing mm (z,y,x)':<20} gland ml")
+    lines.append(
+        f"{'case':<24} {'site':<12} {'shape (z,y,x)':<16} {'spacing mm (z,y,x)':<20} gland ml"
+    )
     for r in records:
         if r.error:
             lines.append(f"{r.case.case_id:<24} {r.case.site:<12} UNUSABLE")
@@ -58,5 +59,3 @@ def format_inventory(layout: str, records: list[CaseInventory]) -> str:
     lines.append(f"{usable} of {len(records)} cases usable")
     lines.extend(problems)
     return "\n".join(lines)
-
-

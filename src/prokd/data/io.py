@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
@@ -98,7 +99,9 @@ def read_volume(path: str | Path, channel: int | None = None) -> sitk.Image:
     if not path.is_file():
         raise DataError(path, "file not found")
     if not is_volume_file(path):
-        raise DataError(path, f"unsupported file type (expected one of {', '.join(VOLUME_SUFFIXES)})")
+        raise DataError(
+            path, f"unsupported file type (expected one of {', '.join(VOLUME_SUFFIXES)})"
+        )
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
@@ -120,7 +123,9 @@ def _select_channel(path: Path, image: sitk.Image, channel: int | None) -> sitk.
     channels = size[3]
     if channel is None:
         if channels != 1:
-            raise DataError(path, f"4D volume with {channels} channels: the T2 channel must be given")
+            raise DataError(
+                path, f"4D volume with {channels} channels: the T2 channel must be given"
+            )
         channel = 0
     if not 0 <= channel < channels:
         raise DataError(path, f"4D volume has {channels} channels, channel {channel} requested")
@@ -131,6 +136,24 @@ def _first_line(err: Exception) -> str:
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     message = next((line for line in lines if "rror" in line or "cannot" in line.lower()), "")
     return (message or (lines[-1] if lines else "unknown error"))[:200]
+
+
+def non_finite_voxels(path: str | Path, image: sitk.Image, channel: int | None = None) -> int:
+    """Number of NaN/Inf voxels of a volume read by :func:`read_volume`.
+
+    ITK's NIfTI reader replaces NaN and Inf with 0, so NIfTI files are checked on their raw
+    data (nibabel); other formats on the image itself.
+    """
+    path = Path(path)
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        data = np.asanyarray(nib.load(str(path)).dataobj)
+        if data.ndim == 4:
+            data = data[..., channel or 0]
+    else:
+        data = sitk.GetArrayViewFromImage(image)
+    if not np.issubdtype(data.dtype, np.floating):
+        return 0
+    return int(data.size - np.count_nonzero(np.isfinite(data)))
 
 
 def write_volume(image: sitk.Image, path: str | Path) -> Path:

@@ -166,7 +166,9 @@ def prostate158_cases(root: Path) -> list[Case]:
 
 
 def _detect_prostate158(root: Path) -> bool:
-    return any((d / "t2.nii.gz").exists() and (d / P158_READERS[0]).exists() for d in _subdirs(root))
+    return any(
+        (d / "t2.nii.gz").exists() and (d / P158_READERS[0]).exists() for d in _subdirs(root)
+    )
 
 
 LAYOUTS: dict[str, Layout] = {

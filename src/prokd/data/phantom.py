@@ -48,13 +48,14 @@ class SiteProfile:
     endorectal_coil: bool = False
 
 
+# fmt: off
 SITES: tuple[SiteProfile, ...] = (
     SiteProfile("SiteA", "3T, fine 0.5 mm grid, clean, mild bias", 0.5, 3.0, 256,
                 (25, 60), (0, 0), 0.0, 0.10, 1.0, 1.0, 0.02),
     SiteProfile("SiteB", "1.5T-like: noisier, flatter contrast, strong bias field", 0.625, 3.6, 224,
                 (30, 80), (4, -6), 0.3, 0.35, 0.75, 0.7, 0.06),
-    SiteProfile("SiteC", "coarse 0.75 mm, 4 mm slices, blurred, high contrast, off-centre", 0.75, 4.0,
-                192, (20, 50), (8, 10), 0.8, 0.15, 1.4, 1.4, 0.04),
+    SiteProfile("SiteC", "coarse 0.75 mm, 4 mm slices, blurred, high contrast, off-centre",
+                0.75, 4.0, 192, (20, 50), (8, 10), 0.8, 0.15, 1.4, 1.4, 0.04),
     SiteProfile("SiteD", "endorectal coil: bright flare behind the gland, distended rectum", 0.45,
                 3.0, 288, (30, 90), (0, -8), 0.0, 0.20, 1.0, 0.9, 0.03, endorectal_coil=True),
     SiteProfile("SiteE", "low resolution 0.8 mm, heavy noise, large (BPH) glands", 0.8, 3.5, 176,
@@ -62,6 +63,7 @@ SITES: tuple[SiteProfile, ...] = (
     SiteProfile("SiteF", "dark, steep contrast curve, shifted patient, small-to-mid glands", 0.6,
                 3.3, 224, (20, 70), (-10, 6), 0.4, 0.25, 1.6, 0.5, 0.05),
 )
+# fmt: on
 
 # Relative T2 signal of each tissue (brightest = urine = 1).
 FAT, MUSCLE, CORTEX, MARROW, URINE = 0.82, 0.27, 0.05, 0.55, 1.0
@@ -79,8 +81,9 @@ class PhantomCase:
     spacing: tuple[float, float, float]
 
 
-def _ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: float,
-             angle: float = 0.0) -> np.ndarray:
+def _ellipse(
+    x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: float, angle: float = 0.0
+) -> np.ndarray:
     """Squared normalised radius of points to an in-plane ellipse (< 1 inside)."""
     c, s = np.cos(angle), np.sin(angle)
     u = (x - cx) * c + (y - cy) * s
@@ -114,7 +117,7 @@ class _Gland:
         theta = np.arctan2(y, x)
         self.bump = sum(
             ca * np.cos(k * theta) + sa * np.sin(k * theta)
-            for k, (ca, sa) in zip((2, 3, 4), self.harmonics)
+            for k, (ca, sa) in zip((2, 3, 4), self.harmonics, strict=True)
         ).astype(np.float32)
 
     def level(self, x: np.ndarray, y: np.ndarray, z: float) -> np.ndarray:
@@ -128,7 +131,9 @@ class _Gland:
         """Inner anterior-central ellipsoid of the transition zone (boolean)."""
         f = self.tz_fraction ** (1 / 3)
         zn = (z - 0.15 * self.c) / (self.c * f)
-        rho2 = _ellipse(x, y, 0.0, -self.tz_shift * self.b, self.a * f * 0.9, self.b * f, self.angle)
+        rho2 = _ellipse(
+            x, y, 0.0, -self.tz_shift * self.b, self.a * f * 0.9, self.b * f, self.angle
+        )
         return rho2 + zn**2 < 1.0
 
 
@@ -141,8 +146,14 @@ class _Pelvis:
         self.rectum_r = rng.uniform(17, 21) if coil else rng.uniform(9, 14)
         self.rectum_y = gland.b + rng.uniform(2.0, 5.0) + self.rectum_r
         self.rectum_content = rng.choice([0.06, 0.45])  # air or stool
-        self.bladder = (rng.uniform(-5, 5), -0.3 * gland.b, gland.c + rng.uniform(12, 22),
-                        rng.uniform(28, 40), rng.uniform(22, 32), rng.uniform(18, 28))
+        self.bladder = (
+            rng.uniform(-5, 5),
+            -0.3 * gland.b,
+            gland.c + rng.uniform(12, 22),
+            rng.uniform(28, 40),
+            rng.uniform(22, 32),
+            rng.uniform(18, 28),
+        )
         self.pubis_y = -(gland.b + rng.uniform(12, 20))
         self.obturator_x = gland.a + rng.uniform(10, 16)
         self.femur = (rng.uniform(62, 72), rng.uniform(-5, 10), rng.uniform(20, 25))
@@ -192,11 +203,14 @@ class _Pelvis:
     def coil_sensitivity(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Receive-sensitivity flare of an endorectal coil in the rectum."""
         d = np.hypot(x, y - self.rectum_y)
-        return (1.0 + 3.0 * np.exp(-np.maximum(d - self.rectum_r * 0.5, 0) / 9.0)).astype(np.float32)
+        return (1.0 + 3.0 * np.exp(-np.maximum(d - self.rectum_r * 0.5, 0) / 9.0)).astype(
+            np.float32
+        )
 
 
-def generate_case(site: SiteProfile, seed: int, site_index: int, case_index: int
-                  ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], tuple[float, ...]]:
+def generate_case(
+    site: SiteProfile, seed: int, site_index: int, case_index: int
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], tuple[float, ...]]:
     """One phantom volume and its gland mask, (z, y, x) arrays, with spacing and origin.
 
     Deterministic in ``(seed, site_index, case_index)`` alone, so cases can be generated in
@@ -246,8 +260,9 @@ def _acquire(image: np.ndarray, site: SiteProfile, seed: int) -> np.ndarray:
     return np.clip(np.round(out * 1000.0), 0, 32767).astype(np.int16)
 
 
-def _write_case(out_dir: Path, site: SiteProfile, seed: int, site_index: int, case_index: int
-                ) -> PhantomCase:
+def _write_case(
+    out_dir: Path, site: SiteProfile, seed: int, site_index: int, case_index: int
+) -> PhantomCase:
     image, mask, spacing, origin = generate_case(site, seed, site_index, case_index)
     name = f"Case{case_index:02d}"
     for array, suffix in ((image, ""), (mask, "_segmentation")):
@@ -259,8 +274,14 @@ def _write_case(out_dir: Path, site: SiteProfile, seed: int, site_index: int, ca
     return PhantomCase(site.name, name, gland_ml, tuple(image.shape), spacing)
 
 
-def write_phantom(out_dir: str | Path, sites: int = 6, cases_per_site: int = 10, seed: int = 0,
-                  workers: int = 1, show_progress: bool = False) -> list[PhantomCase]:
+def write_phantom(
+    out_dir: str | Path,
+    sites: int = 6,
+    cases_per_site: int = 10,
+    seed: int = 0,
+    workers: int = 1,
+    show_progress: bool = False,
+) -> list[PhantomCase]:
     """Generate the benchmark into ``out_dir`` in the six-site layout.
 
     Args:
@@ -288,7 +309,7 @@ def write_phantom(out_dir: str | Path, sites: int = 6, cases_per_site: int = 10,
     progress = tqdm(total=len(jobs), desc="phantom", unit="case", disable=not show_progress)
     with ProcessPoolExecutor(max(1, workers)) as pool:
         cases = []
-        for case in pool.map(_write_case, *zip(*jobs)):
+        for case in pool.map(_write_case, *zip(*jobs, strict=True)):
             cases.append(case)
             progress.update()
     progress.close()

@@ -26,7 +26,7 @@ def write_site_preview(cases: list[Case], path: str | Path) -> Path:
         first_per_site.setdefault(case.site, case)
     n = len(first_per_site)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.6), squeeze=False)
-    for ax, (site, case) in zip(axes[0], first_per_site.items()):
+    for ax, (site, case) in zip(axes[0], first_per_site.items(), strict=True):
         loaded = load_case(case)
         image = sitk.GetArrayFromImage(loaded.image)
         mask = sitk.GetArrayFromImage(loaded.mask)
@@ -35,9 +35,14 @@ def write_site_preview(cases: list[Case], path: str | Path) -> Path:
         extent = (0, image.shape[2] * sx, image.shape[1] * sy, 0)
         ax.imshow(image[k], cmap="gray", extent=extent)
         if mask[k].any():
-            ax.contour(np.linspace(0, extent[1], image.shape[2]),
-                       np.linspace(0, extent[2], image.shape[1]),
-                       mask[k], levels=[0.5], colors="red", linewidths=0.8)
+            ax.contour(
+                np.linspace(0, extent[1], image.shape[2]),
+                np.linspace(0, extent[2], image.shape[1]),
+                mask[k],
+                levels=[0.5],
+                colors="red",
+                linewidths=0.8,
+            )
         ax.set_title(f"{site}\n{case.case_id}, slice {k}, {sx:.2f} mm", fontsize=9)
         ax.axis("off")
     fig.tight_layout()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from prokd.data.io import Geometry, read_volume
+from prokd.data.io import Geometry, non_finite_voxels, read_volume
 from prokd.data.layouts import Case
 from prokd.errors import DataError
 
@@ -33,13 +34,11 @@ class LoadedCase:
         return voxels * float(np.prod(mask.GetSpacing())) / 1000.0
 
 
-def check_finite(image: sitk.Image, path: object) -> np.ndarray:
-    """The image as a float32 array; raises ``DataError`` on NaN/Inf voxels."""
-    array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
-    bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+def check_finite(image: sitk.Image, path: Path, channel: int | None = None) -> None:
+    """Raise ``DataError`` naming ``path`` if the volume has NaN/Inf voxels."""
+    bad = non_finite_voxels(path, image, channel)
     if bad:
-        raise DataError(str(path), f"contains {bad} NaN/Inf voxels")
-    return array
+        raise DataError(path, f"contains {bad} NaN/Inf voxels")
 
 
 def load_whole_gland_mask(case: Case, reader: int, image: sitk.Image) -> sitk.Image:
@@ -54,7 +53,8 @@ def load_whole_gland_mask(case: Case, reader: int, image: sitk.Image) -> sitk.Im
     problem = Geometry.of(image).mismatch(Geometry.of(mask))
     if problem:
         raise DataError(path, f"mask does not match image {case.image.name}: {problem}")
-    values = np.unique(check_finite(mask, path))
+    check_finite(mask, path)
+    values = np.unique(sitk.GetArrayViewFromImage(mask))
     if not np.all(values == np.round(values)):
         raise DataError(path, "mask has non-integer values (expected integer labels)")
     unexpected = sorted(set(values.astype(int).tolist()) - case.allowed_labels)
@@ -74,12 +74,12 @@ def load_case(case: Case) -> LoadedCase:
         DataError: naming the offending file, for any unusable input.
     """
     image = read_volume(case.image, case.image_channel)
-    check_finite(image, case.image)
+    check_finite(image, case.image, case.image_channel)
     if not case.masks:
         raise DataError(case.image, "no mask for this image")
     masks = [load_whole_gland_mask(case, r, image) for r in range(len(case.masks))]
     loaded = LoadedCase(case, image, masks)
-    for path, mask in zip(case.masks, masks):
+    for path, mask in zip(case.masks, masks, strict=True):
         if not sitk.GetArrayViewFromImage(mask).any():
             loaded.warnings.append(f"{path}: empty mask (no gland voxels)")
     return loaded

@@ -1,0 +1,97 @@
+"""On-disk cache of preprocessed volumes, keyed by file content and preprocessing settings."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from prokd.data.io import Geometry
+from prokd.data.layouts import Case
+from prokd.data.preprocess import PreprocessSettings, preprocess_volume
+from prokd.data.validate import load_case
+from prokd.io_atomic import atomic_path
+
+CACHE_FORMAT = 1  # bump when the stored arrays or the preprocessing code change meaning
+
+
+@dataclass
+class PreprocessedVolume:
+    """A case on its slice grid: normalised image and mask, (z, size, size)."""
+
+    case_id: str
+    site: str
+    image: np.ndarray
+    mask: np.ndarray
+    grid: Geometry
+
+    @property
+    def gland_slices(self) -> np.ndarray:
+        """Boolean per slice: does the slice contain gland?"""
+        return self.mask.reshape(len(self.mask), -1).any(axis=1)
+
+
+def _data_files(path: Path) -> list[Path]:
+    """The file and, for detached headers (.mhd/.nhdr), the data file it points to."""
+    files = [path]
+    if path.suffix.lower() in (".mhd", ".nhdr") and path.is_file():
+        text = path.read_text(errors="replace")
+        match = re.search(r"^\s*(?:ElementDataFile|data file)\s*[=:]\s*(\S+)", text, re.M | re.I)
+        if match and match.group(1) != "LOCAL":
+            files.append(path.parent / match.group(1))
+    return files
+
+
+def case_fingerprint(case: Case, settings: PreprocessSettings) -> str:
+    """SHA-256 over the bytes of the image and reference mask files, channel and settings."""
+    digest = hashlib.sha256()
+    digest.update(f"{CACHE_FORMAT}|{case.image_channel}|{settings.fingerprint()}".encode())
+    for path in (case.image, case.masks[0]):
+        for data_file in _data_files(Path(path)):
+            with open(data_file, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
+class PreprocessCache:
+    """Preprocess each case once; later calls load the stored arrays.
+
+    Entries are ``<root>/<fingerprint>.npz``; a changed file or setting gives a new
+    fingerprint, so a stale entry is never reused.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path_for(self, case: Case, settings: PreprocessSettings) -> Path:
+        """Where the entry of ``case`` under ``settings`` lives."""
+        return self.root / f"{case_fingerprint(case, settings)}.npz"
+
+    def load(self, case: Case, settings: PreprocessSettings) -> PreprocessedVolume:
+        """The preprocessed case, computed and stored on first use."""
+        path = self.path_for(case, settings)
+        if not path.exists():
+            loaded = load_case(case)
+            image, mask, grid = preprocess_volume(loaded.image, loaded.mask, settings)
+            with atomic_path(path) as tmp:
+                np.savez(
+                    tmp,
+                    image=image,
+                    mask=mask,
+                    size=grid.size,
+                    spacing=grid.spacing,
+                    origin=grid.origin,
+                    direction=grid.direction,
+                )
+        with np.load(path) as entry:
+            grid = Geometry(
+                tuple(int(v) for v in entry["size"]),
+                tuple(float(v) for v in entry["spacing"]),
+                tuple(float(v) for v in entry["origin"]),
+                tuple(float(v) for v in entry["direction"]),
+            )
+            return PreprocessedVolume(case.case_id, case.site, entry["image"], entry["mask"], grid)

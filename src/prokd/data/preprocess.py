@@ -1,0 +1,161 @@
+"""Per-volume preprocessing to a fixed 2D slice grid, and its exact inverse.
+
+The target grid keeps the (reoriented) slice positions of the volume and resamples each
+axial slice to a square ``size`` x ``size`` grid of ``fov_mm / size`` mm pixels, centred on
+the centre of the image (never on the mask, so nothing leaks from the labels at test time).
+Both directions are physical-space resamplings with SimpleITK, so orientation, resampling
+and crop/pad are undone by one resampling onto the original grid.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+from prokd.data.io import Geometry
+from prokd.errors import ConfigError
+
+ORIENTATION = "LPS"  # axial: array x runs right->left, y anterior->posterior, z inferior->superior
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """How a volume becomes a stack of 2D slices.
+
+    Attributes:
+        size: in-plane pixels per side of every slice (128 for CPU work; 256, 384 also common).
+        fov_mm: in-plane field of view kept around the image centre, in mm.
+        clip_percentiles: intensities are clipped to these percentiles before the z-score.
+    """
+
+    size: int = 128
+    fov_mm: float = 128.0
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)
+
+    def __post_init__(self) -> None:
+        if self.size < 8:
+            raise ConfigError(f"preprocess.size must be at least 8, got {self.size}")
+        if self.fov_mm <= 0:
+            raise ConfigError(f"preprocess.fov_mm must be positive, got {self.fov_mm}")
+        low, high = self.clip_percentiles
+        if not 0 <= low < high <= 100:
+            raise ConfigError("preprocess.clip_percentiles must satisfy 0 <= low < high <= 100")
+
+    @property
+    def spacing_mm(self) -> float:
+        """In-plane pixel size of the slices."""
+        return self.fov_mm / self.size
+
+    def fingerprint(self) -> str:
+        """Stable text of every setting, for cache keys."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def target_grid(image: sitk.Image, settings: PreprocessSettings) -> Geometry:
+    """The slice grid of ``image``: reoriented axes, original slices, square in-plane grid."""
+    oriented = sitk.DICOMOrient(image, ORIENTATION)
+    direction = np.array(oriented.GetDirection()).reshape(3, 3)
+    size = np.array(oriented.GetSize())
+    spacing = np.array(oriented.GetSpacing())
+    n, step = settings.size, settings.spacing_mm
+    # Same centre in-plane as the image, same first slice: origin offset in index space.
+    offset = (
+        np.array(
+            [
+                (size[0] - 1) * spacing[0] - (n - 1) * step,
+                (size[1] - 1) * spacing[1] - (n - 1) * step,
+                0.0,
+            ]
+        )
+        / 2.0
+    )
+    origin = np.array(oriented.GetOrigin()) + direction @ offset
+    return Geometry(
+        (n, n, int(size[2])),
+        (step, step, float(spacing[2])),
+        tuple(float(v) for v in origin),
+        tuple(float(v) for v in direction.ravel()),
+    )
+
+
+def _resample(image: sitk.Image, grid: Geometry, interpolator: int, default: float) -> sitk.Image:
+    return sitk.Resample(
+        image,
+        grid.size,
+        sitk.Transform(),
+        interpolator,
+        grid.origin,
+        grid.spacing,
+        grid.direction,
+        default,
+        sitk.sitkFloat32,
+    )
+
+
+def _antialias(image: sitk.Image, target_spacing: float) -> sitk.Image:
+    """Gaussian low-pass in-plane before downsampling (sigma from the spacing ratio)."""
+    variances = []
+    for axis, spacing in enumerate(image.GetSpacing()):
+        if axis < 2 and target_spacing > spacing:
+            sigma_mm = 0.5 * np.sqrt(target_spacing**2 - spacing**2)
+            variances.append(float(sigma_mm**2))
+        else:
+            variances.append(0.0)
+    if not any(variances):
+        return image
+    return sitk.DiscreteGaussian(image, variances, 32, 0.01, True)
+
+
+def normalise_intensity(array: np.ndarray, settings: PreprocessSettings) -> np.ndarray:
+    """Clip to the settings' percentiles, then z-score over the whole volume."""
+    low, high = np.percentile(array, settings.clip_percentiles)
+    clipped = np.clip(array.astype(np.float32), low, high)
+    std = float(clipped.std())
+    return (clipped - float(clipped.mean())) / (std if std > 0 else 1.0)
+
+
+def preprocess_volume(
+    image: sitk.Image, mask: sitk.Image | None, settings: PreprocessSettings
+) -> tuple[np.ndarray, np.ndarray | None, Geometry]:
+    """Resample a volume (and its mask) onto its slice grid.
+
+    Returns:
+        The normalised image (z, size, size) float32, the mask (z, size, size) uint8 or
+        ``None``, and the slice grid (for :func:`to_original_grid`).
+    """
+    grid = target_grid(image, settings)
+    normalised = normalise_intensity(sitk.GetArrayViewFromImage(image), settings)
+    source = Geometry.of(image).apply_to(sitk.GetImageFromArray(normalised))
+    background = float(normalised.min())
+    resampled = _resample(
+        _antialias(source, settings.spacing_mm), grid, sitk.sitkLinear, background
+    )
+    out_image = sitk.GetArrayFromImage(resampled)
+    out_mask = None
+    if mask is not None:
+        soft = _resample(sitk.Cast(mask, sitk.sitkFloat32), grid, sitk.sitkLinear, 0.0)
+        out_mask = (sitk.GetArrayFromImage(soft) >= 0.5).astype(np.uint8)
+    return out_image, out_mask, grid
+
+
+def to_original_grid(
+    probabilities: np.ndarray, grid: Geometry, reference: sitk.Image
+) -> np.ndarray:
+    """Map slice-grid probabilities (z, size, size) back onto the reference volume's grid.
+
+    Linear interpolation in physical space; voxels outside the slice grid get 0.
+
+    Returns:
+        Probabilities as (z, y, x) float32 in the reference's array shape.
+    """
+    expected = tuple(reversed(grid.size))
+    if probabilities.shape != expected:
+        raise ValueError(f"probabilities shape {probabilities.shape} != slice grid {expected}")
+    source = grid.apply_to(sitk.GetImageFromArray(probabilities.astype(np.float32)))
+    back = sitk.Resample(
+        source, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32
+    )
+    return sitk.GetArrayFromImage(back)
