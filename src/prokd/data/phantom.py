@@ -11,6 +11,7 @@ noise; one site has an endorectal-coil flare and a distended rectum.
 from __future__ import annotations
 
 import json
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -307,10 +308,17 @@ def write_phantom(
         raise ProkdError(f"{out_dir}: folder exists and is not empty; choose a new folder")
     jobs = [(out_dir, SITES[s], seed, s, c) for s in range(sites) for c in range(cases_per_site)]
     progress = tqdm(total=len(jobs), desc="phantom", unit="case", disable=not show_progress)
-    with ProcessPoolExecutor(max(1, workers)) as pool:
-        cases = []
-        for case in pool.map(_write_case, *zip(*jobs, strict=True)):
-            cases.append(case)
+    cases = []
+    if workers > 1:
+        # spawn, not fork: forking after torch/OpenMP threads started can deadlock.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            for case in pool.map(_write_case, *zip(*jobs, strict=True)):
+                cases.append(case)
+                progress.update()
+    else:
+        for job in jobs:
+            cases.append(_write_case(*job))
             progress.update()
     progress.close()
     info = {

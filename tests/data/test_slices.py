@@ -1,0 +1,39 @@
+import numpy as np
+import torch
+
+from prokd.data.cache import PreprocessedVolume
+from prokd.data.io import Geometry
+from prokd.data.slices import SliceDataset, training_augmentation
+
+GRID = Geometry((16, 16, 3), (1.0, 1.0, 3.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+
+
+def _volume(seed):
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((3, 16, 16), np.uint8)
+    mask[1, 4:12, 5:11] = 1
+    image = (rng.normal(size=(3, 16, 16)) + 2 * mask).astype(np.float32)
+    return PreprocessedVolume(f"c{seed}", "S", image, mask, GRID)
+
+
+def test_items_cover_every_slice_with_index_back_to_volume():
+    ds = SliceDataset([_volume(0), _volume(1)])
+    assert len(ds) == 6
+    item = ds[4]
+    assert item["volume"] == 1 and item["slice"] == 1
+    assert item["image"].shape == (1, 16, 16) and item["image"].dtype == torch.float32
+    assert item["label"].dtype == torch.int64
+    np.testing.assert_array_equal(item["label"][0].numpy(), ds.volumes[1].mask[1])
+    np.testing.assert_array_equal(ds.has_gland(), [False, True, False] * 2)
+
+
+def test_augmentation_is_seeded_and_keeps_binary_labels():
+    a = SliceDataset([_volume(0)], training_augmentation(seed=5))
+    b = SliceDataset([_volume(0)], training_augmentation(seed=5))
+    changed = False
+    for _ in range(5):
+        x, y = a[1], b[1]
+        torch.testing.assert_close(x["image"], y["image"])
+        assert set(x["label"].unique().tolist()) <= {0, 1}
+        changed |= not torch.equal(x["image"], torch.from_numpy(a.volumes[0].image[1][None]))
+    assert changed

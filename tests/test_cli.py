@@ -1,0 +1,69 @@
+import subprocess
+import sys
+
+import numpy as np
+
+from prokd.cli import main
+from tests.conftest import ball_case, write
+
+
+def test_phantom_then_inspect(tmp_path, capsys):
+    out = tmp_path / "ph"
+    assert (
+        main(
+            [
+                "phantom",
+                str(out),
+                "--sites",
+                "2",
+                "--cases-per-site",
+                "1",
+                "--workers",
+                "1",
+                "--preview",
+            ]
+        )
+        == 0
+    )
+    assert (out / "preview.png").stat().st_size > 1000
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "layout: six-site" in text and "SiteA 1, SiteB 1" in text
+    assert "2 of 2 cases usable" in text
+
+
+def test_inspect_real_prostate158_prints_gland_volumes(shared_data, capsys):
+    assert main(["inspect", str(shared_data / "real" / "prostate158")]) == 0
+    text = capsys.readouterr().out
+    assert "layout: prostate158" in text and "3 of 3 cases usable" in text
+    line = next(row for row in text.splitlines() if row.startswith("001 "))
+    volumes = [float(v) for v in line.split()[-3::2]]  # "70.7 / 76.4": both readers
+    assert all(40 < v < 100 for v in volumes)
+
+
+def test_inspect_reports_every_problem_and_fails(tmp_path, capsys):
+    image, mask = ball_case()
+    write(tmp_path / "S" / "Case00.nii.gz", image)
+    write(tmp_path / "S" / "Case00_segmentation.nii.gz", mask)
+    bad = image.copy()
+    bad[0, 0, 0] = np.nan
+    write(tmp_path / "S" / "Case01.nii.gz", bad)
+    write(tmp_path / "S" / "Case01_segmentation.nii.gz", mask)
+    write(tmp_path / "S" / "Case02.nii.gz", image)
+    write(tmp_path / "S" / "Case02_segmentation.nii.gz", np.zeros_like(mask))
+    assert main(["inspect", str(tmp_path)]) == 1
+    text = capsys.readouterr().out
+    assert "2 of 3 cases usable" in text
+    assert "error:" in text and "Case01.nii.gz: contains 1 NaN/Inf voxels" in text
+    assert "warning:" in text and "Case02_segmentation.nii.gz: empty mask" in text
+
+
+def test_user_error_is_one_line_without_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "prokd.cli", "inspect", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "nope: data folder not found" in result.stderr and "Traceback" not in result.stderr
