@@ -62,6 +62,30 @@ def _inspect(args: argparse.Namespace) -> int:
     return 1 if any(r.error for r in records) else 0
 
 
+@command("models")
+def _models(args: argparse.Namespace) -> int:
+    from prokd.models import MODELS, build_model, get_spec
+    from prokd.models.profile import FLOP_CONVENTION, count_flops, count_parameters
+    from prokd.models.taps import tap_shapes
+
+    names = args.names or list(MODELS)
+    for name in names:
+        get_spec(name)
+    size = args.size
+    print(
+        f"{'model':<12} {'role':<8} {'params':>10} {'GFLOPs':>8}  feature taps (C x H x W) at {size}x{size}"
+    )
+    for name in names:
+        spec = MODELS[name]
+        model = build_model(name)
+        gflops = count_flops(model, size, size) / 1e9
+        shapes = tap_shapes(model, spec.taps, size, size)
+        taps = ", ".join(f"{t} {'x'.join(map(str, s))}" for t, s in shapes.items())
+        print(f"{name:<12} {spec.role:<8} {count_parameters(model):>10,} {gflops:>8.3f}  {taps}")
+    print(f"GFLOPs per {size}x{size} slice, batch 1; {FLOP_CONVENTION}.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from prokd.data.layouts import LAYOUTS
@@ -89,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write preview.png: one mid-gland slice per site",
     )
+
+    p = sub.add_parser("models", help="table of networks: parameters, FLOPs, feature taps")
+    p.add_argument("names", nargs="*", metavar="MODEL", help="networks to show (default: all)")
+    p.add_argument("--size", type=int, default=128, help="slice size in pixels (default 128)")
 
     p = sub.add_parser("inspect", help="list cases, shapes, spacings, gland volumes and problems")
     p.add_argument("data_dir", metavar="DATA_DIR", help="dataset folder")
