@@ -72,9 +72,8 @@ def _models(args: argparse.Namespace) -> int:
     for name in names:
         get_spec(name)
     size = args.size
-    print(
-        f"{'model':<12} {'role':<8} {'params':>10} {'GFLOPs':>8}  feature taps (C x H x W) at {size}x{size}"
-    )
+    header = f"{'model':<12} {'role':<8} {'params':>10} {'GFLOPs':>8}"
+    print(f"{header}  feature taps (C x H x W) at {size}x{size}")
     for name in names:
         spec = MODELS[name]
         model = build_model(name)

@@ -107,7 +107,7 @@ class CompositeLoss(nn.Module):
         if teacher_logits:
             b, _, h, wd = student_logits.shape
             mix = expand_teacher_weights(teacher_weights, len(teacher_logits), b, h, wd)
-            mix = mix.to(student_logits.device)
+            mix = mix.to(student_logits)
             targets = soft_targets(teacher_logits, mix, self.temperature)
             parts["kl"] = w.kl * kl_distillation(student_logits, targets, self.temperature, kl_mask)
             if self.feature_loss is not None and w.feature > 0:

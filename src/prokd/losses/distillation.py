@@ -34,7 +34,9 @@ def expand_teacher_weights(
             f"teacher weights of shape {tuple(weights.shape)} do not fit {teachers} "
             "teachers: use (K,), (B, K) or (B, K, H, W)"
         )
-    if (weights < 0).any() or not torch.allclose(weights.sum(1), torch.ones(()), atol=1e-4):
+    if (weights < 0).any() or not torch.allclose(
+        weights.sum(1), torch.ones((), dtype=weights.dtype), atol=1e-4
+    ):
         raise ValueError("teacher weights must be non-negative and sum to 1 over teachers")
     return weights.expand(batch, teachers, height, width)
 
