@@ -85,6 +85,58 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("train")
+def _train(args: argparse.Namespace) -> int:
+    from prokd.checkpoint import load_trained_model
+    from prokd.config import load_config
+    from prokd.distill.weighting import build_weighting
+    from prokd.runs import prepare_data, write_run_metadata
+    from prokd.train import TrainJob, run_training, validation_dice
+
+    config = load_config(args.config)
+    if args.data:
+        config = config.replace(data={"root": args.data})
+    out = Path(args.out or Path("runs") / f"{Path(args.config).stem}-{config.model}")
+    data = prepare_data(config)
+    write_run_metadata(out, config, data)
+    val = data.volumes(data.split.val, "preprocess val")
+    teachers = [load_trained_model(t) for t in config.distill.teachers]
+    scores = [validation_dice(t.network, val) for t in teachers] if val else None
+    job = TrainJob(
+        out,
+        config.model,
+        data.volumes(data.split.train, "preprocess train"),
+        val,
+        config.preprocess,
+        config.train,
+        config.loss,
+        teachers,
+        build_weighting(config.distill.weighting, scores),
+    )
+    summary = run_training(job, resume=args.resume)
+    best = summary["best_val_dice"]
+    best_text = "n/a (no validation case)" if best is None else f"{best:.4f}"
+    print(f"{out}: best validation Dice {best_text} at epoch {summary['best_epoch']}")
+    return 0
+
+
+@command("experiment")
+def _experiment(args: argparse.Namespace) -> int:
+    from prokd.config import load_config
+    from prokd.experiment import run_experiment
+    from prokd.report import results_table
+
+    config = load_config(args.config)
+    out = Path(args.out or Path("runs") / Path(args.config).stem)
+    start = time.perf_counter()
+    results = run_experiment(config, out, args.data)
+    print(results_table(results))
+    print(
+        f"experiment finished in {time.perf_counter() - start:.0f} s; report: {out / 'report.md'}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from prokd.data.layouts import LAYOUTS
@@ -116,6 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="table of networks: parameters, FLOPs, feature taps")
     p.add_argument("names", nargs="*", metavar="MODEL", help="networks to show (default: all)")
     p.add_argument("--size", type=int, default=128, help="slice size in pixels (default 128)")
+
+    p = sub.add_parser("train", help="train one network (teacher, baseline or distilled student)")
+    p.add_argument("config", metavar="CONFIG", help="YAML config (model, train, loss, distill)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<config>-<model>)")
+    p.add_argument("--data", metavar="DIR", help="dataset folder (overrides data.root)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+
+    p = sub.add_parser(
+        "experiment",
+        help="run the whole protocol: teachers, baselines, procedures 1 and 2, evaluation, report",
+    )
+    p.add_argument("config", metavar="CONFIG", help="YAML experiment config")
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<config>)")
+    p.add_argument("--data", metavar="DIR", help="dataset folder (overrides data.root)")
 
     p = sub.add_parser("inspect", help="list cases, shapes, spacings, gland volumes and problems")
     p.add_argument("data_dir", metavar="DATA_DIR", help="dataset folder")

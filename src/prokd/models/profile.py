@@ -13,8 +13,8 @@ FLOP_CONVENTION = "FLOPs as counted by torch FlopCounterMode: one multiply-add =
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Number of parameters (frozen ones included: a frozen teacher keeps its size)."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def count_flops(model: nn.Module, height: int, width: int, in_channels: int = 1) -> int:

@@ -1,0 +1,261 @@
+"""Experiment configuration: YAML -> validated dataclasses.
+
+Defaults live here; a YAML file states only what differs. Unknown or misspelled keys, wrong
+types and impossible values are one-line ``ConfigError``s naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from prokd.data.preprocess import PreprocessSettings
+from prokd.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the cases are. ``root`` may be given on the command line (``--data``)."""
+
+    root: str | None = None
+    layout: str | None = None
+    cache_dir: str | None = None  # default: $PROKD_CACHE or ~/.cache/prokd
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Per-site train/val/test fractions (by patient) and the split seed."""
+
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of one network."""
+
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 8  # epochs without a better validation Dice before stopping
+    slices_per_epoch: int = 0  # 0: one pass over the training slices
+    foreground_fraction: float = 0.6  # share of sampled slices that contain gland
+    augment: bool = True
+    seed: int = 0
+    threads: int = 0  # torch threads; 0 keeps torch's default
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights of the composite loss and its options."""
+
+    dice: float = 1.0
+    lovasz: float = 1.0
+    kl: float = 1.0
+    feature: float = 1.0
+    temperature: float = 4.0
+    feature_norm: str = "pixel"
+    lovasz_per_image: bool = False
+    lovasz_classes: str = "present"
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Teachers of a distilled run (``prokd train``): run folders or checkpoints."""
+
+    teachers: tuple[str, ...] = ()
+    weighting: str = "uniform"
+    soft_target_cache: bool = False  # reuse teacher outputs; needs augment: false
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The whole protocol of ``prokd experiment``."""
+
+    teacher: str = "unet-large"
+    limit_teacher: str = "unet-large"
+    student: str = "unet-w8"
+    limit_mode: str = "site"  # one limit-trained teacher per site, or "random"
+    limit_k: int = 3
+    limit_fraction: float = 0.0  # 0: 1 / limit_k
+    strategies: tuple[str, ...] = ("uniform", "validation", "confidence", "label-aware")
+    teacher_epochs: int = 0  # 0: train.epochs
+    student_epochs: int = 0  # 0: train.epochs
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run or experiment."""
+
+    model: str = "unet-w8"
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessSettings = field(default_factory=PreprocessSettings)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists), for YAML/JSON."""
+        return _plain(asdict(self))
+
+    def replace(self, **sections: Any) -> Config:
+        """A copy with some sections or fields replaced (``train={"epochs": 2}`` merges)."""
+        updates = {}
+        for key, value in sections.items():
+            current = getattr(self, key)
+            if dataclasses.is_dataclass(current) and isinstance(value, dict):
+                value = dataclasses.replace(current, **value)
+            updates[key] = value
+        return dataclasses.replace(self, **updates)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+CHECKS: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
+    "train.epochs": ("must be at least 1", lambda v: v >= 1),
+    "train.batch_size": ("must be at least 1", lambda v: v >= 1),
+    "train.lr": ("must be positive", lambda v: v > 0),
+    "train.weight_decay": ("must be >= 0", lambda v: v >= 0),
+    "train.patience": ("must be at least 1", lambda v: v >= 1),
+    "train.slices_per_epoch": ("must be >= 0", lambda v: v >= 0),
+    "train.foreground_fraction": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
+    "train.threads": ("must be >= 0", lambda v: v >= 0),
+    "loss.temperature": ("must be positive", lambda v: v > 0),
+    "loss.feature_norm": ("must be 'pixel' or 'channel'", lambda v: v in ("pixel", "channel")),
+    "loss.lovasz_classes": ("must be 'present' or 'all'", lambda v: v in ("present", "all")),
+    "loss.dice": ("must be >= 0", lambda v: v >= 0),
+    "loss.lovasz": ("must be >= 0", lambda v: v >= 0),
+    "loss.kl": ("must be >= 0", lambda v: v >= 0),
+    "loss.feature": ("must be >= 0", lambda v: v >= 0),
+    "experiment.limit_mode": ("must be 'site' or 'random'", lambda v: v in ("site", "random")),
+    "experiment.limit_k": ("must be at least 1", lambda v: v >= 1),
+    "experiment.limit_fraction": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
+    "experiment.teacher_epochs": ("must be >= 0", lambda v: v >= 0),
+    "experiment.student_epochs": ("must be >= 0", lambda v: v >= 0),
+}
+
+
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", str(kind))
+
+
+def _convert(value: Any, kind: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``kind``; return it converted."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if origin is tuple:
+        args = typing.get_args(kind)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {len(value)}")
+        return tuple(
+            _convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {_type_name(kind)}")
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"{path}: unknown key (known here: {known})")
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            kwargs[key] = _build(kind, value, f"{path}.")
+        else:
+            kwargs[key] = _convert(value, kind, path)
+            if path in CHECKS and kwargs[key] is not None:
+                message, ok = CHECKS[path]
+                if not ok(kwargs[key]):
+                    raise ConfigError(f"{path}: {message}, got {value!r}")
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any] | None) -> Config:
+    """Validated :class:`Config` from a (possibly partial) nested dict."""
+    return _build(Config, values or {}, "")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config.
+
+    Raises:
+        ConfigError: ``<path>: <key>: <problem>`` for missing files, YAML errors, unknown keys,
+            wrong types and impossible values.
+    """
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where else ""
+        raise ConfigError(f"{path}: invalid YAML{line}") from None
+    try:
+        return config_from_dict(values)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def save_config(config: Config, path: str | Path) -> Path:
+    """Write the resolved config as YAML (atomically)."""
+    from prokd.io_atomic import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return path

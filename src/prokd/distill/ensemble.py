@@ -1,0 +1,61 @@
+"""Frozen teachers run together: logits and tapped features, no gradients."""
+
+from __future__ import annotations
+
+import torch
+
+from prokd.checkpoint import TrainedModel
+from prokd.models import get_spec
+from prokd.models.taps import FeatureTaps, tap_shapes
+
+
+class TeacherEnsemble:
+    """K frozen teachers in eval mode; each sees the whole batch in one forward pass."""
+
+    def __init__(self, teachers: list[TrainedModel], with_features: bool = True) -> None:
+        if not teachers:
+            raise ValueError("a teacher ensemble needs at least one teacher")
+        self.teachers = teachers
+        self.with_features = with_features
+        for teacher in teachers:
+            teacher.network.eval()
+            teacher.network.requires_grad_(False)
+
+    def __len__(self) -> int:
+        return len(self.teachers)
+
+    def feature_channels(self, size: int) -> list[dict[str, int]]:
+        """Channels of every tap of every teacher."""
+        return [
+            {
+                tap: shape[0]
+                for tap, shape in tap_shapes(t.network, get_spec(t.name).taps, size, size).items()
+            }
+            for t in self.teachers
+        ]
+
+    def __call__(
+        self, images: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+        """Logits and (if enabled) tapped features of every teacher for a batch."""
+        logits, features = [], []
+        for teacher in self.teachers:
+            taps = get_spec(teacher.name).taps if self.with_features else {}
+            with FeatureTaps(teacher.network, taps) as tapped, torch.inference_mode():
+                out = teacher.network(images)
+            # Clone out of inference mode so the loss may save them for backward.
+            logits.append(out.clone())
+            features.append({k: v.clone() for k, v in tapped.features.items()})
+        return logits, features
+
+
+class ProbabilityAverage(torch.nn.Module):
+    """Several networks as one: logits whose softmax is the mean of their softmaxes."""
+
+    def __init__(self, networks: list[torch.nn.Module]) -> None:
+        super().__init__()
+        self.networks = torch.nn.ModuleList(networks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([torch.softmax(n(x), 1) for n in self.networks]).mean(0)
+        return torch.log(probs.clamp_min(1e-12))

@@ -1,0 +1,125 @@
+"""Evaluation of a model on whole cases: per-volume metrics on the original grid, per site."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm import tqdm
+
+from prokd.data.layouts import Case
+from prokd.data.validate import load_case
+from prokd.io_atomic import atomic_path
+from prokd.metrics import METRIC_NAMES, volume_metrics
+
+# A predictor maps an image on its own grid to gland probabilities on the same grid.
+Predictor = Callable[[sitk.Image], np.ndarray]
+
+
+def evaluate_cases(
+    predictors: dict[str, Predictor], cases: list[Case], progress: bool = True
+) -> dict[str, list[dict[str, Any]]]:
+    """Rows per model, one per case: site, metrics against the first reader, inference time.
+
+    Each case is read once and predicted by every model. Where a case has a second reader,
+    ``reader2_*`` columns hold the inter-reader metrics (reader 2 scored against reader 1):
+    the human ceiling for that case.
+    """
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in predictors}
+    for case in tqdm(cases, desc="evaluate", unit="case", leave=False, disable=not progress):
+        loaded = load_case(case)
+        spacing = tuple(reversed(loaded.image.GetSpacing()))
+        truth = sitk.GetArrayFromImage(loaded.mask) > 0
+        ceiling = {}
+        if len(loaded.masks) > 1:
+            reader2 = sitk.GetArrayFromImage(loaded.masks[1]) > 0
+            metrics = volume_metrics(reader2, truth, spacing).as_dict()
+            ceiling = {f"reader2_{k}": metrics[k] for k in METRIC_NAMES}
+        for name, predict in predictors.items():
+            start = time.perf_counter()
+            probabilities = predict(loaded.image)
+            seconds = time.perf_counter() - start
+            metrics = volume_metrics(probabilities >= 0.5, truth, spacing)
+            rows[name].append(
+                {
+                    "model": name,
+                    "case": case.case_id,
+                    "site": case.site,
+                    **metrics.as_dict(),
+                    "seconds": seconds,
+                    **ceiling,
+                }
+            )
+    return rows
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    array = np.asarray(values, dtype=float)
+    return {
+        "mean": float(array.mean()),
+        "std": float(array.std()),
+        "median": float(np.median(array)),
+        "n": int(array.size),
+    }
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean, std and median of every metric, overall and per site."""
+    keys = [
+        k
+        for k in rows[0]
+        if k not in ("model", "case", "site")
+        and all(isinstance(r.get(k), int | float) for r in rows)
+    ]
+    reader_keys = sorted({k for r in rows for k in r if k.startswith("reader2_")})
+
+    def block(subset: list[dict[str, Any]]) -> dict[str, Any]:
+        out = {k: _stats([r[k] for r in subset]) for k in keys}
+        for k in reader_keys:
+            values = [r[k] for r in subset if k in r]
+            if values:
+                out[k] = _stats(values)
+        return out
+
+    sites = sorted({r["site"] for r in rows})
+    return {
+        "overall": block(rows),
+        "sites": {s: block([r for r in rows if r["site"] == s]) for s in sites},
+    }
+
+
+def write_evaluation(rows: list[dict[str, Any]], out_dir: str | Path) -> dict[str, Any]:
+    """``metrics.csv`` (one row per case) and ``summary.json`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_path(out_dir / "metrics.csv") as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = summarise(rows)
+    with atomic_path(out_dir / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Short text table: metrics overall and per site (mean ± std)."""
+
+    def line(name: str, block: dict[str, Any]) -> str:
+        cells = [f"{k} {block[k]['mean']:.3f}±{block[k]['std']:.3f}" for k in METRIC_NAMES]
+        ceiling = block.get("reader2_dice")
+        if ceiling:
+            cells.append(f"reader2 dice {ceiling['mean']:.3f}")
+        n = block["dice"]["n"]
+        return f"{name:<14} n={n:<3} " + "  ".join(cells)
+
+    lines = [line("overall", summary["overall"])]
+    lines += [line(site, block) for site, block in summary["sites"].items()]
+    return "\n".join(lines)

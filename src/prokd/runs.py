@@ -1,0 +1,118 @@
+"""Run folders: data preparation from a config, and the metadata every run records."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from prokd.config import Config, save_config
+from prokd.data.cache import PreprocessCache, PreprocessedVolume
+from prokd.data.layouts import Case, find_cases
+from prokd.data.splits import Split, split_by_site
+from prokd.errors import ConfigError
+from prokd.io_atomic import atomic_path
+
+PACKAGES = ("torch", "monai", "numpy", "SimpleITK", "nibabel", "scipy", "onnxruntime", "prokd")
+
+
+def default_cache_dir() -> Path:
+    """``$PROKD_CACHE``, else ``~/.cache/prokd``."""
+    return Path(os.environ.get("PROKD_CACHE", Path.home() / ".cache" / "prokd"))
+
+
+@dataclass
+class PreparedData:
+    """Cases, their split, and a loader of preprocessed volumes."""
+
+    layout: str
+    cases: list[Case]
+    split: Split
+    cache: PreprocessCache
+    config: Config
+
+    def volumes(
+        self, case_ids: tuple[str, ...] | list[str], desc: str = "preprocess"
+    ) -> list[PreprocessedVolume]:
+        """Preprocessed volumes of the given cases (cached on disk)."""
+        by_id = {c.case_id: c for c in self.cases}
+        ids = list(case_ids)
+        return [
+            self.cache.load(by_id[i], self.config.preprocess)
+            for i in tqdm(ids, desc=desc, unit="case", leave=False, disable=len(ids) < 4)
+        ]
+
+    def case(self, case_id: str) -> Case:
+        """The manifest entry of a case id."""
+        return next(c for c in self.cases if c.case_id == case_id)
+
+
+def prepare_data(config: Config, data_root: str | None = None) -> PreparedData:
+    """Find the cases of the configured dataset and split them.
+
+    Raises:
+        ConfigError: no data folder given in the config or on the command line.
+        DataError: unreadable dataset.
+    """
+    root = data_root or config.data.root
+    if not root:
+        raise ConfigError("data.root is not set: give --data DIR or set data.root in the config")
+    layout, cases = find_cases(root, config.data.layout)
+    s = config.split
+    split = split_by_site(cases, s.val_fraction, s.test_fraction, s.seed)
+    cache = PreprocessCache(config.data.cache_dir or default_cache_dir())
+    return PreparedData(layout, cases, split, cache, config)
+
+
+def git_commit() -> str | None:
+    """Commit of the prokd source tree, if it is a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment() -> dict[str, Any]:
+    """Versions and machine facts recorded in every run folder."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    import torch
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "git_commit": git_commit(),
+        "packages": versions,
+        "argv": sys.argv,
+    }
+
+
+def write_run_metadata(run_dir: Path, config: Config, data: PreparedData) -> None:
+    """Resolved config, split and environment into ``run_dir``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    data.split.save(run_dir / "split.json")
+    with atomic_path(run_dir / "environment.json") as tmp:
+        tmp.write_text(json.dumps({**environment(), "data_layout": data.layout}, indent=1))

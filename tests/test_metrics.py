@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+import torch
+from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
+
+from prokd.metrics import dice_score, volume_metrics
+
+
+def _blob(shape, centre, radii):
+    grid = np.indices(shape).astype(float)
+    return sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii, strict=True)) < 1
+
+
+def _onehot(mask):
+    fg = torch.from_numpy(mask)
+    return torch.stack([~fg, fg])[None].float()
+
+
+def test_matches_monai_metric_functions_on_anisotropic_grid():
+    truth = _blob((12, 40, 44), (6, 20, 22), (4, 12, 14))
+    pred = _blob((12, 40, 44), (6, 22, 21), (3.5, 11, 15))
+    spacing = (3.5, 0.6, 0.8)
+    m = volume_metrics(pred, truth, spacing)
+    p, t = _onehot(pred), _onehot(truth)
+    hd95 = compute_hausdorff_distance(p, t, percentile=95, spacing=list(spacing))
+    assd = compute_average_surface_distance(p, t, symmetric=True, spacing=list(spacing))
+    assert m.hd95 == pytest.approx(float(hd95), rel=1e-5)
+    assert m.assd == pytest.approx(float(assd), rel=1e-5)
+    inter, total = (pred & truth).sum(), pred.sum() + truth.sum()
+    assert m.dice == pytest.approx(2 * inter / total)
+    assert m.iou == pytest.approx(inter / (total - inter))
+    assert m.true_ml == pytest.approx(truth.sum() * 3.5 * 0.6 * 0.8 / 1000)
+
+
+def test_shift_by_one_slice_gives_slice_thickness_distances():
+    truth = _blob((10, 20, 20), (5, 10, 10), (3, 6, 6))
+    pred = np.roll(truth, 1, axis=0)
+    m = volume_metrics(pred, truth, (4.0, 1.0, 1.0))
+    assert m.hd95 == pytest.approx(4.0)
+    assert 0 < m.assd <= 4.0
+
+
+def test_empty_masks_have_defined_values():
+    empty = np.zeros((4, 5, 6), bool)
+    full = empty.copy()
+    full[1:3, 1:4, 1:5] = True
+    both = volume_metrics(empty, empty, (2.0, 1.0, 1.0))
+    assert (both.dice, both.iou, both.hd95, both.assd) == (1.0, 1.0, 0.0, 0.0)
+    diagonal = np.linalg.norm([8.0, 5.0, 6.0])
+    for pred, truth in ((empty, full), (full, empty)):
+        m = volume_metrics(pred, truth, (2.0, 1.0, 1.0))
+        assert (m.dice, m.iou) == (0.0, 0.0)
+        assert m.hd95 == pytest.approx(diagonal) and m.assd == pytest.approx(diagonal)
+        assert all(np.isfinite(list(m.as_dict().values())))
+    assert dice_score(empty, empty) == 1.0 and dice_score(full, empty) == 0.0
