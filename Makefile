@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
+# The synthetic benchmark (generated once), then the whole protocol on it.
 demo: $(STAMP)
-	test -d $(DEMO_DATA) || $(BIN)/prokd phantom $(DEMO_DATA) --preview
-	$(BIN)/prokd inspect $(DEMO_DATA)
+	test -f $(DEMO_DATA)/phantom.json || $(BIN)/prokd phantom $(DEMO_DATA) --preview
+	$(BIN)/prokd experiment configs/demo.yaml --data $(DEMO_DATA) --out runs/demo
 
 # pytest exits 5 when it collects no test: that is a failed run, not a pass.
 test: $(STAMP)
@@ -27,4 +28,4 @@ test: $(STAMP)
 	exit $$rc
 
 clean:
-	rm -rf $(VENV) data
+	rm -rf $(VENV) data runs

@@ -112,6 +112,7 @@ def _train(args: argparse.Namespace) -> int:
         config.loss,
         teachers,
         build_weighting(config.distill.weighting, scores),
+        out / "soft_targets" if config.distill.soft_target_cache else None,
     )
     summary = run_training(job, resume=args.resume)
     best = summary["best_val_dice"]

@@ -68,6 +68,7 @@ class Experiment:
         weighting: str = "uniform",
         teacher_val_dice: list[float] | None = None,
         student: bool = True,
+        soft_targets: str | None = None,
     ) -> TrainedModel:
         """Train (or finish, or reuse) one model under ``models/<name>``."""
         run_dir = self.out / "models" / name
@@ -75,6 +76,9 @@ class Experiment:
             e, cfg = self.config.experiment, self.config.train
             epochs = (e.student_epochs if student else e.teacher_epochs) or cfg.epochs
             volumes = self.train_volumes if case_ids is None else self.data.volumes(case_ids)
+            cache = None
+            if soft_targets and teachers and self.config.distill.soft_target_cache:
+                cache = self.out / "soft_targets" / soft_targets
             job = TrainJob(
                 run_dir,
                 model,
@@ -85,6 +89,7 @@ class Experiment:
                 self.config.loss,
                 teachers or [],
                 build_weighting(weighting, teacher_val_dice),
+                cache,
             )
             run_training(job, resume=(run_dir / LAST).exists(), progress=self.progress)
         return load_trained_model(run_dir)
@@ -157,13 +162,18 @@ def run_experiment(
         for name, ids in subsets.items()
     ]
     nokd = exp.train("student-nokd", e.student)
-    p1 = exp.train("student-kd-p1", e.student, teachers=[teacher])
+    p1 = exp.train("student-kd-p1", e.student, teachers=[teacher], soft_targets="p1")
     limit_val = [_val_dice(m) for m in limit]
     strategies = [s for s in e.strategies if s != "validation" or None not in limit_val]
     skipped = sorted(set(e.strategies) - set(strategies))
     p2 = {
         s: exp.train(
-            f"student-kd-p2-{s}", e.student, teachers=limit, weighting=s, teacher_val_dice=limit_val
+            f"student-kd-p2-{s}",
+            e.student,
+            teachers=limit,
+            weighting=s,
+            teacher_val_dice=limit_val,
+            soft_targets="p2",
         )
         for s in strategies
     }

@@ -27,8 +27,9 @@ from prokd.data.cache import PreprocessedVolume
 from prokd.data.preprocess import PreprocessSettings
 from prokd.data.slices import SliceDataset, training_augmentation
 from prokd.distill.ensemble import TeacherEnsemble
+from prokd.distill.soft_targets import SoftTargetCache
 from prokd.distill.weighting import TeacherWeighting, UniformWeighting
-from prokd.errors import ProkdError
+from prokd.errors import ConfigError, ProkdError
 from prokd.io_atomic import atomic_path
 from prokd.losses.composite import CompositeLoss, LossWeights
 from prokd.losses.distillation import FeatureDistillation
@@ -54,6 +55,7 @@ class TrainJob:
     loss: LossConfig
     teachers: list[TrainedModel] = field(default_factory=list)
     weighting: TeacherWeighting = field(default_factory=UniformWeighting)
+    soft_target_dir: Path | None = None  # opt-in soft-target cache (needs augment off)
 
 
 def seed_everything(seed: int) -> None:
@@ -172,6 +174,16 @@ def run_training(job: TrainJob, resume: bool = False, progress: bool = True) -> 
     has_gland = dataset.has_gland()
     per_epoch = cfg.slices_per_epoch or len(dataset)
     taps = get_spec(job.model_name).taps if criterion.feature_loss is not None else {}
+    soft_targets = None
+    if ensemble is not None and job.soft_target_dir is not None:
+        if cfg.augment:
+            raise ConfigError(
+                "distill.soft_target_cache needs train.augment: false "
+                "(cached teacher outputs are per stored slice)"
+            )
+        soft_targets = SoftTargetCache.build(
+            job.soft_target_dir, ensemble, dataset, progress=progress
+        )
 
     state = {"epoch": -1, "best": -math.inf, "best_epoch": -1, "stale": 0, "history": []}
     last = run_dir / LAST
@@ -209,12 +221,16 @@ def run_training(job: TrainJob, resume: bool = False, progress: bool = True) -> 
             disable=not progress,
         )
         for start in bar:
-            images, labels = _collate(dataset, order[start : start + cfg.batch_size])
+            batch = order[start : start + cfg.batch_size]
+            images, labels = _collate(dataset, batch)
             with FeatureTaps(network, taps) as tapped:
                 logits = network(images)
             teacher_logits = teacher_features = weights = None
-            if ensemble is not None:
+            if soft_targets is not None:
+                teacher_logits, teacher_features = soft_targets.fetch(batch)
+            elif ensemble is not None:
                 teacher_logits, teacher_features = ensemble(images)
+            if teacher_logits is not None:
                 weights = job.weighting(teacher_logits, labels)
             out = criterion(
                 logits, labels, tapped.features, teacher_logits, teacher_features, weights

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import shutil
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +27,6 @@ from tqdm import tqdm
 
 from prokd.data.io import write_volume
 from prokd.errors import ProkdError
-from prokd.io_atomic import atomic_path
 
 FOV_SLAB_MM = 84.0  # superior-inferior coverage of every acquisition
 SUBSLICES = (-0.25, 0.25)  # through-plane partial volume: average of two sub-slices
@@ -306,6 +308,22 @@ def write_phantom(
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ProkdError(f"{out_dir}: folder exists and is not empty; choose a new folder")
+    # Generate into a temporary sibling, then rename: never a half-written benchmark.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        cases = _generate(staging, sites, cases_per_site, seed, workers, show_progress)
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return cases
+
+
+def _generate(
+    out_dir: Path, sites: int, cases_per_site: int, seed: int, workers: int, show_progress: bool
+) -> list[PhantomCase]:
     jobs = [(out_dir, SITES[s], seed, s, c) for s in range(sites) for c in range(cases_per_site)]
     progress = tqdm(total=len(jobs), desc="phantom", unit="case", disable=not show_progress)
     cases = []
@@ -327,6 +345,5 @@ def write_phantom(
         "sites": [asdict(site) for site in SITES[:sites]],
         "cases": [asdict(case) for case in cases],
     }
-    with atomic_path(out_dir / "phantom.json") as tmp:
-        tmp.write_text(json.dumps(info, indent=1))
+    (out_dir / "phantom.json").write_text(json.dumps(info, indent=1))
     return cases

@@ -1,0 +1,143 @@
+"""Epoch time of procedure 2 with K teachers against the no-KD student epoch.
+
+Measured side by side in one process on the synthetic benchmark: the same student, the same
+slices, one epoch each; teachers are untrained networks of the chosen architecture (their cost
+does not depend on their weights). With ``--soft-target-cache`` the teachers' outputs are
+computed once (augmentation off) and the epoch reads them from disk.
+
+    .venv/bin/python benchmarks/kd_epoch_cost.py --data data/phantom --out results/kd_epoch_cost
+
+Writes ``<out>.json`` and ``<out>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from prokd.checkpoint import TrainedModel
+from prokd.config import config_from_dict
+from prokd.models import build_model
+from prokd.runs import environment, prepare_data
+from prokd.train import TrainJob, run_training
+
+
+def _epoch_seconds(job: TrainJob) -> float:
+    return float(run_training(job, progress=False)["epoch_seconds_mean"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="data/phantom", help="six-site folder (prokd phantom)")
+    parser.add_argument("--out", default="results/kd_epoch_cost", help="output path stem")
+    parser.add_argument("--teacher", default="unet-medium")
+    parser.add_argument("--student", default="unet-w8")
+    parser.add_argument("--slices", type=int, default=256, help="slices per epoch")
+    parser.add_argument("--teachers", type=int, nargs="+", default=[1, 3, 6])
+    args = parser.parse_args()
+
+    config = config_from_dict(
+        {
+            "data": {"root": args.data},
+            "train": {"epochs": 1, "slices_per_epoch": args.slices, "batch_size": 16},
+        }
+    )
+    data = prepare_data(config)
+    volumes = data.volumes(data.split.train)
+    torch.manual_seed(0)
+    teachers = [
+        TrainedModel(
+            args.teacher,
+            build_model(args.teacher).eval(),
+            config.preprocess,
+            Path(f"untrained-{k}"),
+        )
+        for k in range(max(args.teachers))
+    ]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for augment, cached in ((True, False), (False, False), (False, True)):
+            train = config.replace(train={"augment": augment}).train
+            base = _epoch_seconds(
+                TrainJob(
+                    Path(tmp) / f"nokd-{augment}",
+                    args.student,
+                    volumes,
+                    [],
+                    config.preprocess,
+                    train,
+                    config.loss,
+                )
+            )
+            rows.append(
+                {
+                    "teachers": 0,
+                    "augment": augment,
+                    "soft_target_cache": False,
+                    "epoch_seconds": base,
+                    "ratio_to_nokd": 1.0,
+                }
+            )
+            for k in args.teachers:
+                name = f"k{k}-{augment}-{cached}"
+                cache_dir = Path(tmp) / f"cache-{k}" if cached else None
+                start = time.perf_counter()
+                seconds = _epoch_seconds(
+                    TrainJob(
+                        Path(tmp) / name,
+                        args.student,
+                        volumes,
+                        [],
+                        config.preprocess,
+                        train,
+                        config.loss,
+                        teachers[:k],
+                        soft_target_dir=cache_dir,
+                    )
+                )
+                row = {
+                    "teachers": k,
+                    "augment": augment,
+                    "soft_target_cache": cached,
+                    "epoch_seconds": seconds,
+                    "ratio_to_nokd": seconds / base,
+                }
+                if cached:
+                    row["cache_build_seconds"] = time.perf_counter() - start - seconds
+                rows.append(row)
+                print(row)
+    result = {
+        "student": args.student,
+        "teacher": args.teacher,
+        "slices_per_epoch": args.slices,
+        "rows": rows,
+        "environment": environment(),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    lines = [
+        f"Student {args.student}, teachers {args.teacher}, {args.slices} slices per epoch "
+        f"at {config.preprocess.size}x{config.preprocess.size}, "
+        f"{result['environment']['torch_threads']} torch threads.",
+        "",
+        "| teachers | augment | soft-target cache | epoch s | x no-KD | cache build s |",
+        "|---:|---|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        build = f"{r['cache_build_seconds']:.1f}" if "cache_build_seconds" in r else ""
+        lines.append(
+            f"| {r['teachers']} | {r['augment']} | {r['soft_target_cache']} | "
+            f"{r['epoch_seconds']:.1f} | {r['ratio_to_nokd']:.2f} | {build} |"
+        )
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

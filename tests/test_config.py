@@ -1,0 +1,76 @@
+import pytest
+
+from prokd.config import Config, config_from_dict, load_config, save_config
+from prokd.errors import ConfigError
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_partial_override(tmp_path):
+    config = load_config(_write(tmp_path, "train:\n  epochs: 3\nloss: {kl: 0.5}\n"))
+    assert config.train.epochs == 3 and config.train.batch_size == Config().train.batch_size
+    assert config.loss.kl == 0.5 and config.loss.dice == 1.0
+    assert config.preprocess.size == 128
+
+
+def test_save_load_roundtrip(tmp_path):
+    config = config_from_dict(
+        {
+            "model": "enet",
+            "preprocess": {"size": 64, "fov_mm": 100},
+            "experiment": {"strategies": ["uniform", "confidence"]},
+        }
+    )
+    again = load_config(save_config(config, tmp_path / "saved.yaml"))
+    assert again == config
+    assert again.experiment.strategies == ("uniform", "confidence")
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("trian:\n  epochs: 3\n", "trian: unknown key"),
+        ("train:\n  epoch: 3\n", "train.epoch: unknown key"),
+        ("train:\n  epochs: ten\n", "train.epochs: expected an integer, got 'ten'"),
+        ("train:\n  epochs: 2.5\n", "train.epochs: expected an integer"),
+        ("train:\n  augment: 1\n", "train.augment: expected true or false"),
+        ("train:\n  epochs: 0\n", "train.epochs: must be at least 1"),
+        ("train:\n  foreground_fraction: 1.5\n", "train.foreground_fraction: must be in [0, 1]"),
+        ("loss:\n  temperature: -1\n", "loss.temperature: must be positive"),
+        ("loss:\n  feature_norm: layer\n", "loss.feature_norm: must be 'pixel' or 'channel'"),
+        ("preprocess:\n  size: 4\n", "preprocess.size must be at least 8"),
+        (
+            "preprocess:\n  clip_percentiles: [1]\n",
+            "preprocess.clip_percentiles: expected a list of 2",
+        ),
+        ("experiment:\n  strategies: uniform\n", "experiment.strategies: expected a list"),
+        ("train: 3\n", "train.: expected a mapping"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path, text, message):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"invalid YAML \(line \d+\)"):
+        load_config(_write(tmp_path, "train:\n  epochs: [1\n"))
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "none.yaml")
+
+
+def test_repository_configs_are_valid():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert {p.name for p in configs} >= {"demo.yaml", "paper-six-site.yaml", "prostate158.yaml"}
+    for path in configs:
+        load_config(path)

@@ -1,0 +1,116 @@
+"""Tiny end-to-end runs of the whole protocol (2 sites x 2 cases, 32x32, 1 epoch)."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from prokd.cli import main
+from prokd.config import load_config
+from prokd.data.phantom import write_phantom
+from prokd.errors import ConfigError
+from prokd.experiment import run_experiment
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TINY = {
+    "preprocess": {"size": 32, "fov_mm": 128.0},
+    "split": {"val_fraction": 0.0, "test_fraction": 0.5},
+    "train": {"epochs": 1, "batch_size": 8, "slices_per_epoch": 8},
+}
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phantom") / "six-site"
+    write_phantom(root, sites=2, cases_per_site=2, seed=1)
+    return root
+
+
+def _tiny(config, tmp_path, **experiment):
+    config = config.replace(data={"cache_dir": str(tmp_path / "cache")}, **TINY)
+    return config.replace(experiment=experiment) if experiment else config
+
+
+def test_tiny_experiment_end_to_end_and_resume(phantom, tmp_path):
+    config = _tiny(
+        load_config(CONFIGS / "demo.yaml"),
+        tmp_path,
+        teacher="unet-w8",
+        limit_teacher="unet-w4",
+        student="unet-w4",
+        limit_mode="site",
+    )
+    out = tmp_path / "run"
+    results = run_experiment(config, out, str(phantom), progress=False)
+    names = [r["model"] for r in results["rows"]]
+    assert names == [
+        "teacher",
+        "limit-SiteA",
+        "limit-SiteB",
+        "ensemble-limit",
+        "student-nokd",
+        "student-kd-p1",
+        "student-kd-p2-uniform",
+        "student-kd-p2-confidence",
+        "student-kd-p2-label-aware",
+    ]
+    assert results["strategies_skipped"] == ["validation"]  # no validation case to weigh by
+    for row in results["rows"]:
+        for metric in ("dice", "iou", "hd95", "assd"):
+            assert math.isfinite(row[metric]["mean"])
+        assert set(row["site_dice"]) == {"SiteA", "SiteB"}
+        assert (row["kd_gain"] is not None) == row["model"].startswith("student-kd")
+    for name in (
+        "config.yaml",
+        "split.json",
+        "environment.json",
+        "limit_subsets.json",
+        "results.json",
+        "report.md",
+        "evaluation/student-nokd/metrics.csv",
+    ):
+        assert (out / name).exists(), name
+    report = (out / "report.md").read_text()
+    assert "| student-kd-p1 | student, procedure 1 |" in report
+    # A second run skips every finished step and gives the same results.
+    stamp = (out / "models" / "teacher" / "best.pt").stat().st_mtime_ns
+    again = run_experiment(config, out, str(phantom), progress=False)
+    assert (out / "models" / "teacher" / "best.pt").stat().st_mtime_ns == stamp
+    assert again["rows"] == json.loads((out / "results.json").read_text())["rows"]
+    changed = config.replace(train={"lr": 0.1})
+    with pytest.raises(ConfigError, match="another config"):
+        run_experiment(changed, out, str(phantom), progress=False)
+
+
+def test_paper_six_site_config_runs_on_a_phantom_in_that_layout(phantom, tmp_path, capsys):
+    config = _tiny(load_config(CONFIGS / "paper-six-site.yaml"), tmp_path)
+    assert config.data.layout == "six-site" and config.experiment.limit_mode == "site"
+    config_path = tmp_path / "paper.yaml"
+    from prokd.config import save_config
+
+    save_config(config, config_path)
+    assert (
+        main(
+            [
+                "experiment",
+                str(config_path),
+                "--data",
+                str(phantom),
+                "--out",
+                str(tmp_path / "paper"),
+            ]
+        )
+        == 0
+    )
+    results = json.loads((tmp_path / "paper" / "results.json").read_text())
+    student = next(r for r in results["rows"] if r["model"] == "student-nokd")
+    assert student["params"] == 352_585  # the paper's ENet student
+    assert "report:" in capsys.readouterr().out
+
+
+def test_experiment_without_test_cases_is_refused(phantom, tmp_path):
+    config = _tiny(load_config(CONFIGS / "demo.yaml"), tmp_path)
+    config = config.replace(split={"test_fraction": 0.0})
+    with pytest.raises(ConfigError, match="no test case"):
+        run_experiment(config, tmp_path / "run", str(phantom), progress=False)

@@ -1,0 +1,136 @@
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+import prokd.train as train_module
+from prokd.checkpoint import BEST, LAST, load_trained_model
+from prokd.config import LossConfig, TrainConfig
+from prokd.data.cache import PreprocessedVolume
+from prokd.data.io import Geometry
+from prokd.data.preprocess import PreprocessSettings
+from prokd.distill.weighting import build_weighting
+from prokd.errors import ProkdError
+from prokd.train import TrainJob, run_training, sample_slices
+
+SETTINGS = PreprocessSettings(size=32, fov_mm=32.0)
+GRID = Geometry((32, 32, 4), (1.0, 1.0, 3.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+
+
+def _volume(seed):
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((4, 32, 32), np.uint8)
+    r = rng.integers(6, 10)
+    mask[1:3, 16 - r : 16 + r, 14 - r : 14 + r] = 1
+    image = (rng.normal(0, 0.5, mask.shape) + 1.5 * mask).astype(np.float32)
+    return PreprocessedVolume(f"c{seed}", "S", image, mask, GRID)
+
+
+def _job(run_dir, epochs=3, teachers=(), weighting="uniform", augment=True, model="unet-w4"):
+    train = TrainConfig(
+        epochs=epochs, batch_size=4, slices_per_epoch=8, augment=augment, patience=10, seed=3
+    )
+    return TrainJob(
+        run_dir,
+        model,
+        [_volume(i) for i in range(3)],
+        [_volume(10)],
+        SETTINGS,
+        train,
+        LossConfig(),
+        list(teachers),
+        build_weighting(weighting),
+    )
+
+
+def test_sample_slices_mixes_foreground_and_background():
+    has_gland = np.array([True] * 10 + [False] * 30)
+    picked = sample_slices(has_gland, 20, 0.75, np.random.default_rng(0))
+    assert len(picked) == 20 and has_gland[picked].sum() == 15
+    only_fg = sample_slices(np.ones(3, bool), 7, 0.5, np.random.default_rng(0))
+    assert len(only_fg) == 7 and set(only_fg) <= {0, 1, 2}
+
+
+def test_training_writes_checkpoints_log_and_summary(tmp_path):
+    summary = run_training(_job(tmp_path / "run", epochs=2), progress=False)
+    assert (tmp_path / "run" / BEST).exists() and (tmp_path / "run" / LAST).exists()
+    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert {"loss", "dice", "lovasz", "val_dice", "lr"} <= set(rows[0])
+    assert summary["epochs_run"] == 2 and 0 <= summary["best_val_dice"] <= 1
+    model = load_trained_model(tmp_path / "run")
+    assert model.name == "unet-w4" and model.settings == SETTINGS
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, monkeypatch):
+    run_training(_job(tmp_path / "full"), progress=False)
+    original = train_module._write_log
+    calls = {"n": 0}
+
+    def crash_after_second_epoch(run_dir, history):
+        original(run_dir, history)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_write_log", crash_after_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(_job(tmp_path / "cut"), progress=False)
+    monkeypatch.setattr(train_module, "_write_log", original)
+    assert len(list(csv.DictReader(open(tmp_path / "cut" / "log.csv")))) == 2
+    with pytest.raises(ProkdError, match="already holds a checkpoint"):
+        run_training(_job(tmp_path / "cut"), progress=False)
+    run_training(_job(tmp_path / "cut"), resume=True, progress=False)
+    full = torch.load(tmp_path / "full" / LAST, weights_only=False)
+    cut = torch.load(tmp_path / "cut" / LAST, weights_only=False)
+    for key, value in full["model"].items():
+        torch.testing.assert_close(cut["model"][key], value, rtol=0, atol=0)
+    assert [r["loss"] for r in cut["state"]["history"]] == [
+        r["loss"] for r in full["state"]["history"]
+    ]
+
+
+def test_distillation_trains_adapters_and_leaves_teachers_untouched(tmp_path):
+    run_training(_job(tmp_path / "teacher", epochs=1, model="unet-w8"), progress=False)
+    teachers = [load_trained_model(tmp_path / "teacher"), load_trained_model(tmp_path / "teacher")]
+    before = {k: v.clone() for k, v in teachers[0].network.state_dict().items()}
+    run_training(
+        _job(tmp_path / "student", epochs=1, teachers=teachers, weighting="confidence"),
+        progress=False,
+    )
+    rows = list(csv.DictReader(open(tmp_path / "student" / "log.csv")))
+    assert float(rows[0]["kl"]) > 0 and float(rows[0]["feature"]) > 0
+    for key, value in teachers[0].network.state_dict().items():
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    saved = torch.load(tmp_path / "student" / LAST, weights_only=False)
+    assert any(k.startswith("feature_loss.adapters.1.") for k in saved["criterion"])
+    assert not any(
+        "adapters" in k
+        for k in torch.load(tmp_path / "student" / BEST, weights_only=False)["state_dict"]
+    )
+
+
+def test_soft_target_cache_gives_the_same_training_as_live_teachers(tmp_path):
+    run_training(_job(tmp_path / "teacher", epochs=1, model="unet-w8"), progress=False)
+    teachers = [load_trained_model(tmp_path / "teacher")]
+    live = _job(tmp_path / "live", epochs=2, teachers=teachers, augment=False)
+    run_training(live, progress=False)
+    cached = _job(tmp_path / "cached", epochs=2, teachers=teachers, augment=False)
+    cached.soft_target_dir = tmp_path / "soft"
+    run_training(cached, progress=False)
+    assert (tmp_path / "soft" / "teacher0_logits.npy").exists()
+    assert np.load(tmp_path / "soft" / "teacher0_logits.npy").dtype == np.float16
+    a = torch.load(tmp_path / "live" / LAST, weights_only=False)["state"]["history"]
+    b = torch.load(tmp_path / "cached" / LAST, weights_only=False)["state"]["history"]
+    for row_a, row_b in zip(a, b, strict=True):  # float16 storage: close, not identical
+        assert row_b["kl"] == pytest.approx(row_a["kl"], rel=0.02, abs=1e-3)
+        assert row_b["dice"] == pytest.approx(row_a["dice"], rel=0.02, abs=1e-3)
+
+
+def test_soft_target_cache_refuses_augmentation(tmp_path):
+    run_training(_job(tmp_path / "teacher", epochs=1), progress=False)
+    job = _job(tmp_path / "student", teachers=[load_trained_model(tmp_path / "teacher")])
+    job.soft_target_dir = tmp_path / "soft"
+    with pytest.raises(ProkdError, match="soft_target_cache needs train.augment: false"):
+        run_training(job, progress=False)
