@@ -138,6 +138,67 @@ def _experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("predict")
+def _predict(args: argparse.Namespace) -> int:
+    from prokd.model_files import load_model_file
+    from prokd.segment import check_overwrite, plan_outputs, segment_file
+
+    model = load_model_file(args.model)
+    pairs = plan_outputs(args.input, args.output)
+    check_overwrite(pairs, args.probabilities, args.overwrite)
+    for source, target, layout_channel in pairs:
+        channel = args.channel if args.channel is not None else layout_channel
+        result = segment_file(
+            model,
+            source,
+            target,
+            args.probabilities,
+            not args.no_postprocess,
+            channel,
+            args.batch_size,
+        )
+        print(f"{target}: {result.qc.gland_ml:.1f} ml, {result.seconds:.2f} s")
+        for warning in result.qc.warnings:
+            print(f"prokd predict: warning: {target}: {warning}", file=sys.stderr)
+    return 0
+
+
+@command("evaluate")
+def _evaluate(args: argparse.Namespace) -> int:
+    from prokd.data.layouts import find_cases
+    from prokd.evaluate import evaluate_cases, format_summary, write_evaluation
+    from prokd.model_files import load_model_file
+    from prokd.predict import predict_volume
+
+    model = load_model_file(args.model)
+    layout, cases = find_cases(args.data, args.layout)
+
+    def predict(image):
+        return predict_volume(model.slice_model, image, model.settings)
+
+    rows = evaluate_cases({model.name: predict}, cases, postprocess=not args.no_postprocess)
+    out = Path(args.out or Path("runs") / "evaluate" / f"{model.name}-{Path(args.data).name}")
+    summary = write_evaluation(rows[model.name], out)
+    print(f"{model.name} ({model.kind}) on {args.data} [{layout}], {len(cases)} cases")
+    print(format_summary(summary))
+    print(f"per-case metrics: {out / 'metrics.csv'}; summary: {out / 'summary.json'}")
+    return 0
+
+
+@command("export")
+def _export(args: argparse.Namespace) -> int:
+    from prokd.checkpoint import load_trained_model
+    from prokd.errors import DataError
+    from prokd.export import export_model
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise DataError(out, "output exists; pass --overwrite to replace it")
+    path = export_model(load_trained_model(args.checkpoint), args.format, out)
+    print(f"wrote {path} ({args.format}, {path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from prokd.data.layouts import LAYOUTS
@@ -183,6 +244,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", metavar="CONFIG", help="YAML experiment config")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<config>)")
     p.add_argument("--data", metavar="DIR", help="dataset folder (overrides data.root)")
+
+    p = sub.add_parser("predict", help="segment volumes: masks with the input's exact geometry")
+    p.add_argument("model", metavar="MODEL", help="checkpoint, run folder, .onnx or .ts file")
+    p.add_argument("input", metavar="INPUT", help="volume file or folder of volumes")
+    p.add_argument("output", metavar="OUTPUT", help="mask file, or folder for a folder input")
+    p.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="also write <name>_probabilities (gland probability, float32)",
+    )
+    p.add_argument(
+        "--no-postprocess",
+        action="store_true",
+        help="keep the raw mask (default: largest 3D component, holes filled)",
+    )
+    p.add_argument("--channel", type=int, help="T2 channel of 4D inputs (e.g. 0 for MSD)")
+    p.add_argument("--batch-size", type=int, default=32, help="slices per forward pass")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+    p = sub.add_parser("evaluate", help="per-volume metrics (Dice, IoU, HD95, ASSD) per site")
+    p.add_argument("model", metavar="MODEL", help="checkpoint, run folder, .onnx or .ts file")
+    p.add_argument("--data", required=True, metavar="DIR", help="labelled dataset folder")
+    p.add_argument("--layout", choices=sorted(LAYOUTS), help="dataset layout (default: detect)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default runs/evaluate/...)")
+    p.add_argument("--no-postprocess", action="store_true", help="score the raw masks")
+
+    p = sub.add_parser("export", help="export a trained network to ONNX or TorchScript")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint or run folder")
+    p.add_argument("--format", choices=["onnx", "torchscript"], required=True)
+    p.add_argument("--out", required=True, metavar="PATH", help="output file (.onnx or .ts)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
 
     p = sub.add_parser("inspect", help="list cases, shapes, spacings, gland volumes and problems")
     p.add_argument("data_dir", metavar="DATA_DIR", help="dataset folder")

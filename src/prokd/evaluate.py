@@ -17,19 +17,24 @@ from prokd.data.layouts import Case
 from prokd.data.validate import load_case
 from prokd.io_atomic import atomic_path
 from prokd.metrics import METRIC_NAMES, volume_metrics
+from prokd.postprocess import postprocess_mask
 
 # A predictor maps an image on its own grid to gland probabilities on the same grid.
 Predictor = Callable[[sitk.Image], np.ndarray]
 
 
 def evaluate_cases(
-    predictors: dict[str, Predictor], cases: list[Case], progress: bool = True
+    predictors: dict[str, Predictor],
+    cases: list[Case],
+    progress: bool = True,
+    postprocess: bool = True,
 ) -> dict[str, list[dict[str, Any]]]:
     """Rows per model, one per case: site, metrics against the first reader, inference time.
 
     Each case is read once and predicted by every model. Where a case has a second reader,
     ``reader2_*`` columns hold the inter-reader metrics (reader 2 scored against reader 1):
-    the human ceiling for that case.
+    the human ceiling for that case. Masks are post-processed (largest component, holes
+    filled) as ``prokd predict`` writes them, unless ``postprocess`` is false.
     """
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in predictors}
     for case in tqdm(cases, desc="evaluate", unit="case", leave=False, disable=not progress):
@@ -45,7 +50,10 @@ def evaluate_cases(
             start = time.perf_counter()
             probabilities = predict(loaded.image)
             seconds = time.perf_counter() - start
-            metrics = volume_metrics(probabilities >= 0.5, truth, spacing)
+            mask = probabilities >= 0.5
+            if postprocess:
+                mask = postprocess_mask(mask) > 0
+            metrics = volume_metrics(mask, truth, spacing)
             rows[name].append(
                 {
                     "model": name,

@@ -1,0 +1,145 @@
+"""Predict, export and evaluate: what a user deploys."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from prokd.checkpoint import model_payload, save_checkpoint
+from prokd.cli import main
+from prokd.data.phantom import SITES, generate_case
+from prokd.data.preprocess import PreprocessSettings
+from prokd.model_files import load_model_file
+from prokd.models import build_model
+from prokd.predict import predict_volume
+from tests.conftest import make_volume
+
+SETTINGS = PreprocessSettings(size=64, fov_mm=128.0)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "best.pt"
+    return save_checkpoint(model_payload(build_model("unet-w4"), "unet-w4", SETTINGS), path)
+
+
+@pytest.fixture(scope="module")
+def phantom_volume(tmp_path_factory):
+    image, _, spacing, origin = generate_case(SITES[4], 0, 4, 0)
+    path = tmp_path_factory.mktemp("vol") / "case.nii.gz"
+    sitk.WriteImage(make_volume(image, spacing, origin), str(path))
+    return path
+
+
+def test_predict_writes_mask_with_exact_input_geometry_oblique(checkpoint, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    image = make_volume(
+        rng.normal(100, 20, (9, 70, 50)).astype(np.float32),
+        (0.7, 0.55, 3.6),
+        origin=(-20, 13, 7),
+        direction=(0, 1, 0, -0.8, 0, 0.6, 0.6, 0, 0.8),
+    )
+    source = tmp_path / "in.nii.gz"
+    sitk.WriteImage(image, str(source))
+    out = tmp_path / "out" / "mask.nii.gz"
+    assert main(["predict", str(checkpoint), str(source), str(out), "--probabilities"]) == 0
+    mask = sitk.ReadImage(str(out))
+    assert mask.GetPixelID() == sitk.sitkUInt8
+    assert mask.GetSize() == image.GetSize()
+    np.testing.assert_allclose(mask.GetSpacing(), image.GetSpacing(), atol=1e-6)
+    np.testing.assert_allclose(mask.GetOrigin(), image.GetOrigin(), atol=1e-6)
+    np.testing.assert_allclose(mask.GetDirection(), image.GetDirection(), atol=1e-6)
+    assert set(np.unique(sitk.GetArrayFromImage(mask))) <= {0, 1}
+    probabilities = sitk.ReadImage(str(tmp_path / "out" / "mask_probabilities.nii.gz"))
+    assert probabilities.GetSize() == image.GetSize()
+    qc = json.loads((tmp_path / "out" / "mask.qc.json").read_text())
+    assert {"gland_ml", "components", "touches_border", "slice_gaps", "warnings"} <= set(qc)
+    assert "s" in capsys.readouterr().out
+
+
+def test_predict_refuses_to_overwrite(checkpoint, phantom_volume, tmp_path, capsys):
+    out = tmp_path / "m.nii.gz"
+    assert main(["predict", str(checkpoint), str(phantom_volume), str(out)]) == 0
+    stamp = out.stat().st_mtime_ns
+    assert main(["predict", str(checkpoint), str(phantom_volume), str(out)]) == 2
+    assert "output exists; pass --overwrite" in capsys.readouterr().err
+    assert out.stat().st_mtime_ns == stamp
+    assert main(["predict", str(checkpoint), str(phantom_volume), str(out), "--overwrite"]) == 0
+
+
+def test_predict_real_case_keeps_geometry(checkpoint, shared_data, tmp_path):
+    source = shared_data / "real" / "prostate158" / "020" / "t2.nii.gz"
+    out = tmp_path / "020.nii.gz"
+    assert main(["predict", str(checkpoint), str(source), str(out), "--no-postprocess"]) == 0
+    a, b = sitk.ReadImage(str(source)), sitk.ReadImage(str(out))
+    assert a.GetSize() == b.GetSize()
+    np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-6)
+    np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-5)
+    np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)
+
+
+def test_folder_of_a_known_layout_predicts_images_only(checkpoint, shared_data, tmp_path):
+    out = tmp_path / "masks"
+    assert (
+        main(["predict", str(checkpoint), str(shared_data / "real" / "prostate158"), str(out)]) == 0
+    )
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz"))
+    assert written == ["001/t2.nii.gz", "002/t2.nii.gz", "020/t2.nii.gz"]
+
+
+@pytest.mark.parametrize("fmt,suffix", [("onnx", ".onnx"), ("torchscript", ".ts")])
+def test_exported_model_gives_the_checkpoint_masks(
+    checkpoint, phantom_volume, tmp_path, fmt, suffix
+):
+    exported = tmp_path / f"model{suffix}"
+    assert main(["export", str(checkpoint), "--format", fmt, "--out", str(exported)]) == 0
+    assert main(["export", str(checkpoint), "--format", fmt, "--out", str(exported)]) == 2
+    image = sitk.ReadImage(str(phantom_volume))
+    reference = load_model_file(checkpoint)
+    loaded = load_model_file(exported)
+    assert loaded.kind == fmt and loaded.settings == SETTINGS and loaded.name == "unet-w4"
+    p_ref = predict_volume(reference.slice_model, image, reference.settings)
+    p_exp = predict_volume(loaded.slice_model, image, loaded.settings)
+    assert float(np.abs(p_ref - p_exp).max()) <= 1e-4
+    np.testing.assert_array_equal(p_ref >= 0.5, p_exp >= 0.5)
+    assert list(tmp_path.iterdir()) == [exported]  # one self-contained file
+
+
+def test_evaluate_real_cases_with_reader_ceiling(checkpoint, shared_data, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert (
+        main(
+            [
+                "evaluate",
+                str(checkpoint),
+                "--data",
+                str(shared_data / "real" / "prostate158"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [r["case"] for r in rows] == ["001", "002", "020"]
+    for row in rows:
+        assert row["site"] == "Prostate158"
+        assert all(np.isfinite(float(row[k])) for k in ("dice", "iou", "hd95", "assd"))
+    ceiling = [float(r["reader2_dice"]) for r in rows[:2]]
+    assert all(0.8 < d < 1.0 for d in ceiling) and rows[2]["reader2_dice"] == ""
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["overall"]["dice"]["n"] == 3
+    assert summary["overall"]["reader2_dice"]["n"] == 2
+    assert "reader2 dice" in capsys.readouterr().out
+
+
+def test_bad_model_file_is_a_one_line_error(tmp_path, capsys):
+    bogus = tmp_path / "model.onnx"
+    bogus.write_bytes(b"not onnx")
+    assert main(["evaluate", str(bogus), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "model.onnx: cannot load ONNX model" in err and err.count("\n") == 1
