@@ -73,6 +73,9 @@ def test_tiny_experiment_end_to_end_and_resume(phantom, tmp_path):
         assert (out / name).exists(), name
     report = (out / "report.md").read_text()
     assert "| student-kd-p1 | student, procedure 1 |" in report
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 3  # box plot, curves, overlays
+    assert "<td>student-kd-p2-uniform</td>" in page
     # A second run skips every finished step and gives the same results.
     stamp = (out / "models" / "teacher" / "best.pt").stat().st_mtime_ns
     again = run_experiment(config, out, str(phantom), progress=False)

@@ -199,6 +199,29 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("bench")
+def _bench(args: argparse.Namespace) -> int:
+    from prokd.bench import bench_table, run_bench, write_bench
+    from prokd.models import get_spec
+
+    for name in args.models:
+        get_spec(name)
+    result = run_bench(args.models, args.size, args.threads, args.runs)
+    print(bench_table(result))
+    json_path, md_path = write_bench(result, args.out)
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+@command("report")
+def _report(args: argparse.Namespace) -> int:
+    from prokd.report import build_report
+
+    md_path, html_path = build_report(args.run_dir)
+    print(f"wrote {md_path} and {html_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from prokd.data.layouts import LAYOUTS
@@ -275,6 +298,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["onnx", "torchscript"], required=True)
     p.add_argument("--out", required=True, metavar="PATH", help="output file (.onnx or .ts)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+
+    p = sub.add_parser("bench", help="params, FLOPs and CPU latency (torch and onnxruntime)")
+    p.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help="registered networks; ratios are against the first",
+    )
+    p.add_argument("--size", type=int, nargs="+", default=[128, 256], help="slice sizes")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per measurement")
+    p.add_argument("--out", default="results/bench", help="output path stem (.json and .md)")
+
+    p = sub.add_parser("report", help="report.md and self-contained report.html of a run")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="experiment or training run folder")
 
     p = sub.add_parser("inspect", help="list cases, shapes, spacings, gland volumes and problems")
     p.add_argument("data_dir", metavar="DATA_DIR", help="dataset folder")

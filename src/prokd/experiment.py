@@ -9,6 +9,7 @@ per 3D volume and per site -> ``results.json`` and ``report.md``. Finished steps
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from prokd.evaluate import evaluate_cases, write_evaluation
 from prokd.io_atomic import atomic_path
 from prokd.models.profile import count_parameters
 from prokd.predict import predict_volume
-from prokd.report import write_report
+from prokd.report import build_report
 from prokd.runs import PreparedData, prepare_data, write_run_metadata
 from prokd.train import TrainJob, run_training, training_finished
 
@@ -178,6 +179,9 @@ def run_experiment(
         for s in strategies
     }
 
+    # Soft targets are only needed while students train; they are large, so they go.
+    shutil.rmtree(out / "soft_targets", ignore_errors=True)
+
     models = {"teacher": ("well-trained teacher", [teacher])}
     models.update(
         {f"limit-{n}": ("limit-trained teacher", [m]) for n, m in zip(subsets, limit, strict=True)}
@@ -192,7 +196,7 @@ def run_experiment(
     results = _results(evaluated, subsets, skipped, config)
     with atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps(results, indent=1))
-    write_report(results, out / "report.md")
+    build_report(out)
     return results
 
 

@@ -1,20 +1,44 @@
-"""Experiment report: a markdown table made from ``results.json`` (never typed by hand)."""
+"""Reports of a run or experiment folder: ``report.md`` and a self-contained ``report.html``.
+
+Everything shown is made from the files the runs wrote (``results.json``, per-case
+``metrics.csv``, ``log.csv``, checkpoints), never typed by hand. The HTML embeds its figures,
+so it opens anywhere without a server.
+"""
 
 from __future__ import annotations
 
+import base64
+import csv
+import html
+import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import yaml
+
+from prokd.checkpoint import load_trained_model
+from prokd.config import config_from_dict
+from prokd.data.layouts import find_cases
+from prokd.data.preprocess import preprocess_volume
+from prokd.data.splits import Split
+from prokd.data.validate import load_case
+from prokd.errors import DataError
 from prokd.io_atomic import atomic_path
 from prokd.metrics import __doc__ as METRICS_DOC
+from prokd.plots import dice_boxplot, overlay_figure, read_log, training_curves
+from prokd.predict import predict_slices
+
+Block = tuple  # ("h1"|"h2"|"p"|"pre", text) | ("table", header, rows) | ("img", path, caption)
+OVERLAY_CASES = 3
 
 
 def _pm(cell: dict[str, float], digits: int = 3) -> str:
     return f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
 
 
-def results_table(results: dict[str, Any]) -> str:
-    """One row per model: params, validation Dice, test metrics, per-site Dice, KD gain."""
+def results_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the results table: one row per model."""
     rows = results["rows"]
     sites = sorted({s for r in rows for s in r["site_dice"]})
     header = [
@@ -30,52 +54,244 @@ def results_table(results: dict[str, Any]) -> str:
         "KD gain",
         *[f"Dice {s}" for s in sites],
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    body = []
     for r in rows:
-        gain = "" if r["kd_gain"] is None else f"{r['kd_gain']:+.3f}"
-        val = "" if r["val_dice"] is None else f"{r['val_dice']:.3f}"
-        cells = [
-            r["model"],
-            r["role"],
-            f"{r['params']:,}",
-            val,
-            _pm(r["dice"]),
-            _pm(r["iou"]),
-            _pm(r["hd95"], 1),
-            _pm(r["assd"], 2),
-            f"{r['seconds_per_volume']:.2f}",
-            gain,
-            *[f"{r['site_dice'].get(s, float('nan')):.3f}" for s in sites],
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
+        body.append(
+            [
+                r["model"],
+                r["role"],
+                f"{r['params']:,}",
+                "" if r["val_dice"] is None else f"{r['val_dice']:.3f}",
+                _pm(r["dice"]),
+                _pm(r["iou"]),
+                _pm(r["hd95"], 1),
+                _pm(r["assd"], 2),
+                f"{r['seconds_per_volume']:.2f}",
+                "" if r["kd_gain"] is None else f"{r['kd_gain']:+.3f}",
+                *[f"{r['site_dice'].get(s, float('nan')):.3f}" for s in sites],
+            ]
+        )
+    return header, body
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def write_report(results: dict[str, Any], path: str | Path) -> Path:
-    """Write ``report.md`` for an experiment's results."""
+def results_table(results: dict[str, Any]) -> str:
+    """The results table in markdown."""
+    return markdown_table(*results_rows(results))
+
+
+def _read_metrics(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _overlays(run_dir: Path, results: dict[str, Any], path: Path) -> Path | None:
+    """Overlay figure for the first test cases: teacher vs the chosen student."""
+    config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    if not config.data.root:
+        return None
+    try:
+        _, cases = find_cases(config.data.root, config.data.layout)
+    except DataError:
+        return None  # data moved since the run: the figure is skipped, the rest still stands
+    split = Split.load(run_dir / "split.json")
+    by_id = {c.case_id: c for c in cases}
+    student_name = results.get("strategy_selected_on_validation") or "student-kd-p1"
+    teacher = load_trained_model(run_dir / "models" / "teacher")
+    student = load_trained_model(run_dir / "models" / student_name)
+    limit = [load_trained_model(p) for p in sorted((run_dir / "models").glob("limit-*"))]
+    figures = []
+    for case_id in split.test[:OVERLAY_CASES]:
+        loaded = load_case(by_id[case_id])
+        image, mask, _ = preprocess_volume(loaded.image, loaded.mask, teacher.settings)
+        k = int(mask.reshape(len(mask), -1).sum(1).argmax())
+        one = image[k : k + 1]
+        limit_probs = (
+            np.stack([predict_slices(m.network, one)[0] for m in limit])
+            if limit
+            else np.zeros((1, *one.shape[1:]))
+        )
+        figures.append(
+            {
+                "title": case_id,
+                "image": one[0],
+                "truth": mask[k],
+                "teacher": predict_slices(teacher.network, one)[0],
+                "student": predict_slices(student.network, one)[0],
+                "disagreement": limit_probs.std(axis=0),
+            }
+        )
+    return overlay_figure(figures, path) if figures else None
+
+
+def experiment_blocks(run_dir: Path, figures: Path) -> list[Block]:
+    """Report content of an experiment folder."""
+    results = json.loads((run_dir / "results.json").read_text())
     chosen = results.get("strategy_selected_on_validation")
-    text = [
-        "# prokd experiment report",
-        "",
-        f"Test volumes: {results['test_cases']}. Metrics per 3D volume on the original grid, "
-        "mean ± std over test volumes. KD gain: test Dice minus that of the student without "
-        "KD. 's / volume': prediction time per volume in this process (preprocessing included).",
-        "",
-        results_table(results),
-        "",
-        "Limit-trained subsets (training cases each): "
-        + ", ".join(f"{k} {v}" for k, v in results["limit_subsets"].items())
-        + ".",
-        "",
-        f"Procedure-2 weighting chosen on validation Dice (not on test): {chosen or 'none'}.",
+    blocks: list[Block] = [
+        ("h1", f"prokd experiment report: {run_dir.name}"),
+        (
+            "p",
+            f"Test volumes: {results['test_cases']}. Metrics per 3D volume on the original "
+            "grid, mean ± std over test volumes. KD gain: test Dice minus that of the "
+            "student without KD. 's / volume': prediction time per volume in this process "
+            "(preprocessing included).",
+        ),
+        ("table", *results_rows(results)),
+        (
+            "p",
+            "Limit-trained subsets (training cases each): "
+            + ", ".join(f"{k} {v}" for k, v in results["limit_subsets"].items())
+            + ".",
+        ),
+        (
+            "p",
+            f"Procedure-2 weighting chosen on validation Dice (not on test): {chosen or 'none'}.",
+        ),
     ]
     if results.get("strategies_skipped"):
-        text.append(
-            f"Skipped (no validation cases to weigh by): "
-            f"{', '.join(results['strategies_skipped'])}."
+        blocks.append(
+            (
+                "p",
+                "Skipped (no validation cases to weigh by): "
+                + ", ".join(results["strategies_skipped"])
+                + ".",
+            )
         )
-    text += ["", "## Metric definitions", "", METRICS_DOC.strip()]
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(text) + "\n")
-    return path
+    metrics = {
+        r["model"]: _read_metrics(run_dir / "evaluation" / r["model"] / "metrics.csv")
+        for r in results["rows"]
+    }
+    blocks.append(
+        (
+            "img",
+            dice_boxplot(metrics, figures / "dice_boxplot.png"),
+            "Test Dice per volume, by model and site.",
+        )
+    )
+    logs = {p.parent.name: read_log(p) for p in sorted((run_dir / "models").glob("*/log.csv"))}
+    if logs:
+        blocks.append(
+            (
+                "img",
+                training_curves(logs, figures / "training_curves.png"),
+                "Training loss and validation Dice per epoch.",
+            )
+        )
+    overlay = _overlays(run_dir, results, figures / "overlays.png")
+    if overlay is not None:
+        blocks.append(
+            (
+                "img",
+                overlay,
+                "Largest-gland slice of the first test cases: truth "
+                "(green), teacher and chosen student (red), and the "
+                "limit-trained teachers' disagreement (std of their "
+                "probabilities).",
+            )
+        )
+    blocks += [("h2", "Metric definitions"), ("pre", METRICS_DOC.strip())]
+    return blocks
+
+
+def run_blocks(run_dir: Path, figures: Path) -> list[Block]:
+    """Report content of a single training run folder."""
+    blocks: list[Block] = [("h1", f"prokd training report: {run_dir.name}")]
+    summary = run_dir / "train_summary.json"
+    if summary.exists():
+        data = json.loads(summary.read_text())
+        rows = [[k, str(v)] for k, v in data.items() if not isinstance(v, list)]
+        blocks.append(("table", ["field", "value"], rows))
+    logs = {run_dir.name: read_log(run_dir / "log.csv")}
+    blocks.append(
+        (
+            "img",
+            training_curves(logs, figures / "training_curves.png"),
+            "Training loss and validation Dice per epoch.",
+        )
+    )
+    return blocks
+
+
+def _render_markdown(blocks: list[Block], base: Path) -> str:
+    out = []
+    for block in blocks:
+        kind = block[0]
+        if kind == "h1":
+            out.append(f"# {block[1]}")
+        elif kind == "h2":
+            out.append(f"## {block[1]}")
+        elif kind == "p":
+            out.append(block[1])
+        elif kind == "pre":
+            out.append(block[1])
+        elif kind == "table":
+            out.append(markdown_table(block[1], block[2]))
+        elif kind == "img":
+            out.append(
+                f"![{block[2]}]({Path(block[1]).relative_to(base).as_posix()})\n\n{block[2]}"
+            )
+    return "\n\n".join(out) + "\n"
+
+
+def _render_html(blocks: list[Block], title: str) -> str:
+    body = []
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2", "p"):
+            body.append(f"<{kind}>{html.escape(block[1])}</{kind}>")
+        elif kind == "pre":
+            body.append(f"<pre>{html.escape(block[1])}</pre>")
+        elif kind == "table":
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in block[1])
+            rows = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                for row in block[2]
+            )
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif kind == "img":
+            data = base64.b64encode(Path(block[1]).read_bytes()).decode()
+            body.append(
+                f'<figure><img src="data:image/png;base64,{data}" alt="">'
+                f"<figcaption>{html.escape(block[2])}</figcaption></figure>"
+            )
+    style = (
+        "body{font-family:sans-serif;max-width:1300px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
+        "padding:3px 6px;text-align:right}th{background:#f3f3f3}img{max-width:100%}"
+        "pre{white-space:pre-wrap;background:#f7f7f7;padding:1em}"
+    )
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+        f"</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    )
+
+
+def build_report(run_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``report.md``, ``report.html`` and ``report_files/*.png`` into ``run_dir``.
+
+    Raises:
+        DataError: the folder is neither an experiment (``results.json``) nor a training run
+            (``log.csv``).
+    """
+    run_dir = Path(run_dir)
+    figures = run_dir / "report_files"
+    figures.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "results.json").exists():
+        blocks = experiment_blocks(run_dir, figures)
+    elif (run_dir / "log.csv").exists():
+        blocks = run_blocks(run_dir, figures)
+    else:
+        raise DataError(run_dir, "no results.json or log.csv: not a prokd run or experiment")
+    md_path, html_path = run_dir / "report.md", run_dir / "report.html"
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(_render_markdown(blocks, run_dir))
+    with atomic_path(html_path) as tmp:
+        tmp.write_text(_render_html(blocks, blocks[0][1]))
+    return md_path, html_path
