@@ -117,3 +117,23 @@ def test_experiment_without_test_cases_is_refused(phantom, tmp_path):
     config = config.replace(split={"test_fraction": 0.0})
     with pytest.raises(ConfigError, match="no test case"):
         run_experiment(config, tmp_path / "run", str(phantom), progress=False)
+
+
+def test_train_command_teacher_then_distilled_student(phantom, tmp_path, capsys):
+    from prokd.config import config_from_dict, save_config
+
+    base = {"data": {"root": str(phantom), "cache_dir": str(tmp_path / "cache")}, **TINY}
+    teacher_cfg = save_config(config_from_dict({**base, "model": "unet-w8"}), tmp_path / "t.yaml")
+    assert main(["train", str(teacher_cfg), "--out", str(tmp_path / "teacher")]) == 0
+    assert main(["train", str(teacher_cfg), "--out", str(tmp_path / "teacher")]) == 2
+    assert "use --resume" in capsys.readouterr().err
+    student = {**base, "model": "unet-w4",
+               "distill": {"teachers": [str(tmp_path / "teacher")], "weighting": "confidence"}}
+    student_cfg = save_config(config_from_dict(student), tmp_path / "s.yaml")
+    assert main(["train", str(student_cfg), "--out", str(tmp_path / "student")]) == 0
+    log = (tmp_path / "student" / "log.csv").read_text().splitlines()
+    assert "kl" in log[0] and "feature" in log[0]
+    summary = json.loads((tmp_path / "student" / "train_summary.json").read_text())
+    assert summary["weighting"] == "confidence" and len(summary["teachers"]) == 1
+    for name in ("config.yaml", "split.json", "environment.json"):
+        assert (tmp_path / "student" / name).exists()

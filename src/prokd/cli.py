@@ -168,15 +168,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     from prokd.data.layouts import find_cases
     from prokd.evaluate import evaluate_cases, format_summary, write_evaluation
     from prokd.model_files import load_model_file
-    from prokd.predict import predict_volume
 
     model = load_model_file(args.model)
     layout, cases = find_cases(args.data, args.layout)
 
-    def predict(image):
-        return predict_volume(model.slice_model, image, model.settings)
-
-    rows = evaluate_cases({model.name: predict}, cases, postprocess=not args.no_postprocess)
+    rows = evaluate_cases(
+        {model.name: (model.slice_model, model.settings)},
+        cases,
+        postprocess=not args.no_postprocess,
+    )
     out = Path(args.out or Path("runs") / "evaluate" / f"{model.name}-{Path(args.data).name}")
     summary = write_evaluation(rows[model.name], out)
     print(f"{model.name} ({model.kind}) on {args.data} [{layout}], {len(cases)} cases")

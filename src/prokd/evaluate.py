@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,30 +12,32 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from prokd.data.io import Geometry
 from prokd.data.layouts import Case
+from prokd.data.preprocess import PreprocessSettings, preprocess_volume, to_original_grid
 from prokd.data.validate import load_case
 from prokd.io_atomic import atomic_path
 from prokd.metrics import METRIC_NAMES, volume_metrics
 from prokd.postprocess import postprocess_mask
-
-# A predictor maps an image on its own grid to gland probabilities on the same grid.
-Predictor = Callable[[sitk.Image], np.ndarray]
+from prokd.predict import SliceModel, predict_slices
 
 
 def evaluate_cases(
-    predictors: dict[str, Predictor],
+    models: dict[str, tuple[SliceModel, PreprocessSettings]],
     cases: list[Case],
     progress: bool = True,
     postprocess: bool = True,
 ) -> dict[str, list[dict[str, Any]]]:
     """Rows per model, one per case: site, metrics against the first reader, inference time.
 
-    Each case is read once and predicted by every model. Where a case has a second reader,
-    ``reader2_*`` columns hold the inter-reader metrics (reader 2 scored against reader 1):
-    the human ceiling for that case. Masks are post-processed (largest component, holes
-    filled) as ``prokd predict`` writes them, unless ``postprocess`` is false.
+    Each case is read and preprocessed once (per distinct preprocessing) and predicted by
+    every model; ``seconds`` is the model's prediction time plus the preprocessing time.
+    Where a case has a second reader, ``reader2_*`` columns hold the inter-reader metrics
+    (reader 2 scored against reader 1): the human ceiling for that case. Masks are
+    post-processed (largest component, holes filled) as ``prokd predict`` writes them,
+    unless ``postprocess`` is false.
     """
-    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in predictors}
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in models}
     for case in tqdm(cases, desc="evaluate", unit="case", leave=False, disable=not progress):
         loaded = load_case(case)
         spacing = tuple(reversed(loaded.image.GetSpacing()))
@@ -46,10 +47,18 @@ def evaluate_cases(
             reader2 = sitk.GetArrayFromImage(loaded.masks[1]) > 0
             metrics = volume_metrics(reader2, truth, spacing).as_dict()
             ceiling = {f"reader2_{k}": metrics[k] for k in METRIC_NAMES}
-        for name, predict in predictors.items():
+        prepared: dict[PreprocessSettings, tuple[np.ndarray, Geometry, float]] = {}
+        for name, (slice_model, settings) in models.items():
+            if settings not in prepared:
+                start = time.perf_counter()
+                slices, _, grid = preprocess_volume(loaded.image, None, settings)
+                prepared[settings] = (slices, grid, time.perf_counter() - start)
+            slices, grid, preprocess_seconds = prepared[settings]
             start = time.perf_counter()
-            probabilities = predict(loaded.image)
-            seconds = time.perf_counter() - start
+            probabilities = to_original_grid(
+                predict_slices(slice_model, slices), grid, loaded.image
+            )
+            seconds = time.perf_counter() - start + preprocess_seconds
             mask = probabilities >= 0.5
             if postprocess:
                 mask = postprocess_mask(mask) > 0

@@ -25,7 +25,6 @@ from prokd.errors import ConfigError
 from prokd.evaluate import evaluate_cases, write_evaluation
 from prokd.io_atomic import atomic_path
 from prokd.models.profile import count_parameters
-from prokd.predict import predict_volume
 from prokd.report import build_report
 from prokd.runs import PreparedData, prepare_data, write_run_metadata
 from prokd.train import TrainJob, run_training, training_finished
@@ -110,11 +109,8 @@ class Experiment:
         todo = [n for n in models if not (self.out / "evaluation" / n / "summary.json").exists()]
         if todo:
             cases = [self.data.case(i) for i in self.data.split.test]
-            predictors = {
-                n: (lambda image, net=networks[n]: predict_volume(net, image, settings))
-                for n in todo
-            }
-            for name, rows in evaluate_cases(predictors, cases, self.progress).items():
+            todo_models = {n: (networks[n], settings) for n in todo}
+            for name, rows in evaluate_cases(todo_models, cases, self.progress).items():
                 write_evaluation(rows, self.out / "evaluation" / name)
         evaluated = []
         for name, (role, members) in models.items():
