@@ -65,7 +65,7 @@ def main() -> None:
             train = config.replace(train={"augment": augment}).train
             base = _epoch_seconds(
                 TrainJob(
-                    Path(tmp) / f"nokd-{augment}",
+                    Path(tmp) / f"nokd-{augment}-{cached}",
                     args.student,
                     volumes,
                     [],

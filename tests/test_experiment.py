@@ -127,8 +127,11 @@ def test_train_command_teacher_then_distilled_student(phantom, tmp_path, capsys)
     assert main(["train", str(teacher_cfg), "--out", str(tmp_path / "teacher")]) == 0
     assert main(["train", str(teacher_cfg), "--out", str(tmp_path / "teacher")]) == 2
     assert "use --resume" in capsys.readouterr().err
-    student = {**base, "model": "unet-w4",
-               "distill": {"teachers": [str(tmp_path / "teacher")], "weighting": "confidence"}}
+    student = {
+        **base,
+        "model": "unet-w4",
+        "distill": {"teachers": [str(tmp_path / "teacher")], "weighting": "confidence"},
+    }
     student_cfg = save_config(config_from_dict(student), tmp_path / "s.yaml")
     assert main(["train", str(student_cfg), "--out", str(tmp_path / "student")]) == 0
     log = (tmp_path / "student" / "log.csv").read_text().splitlines()

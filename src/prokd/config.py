@@ -17,6 +17,7 @@ import yaml
 
 from prokd.data.preprocess import PreprocessSettings
 from prokd.errors import ConfigError
+from prokd.losses.composite import LossWeights
 
 
 @dataclass(frozen=True)
@@ -54,13 +55,9 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class LossConfig:
-    """Weights of the composite loss and its options."""
+class LossConfig(LossWeights):
+    """Weights of the composite loss (inherited: dice, lovasz, kl, feature) and its options."""
 
-    dice: float = 1.0
-    lovasz: float = 1.0
-    kl: float = 1.0
-    feature: float = 1.0
     temperature: float = 4.0
     feature_norm: str = "pixel"
     lovasz_per_image: bool = False

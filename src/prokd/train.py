@@ -31,7 +31,7 @@ from prokd.distill.soft_targets import SoftTargetCache
 from prokd.distill.weighting import TeacherWeighting, UniformWeighting
 from prokd.errors import ConfigError, ProkdError
 from prokd.io_atomic import atomic_path
-from prokd.losses.composite import CompositeLoss, LossWeights
+from prokd.losses.composite import CompositeLoss
 from prokd.losses.distillation import FeatureDistillation
 from prokd.metrics import dice_score
 from prokd.models import build_model, get_spec
@@ -139,9 +139,8 @@ def _build_loss(job: TrainJob, ensemble: TeacherEnsemble | None) -> CompositeLos
         feature_loss = FeatureDistillation(
             student, ensemble.feature_channels(size), cfg.feature_norm
         )
-    weights = LossWeights(cfg.dice, cfg.lovasz, cfg.kl, cfg.feature)
     return CompositeLoss(
-        weights, cfg.temperature, feature_loss, cfg.lovasz_per_image, cfg.lovasz_classes
+        cfg, cfg.temperature, feature_loss, cfg.lovasz_per_image, cfg.lovasz_classes
     )
 
 
