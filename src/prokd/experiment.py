@@ -105,11 +105,10 @@ class Experiment:
                 networks[name] = ProbabilityAverage([m.network for m in members])
             else:
                 networks[name] = members[0].network
-        settings = next(iter(models.values()))[1][0].settings
         todo = [n for n in models if not (self.out / "evaluation" / n / "summary.json").exists()]
         if todo:
             cases = [self.data.case(i) for i in self.data.split.test]
-            todo_models = {n: (networks[n], settings) for n in todo}
+            todo_models = {n: (networks[n], models[n][1][0].settings) for n in todo}
             for name, rows in evaluate_cases(todo_models, cases, self.progress).items():
                 write_evaluation(rows, self.out / "evaluation" / name)
         evaluated = []

@@ -13,7 +13,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -293,15 +293,3 @@ def run_training(job: TrainJob, resume: bool = False, progress: bool = True) -> 
 def training_finished(run_dir: Path) -> bool:
     """Whether a run folder holds a completed training (summary and best checkpoint)."""
     return (Path(run_dir) / SUMMARY).exists() and (Path(run_dir) / BEST).exists()
-
-
-def describe(job: TrainJob) -> dict[str, Any]:
-    """JSON-able description of a job (for the run folder)."""
-    return {
-        "model": job.model_name,
-        "train": asdict(job.train),
-        "loss": asdict(job.loss),
-        "train_cases": [v.case_id for v in job.train_volumes],
-        "val_cases": [v.case_id for v in job.val_volumes],
-        "teachers": [str(t.path) for t in job.teachers],
-    }

@@ -1,9 +1,6 @@
-"""Model size and cost: parameters, FLOPs per slice, measured forward latency."""
+"""Model size and cost: parameters and FLOPs per slice (latency: see ``prokd.bench``)."""
 
 from __future__ import annotations
-
-import statistics
-import time
 
 import torch
 from torch import nn
@@ -26,30 +23,3 @@ def count_flops(model: nn.Module, height: int, width: int, in_channels: int = 1)
         model(torch.zeros(1, in_channels, height, width))
     model.train(was_training)
     return int(counter.get_total_flops())
-
-
-def forward_latency_ms(
-    model: nn.Module,
-    height: int,
-    width: int,
-    batch: int = 1,
-    runs: int = 20,
-    warmup: int = 3,
-    in_channels: int = 1,
-) -> list[float]:
-    """Wall-clock forward times in ms (eval mode, inference mode), after warm-up."""
-    model.eval()
-    x = torch.randn(batch, in_channels, height, width)
-    times = []
-    with torch.inference_mode():
-        for i in range(warmup + runs):
-            start = time.perf_counter()
-            model(x)
-            if i >= warmup:
-                times.append((time.perf_counter() - start) * 1000.0)
-    return times
-
-
-def median(values: list[float]) -> float:
-    """Median of a non-empty list."""
-    return float(statistics.median(values))
