@@ -143,3 +143,12 @@ def test_bad_model_file_is_a_one_line_error(tmp_path, capsys):
     assert main(["evaluate", str(bogus), "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "model.onnx: cannot load ONNX model" in err and err.count("\n") == 1
+
+
+def test_predict_rejects_an_output_without_volume_suffix(
+    checkpoint, phantom_volume, tmp_path, capsys
+):
+    out = tmp_path / "mask.txt"
+    assert main(["predict", str(checkpoint), str(phantom_volume), str(out)]) == 2
+    assert "mask.txt: output must end in one of .nii.gz" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from prokd.data.preprocess import PreprocessSettings
-from prokd.errors import DataError
+from prokd.errors import DataError, error_summary
 from prokd.io_atomic import atomic_path
-from prokd.models import build_model, get_spec
+from prokd.models import build_model
 
 BEST = "best.pt"
 LAST = "last.pt"
@@ -76,10 +76,6 @@ def load_trained_model(path: str | Path) -> TrainedModel:
         network = build_model(payload["model"], payload["in_channels"], payload["out_channels"])
         network.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError, EOFError, OSError) as err:
-        raise DataError(
-            path, f"not a prokd checkpoint ({str(err).splitlines()[0][:120]})"
-        ) from None
-    preprocess = dict(payload["preprocess"])
-    preprocess["clip_percentiles"] = tuple(preprocess["clip_percentiles"])
-    get_spec(payload["model"])
-    return TrainedModel(payload["model"], network.eval(), PreprocessSettings(**preprocess), path)
+        raise DataError(path, f"not a prokd checkpoint ({error_summary(err)})") from None
+    settings = PreprocessSettings.from_dict(payload["preprocess"])
+    return TrainedModel(payload["model"], network.eval(), settings, path)

@@ -9,6 +9,16 @@ class ProkdError(Exception):
     """Base class of every error caused by user input (files, configs, arguments)."""
 
 
+def error_summary(err: BaseException) -> str:
+    """One short line from a library's (possibly multi-line or empty) error message.
+
+    Prefers the line that says what failed (ITK puts it after file/line context).
+    """
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    message = next((line for line in lines if "rror" in line or "cannot" in line.lower()), "")
+    return (message or (lines[-1] if lines else type(err).__name__))[:200]
+
+
 class DataError(ProkdError):
     """A data file is missing, unreadable or inconsistent."""
 

@@ -12,7 +12,7 @@ import torch
 
 from prokd.checkpoint import load_trained_model
 from prokd.data.preprocess import PreprocessSettings
-from prokd.errors import DataError
+from prokd.errors import DataError, error_summary
 from prokd.export import METADATA_KEY, TORCHSCRIPT_EXTRA
 from prokd.predict import SliceModel, torch_slice_model
 
@@ -31,9 +31,7 @@ class LoadedModel:
 def _settings(metadata: str, path: Path) -> tuple[str, PreprocessSettings]:
     try:
         data = json.loads(metadata)
-        preprocess = dict(data["preprocess"])
-        preprocess["clip_percentiles"] = tuple(preprocess["clip_percentiles"])
-        return data["model"], PreprocessSettings(**preprocess)
+        return data["model"], PreprocessSettings.from_dict(data["preprocess"])
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise DataError(path, f"no valid prokd metadata in the exported model ({err})") from None
 
@@ -42,9 +40,7 @@ def _onnx(path: Path) -> LoadedModel:
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types
-        raise DataError(
-            path, f"cannot load ONNX model ({str(err).splitlines()[0][:120]})"
-        ) from None
+        raise DataError(path, f"cannot load ONNX model ({error_summary(err)})") from None
     metadata = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     if metadata is None:
         raise DataError(path, "ONNX model without prokd metadata (export it with prokd export)")
@@ -62,9 +58,7 @@ def _torchscript(path: Path) -> LoadedModel:
     try:
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except RuntimeError as err:
-        raise DataError(
-            path, f"cannot load TorchScript model ({str(err).splitlines()[0][:120]})"
-        ) from None
+        raise DataError(path, f"cannot load TorchScript model ({error_summary(err)})") from None
     name, settings = _settings(extra[TORCHSCRIPT_EXTRA], path)
     return LoadedModel(name, "torchscript", torch_slice_model(module), settings, path)
 

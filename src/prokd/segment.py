@@ -9,7 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from prokd.data.io import image_from_array, is_volume_file, read_volume, volume_stem, write_volume
+from prokd.data.io import (
+    VOLUME_SUFFIXES,
+    image_from_array,
+    is_volume_file,
+    read_volume,
+    volume_stem,
+    write_volume,
+)
 from prokd.data.layouts import find_cases
 from prokd.data.validate import check_finite
 from prokd.errors import DataError
@@ -51,12 +58,15 @@ def plan_outputs(source: str | Path, target: str | Path) -> list[tuple[Path, Pat
     Outputs mirror the inputs' paths relative to the input folder.
 
     Raises:
-        DataError: missing input, no volume in a folder, or a folder input with a file output.
+        DataError: missing input, no volume in a folder, a folder input with a file output,
+            or a file output without a volume suffix.
     """
     source, target = Path(source), Path(target)
     if source.is_file():
         if target.is_dir():
             return [(source, target / source.name, None)]
+        if not is_volume_file(target):
+            raise DataError(target, f"output must end in one of {', '.join(VOLUME_SUFFIXES)}")
         return [(source, target, None)]
     if not source.is_dir():
         raise DataError(source, "input not found")
@@ -108,8 +118,6 @@ def segment_file(
     if postprocess:
         mask = postprocess_mask(mask)
     seconds = time.perf_counter() - start
-    if not mask_path.name.lower().endswith((".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")):
-        raise DataError(mask_path, "output must end in .nii.gz, .nii, .mha, .mhd or .nrrd")
     write_volume(image_from_array(mask, image), mask_path)
     if probabilities:
         write_volume(image_from_array(prob.astype(np.float32), image), probability_path(mask_path))

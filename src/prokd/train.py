@@ -156,6 +156,9 @@ def run_training(job: TrainJob, resume: bool = False, progress: bool = True) -> 
     """
     cfg = job.train
     run_dir = Path(job.run_dir)
+    last = run_dir / LAST
+    if last.exists() and not resume:  # before any expensive set-up (soft targets)
+        raise ProkdError(f"{run_dir}: already holds a checkpoint; use --resume or a new --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -185,10 +188,7 @@ def run_training(job: TrainJob, resume: bool = False, progress: bool = True) -> 
         )
 
     state = {"epoch": -1, "best": -math.inf, "best_epoch": -1, "stale": 0, "history": []}
-    last = run_dir / LAST
     if last.exists():
-        if not resume:
-            raise ProkdError(f"{run_dir}: already holds a checkpoint; use --resume or a new --out")
         saved = torch.load(last, map_location="cpu", weights_only=False)
         network.load_state_dict(saved["model"])
         criterion.load_state_dict(saved["criterion"])

@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from prokd.errors import DataError
+from prokd.errors import DataError, error_summary
 from prokd.io_atomic import atomic_path
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
@@ -105,7 +105,7 @@ def read_volume(path: str | Path, channel: int | None = None) -> sitk.Image:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
-        raise DataError(path, f"cannot read volume ({_first_line(err)})") from None
+        raise DataError(path, f"cannot read volume ({error_summary(err)})") from None
     dim = image.GetDimension()
     if dim == 4:
         image = _select_channel(path, image, channel)
@@ -130,12 +130,6 @@ def _select_channel(path: Path, image: sitk.Image, channel: int | None) -> sitk.
     if not 0 <= channel < channels:
         raise DataError(path, f"4D volume has {channels} channels, channel {channel} requested")
     return sitk.Extract(image, size[:3] + [0], [0, 0, 0, channel])
-
-
-def _first_line(err: Exception) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    message = next((line for line in lines if "rror" in line or "cannot" in line.lower()), "")
-    return (message or (lines[-1] if lines else "unknown error"))[:200]
 
 
 def non_finite_voxels(path: str | Path, image: sitk.Image, channel: int | None = None) -> int:

@@ -44,6 +44,13 @@ class PreprocessSettings:
         if not 0 <= low < high <= 100:
             raise ConfigError("preprocess.clip_percentiles must satisfy 0 <= low < high <= 100")
 
+    @classmethod
+    def from_dict(cls, values: dict) -> PreprocessSettings:
+        """Settings from their ``asdict`` form (as stored in checkpoints and exports)."""
+        values = dict(values)
+        values["clip_percentiles"] = tuple(values["clip_percentiles"])
+        return cls(**values)
+
     @property
     def spacing_mm(self) -> float:
         """In-plane pixel size of the slices."""
