@@ -20,11 +20,12 @@ from pathlib import Path
 
 import torch
 
-from prokd.checkpoint import TrainedModel
-from prokd.config import config_from_dict
+from prokd.inference.trained import load_trained_model, model_payload
 from prokd.models import build_model
-from prokd.runs import environment, prepare_data
-from prokd.train import TrainJob, run_training
+from prokd.training.checkpoints import save_checkpoint
+from prokd.training.config import config_from_dict
+from prokd.training.loop import TrainJob, run_training
+from prokd.training.runs import environment, prepare_data
 
 
 def _epoch_seconds(job: TrainJob) -> float:
@@ -50,28 +51,23 @@ def main() -> None:
     data = prepare_data(config)
     volumes = data.volumes(data.split.train)
     torch.manual_seed(0)
-    teachers = [
-        TrainedModel(
-            args.teacher,
-            build_model(args.teacher).eval(),
-            config.preprocess,
-            Path(f"untrained-{k}"),
-        )
-        for k in range(max(args.teachers))
-    ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        teachers = []
+        for k in range(max(args.teachers)):
+            path = Path(tmp) / f"untrained-teacher-{k}.pt"
+            network = build_model(args.teacher)
+            save_checkpoint(model_payload(network, args.teacher, config.preprocess), path)
+            teachers.append(load_trained_model(path))
         for augment, cached in ((True, False), (False, False), (False, True)):
-            train = config.replace(train={"augment": augment}).train
+            run_config = config.replace(train={"augment": augment})
             base = _epoch_seconds(
-                TrainJob(
+                TrainJob.from_config(
+                    run_config,
                     Path(tmp) / f"nokd-{augment}-{cached}",
-                    args.student,
                     volumes,
                     [],
-                    config.preprocess,
-                    train,
-                    config.loss,
+                    model=args.student,
                 )
             )
             rows.append(
@@ -88,15 +84,13 @@ def main() -> None:
                 cache_dir = Path(tmp) / f"cache-{k}" if cached else None
                 start = time.perf_counter()
                 seconds = _epoch_seconds(
-                    TrainJob(
+                    TrainJob.from_config(
+                        run_config,
                         Path(tmp) / name,
-                        args.student,
                         volumes,
                         [],
-                        config.preprocess,
-                        train,
-                        config.loss,
-                        teachers[:k],
+                        model=args.student,
+                        teachers=teachers[:k],
                         soft_target_dir=cache_dir,
                     )
                 )

@@ -6,13 +6,17 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from prokd import __version__
-from prokd.errors import ProkdError
+from prokd.errors import DataWarning, ProkdError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+# Config keys a command does not use: set in a YAML file, they are reported as ignored.
+TRAIN_IGNORES = ("experiment",)
+EXPERIMENT_IGNORES = ("model", "distill.teachers", "distill.weighting")
 
 
 def command(name: str) -> Callable:
@@ -87,34 +91,14 @@ def _models(args: argparse.Namespace) -> int:
 
 @command("train")
 def _train(args: argparse.Namespace) -> int:
-    from prokd.checkpoint import load_trained_model
-    from prokd.config import load_config
-    from prokd.distill.weighting import build_weighting
-    from prokd.runs import prepare_data, write_run_metadata
-    from prokd.train import TrainJob, run_training, validation_dice
+    from prokd.training.config import load_config
+    from prokd.training.single_run import train_single
 
-    config = load_config(args.config)
+    config = load_config(args.config, ignored=TRAIN_IGNORES)
     if args.data:
         config = config.replace(data={"root": args.data})
     out = Path(args.out or Path("runs") / f"{Path(args.config).stem}-{config.model}")
-    data = prepare_data(config)
-    write_run_metadata(out, config, data)
-    val = data.volumes(data.split.val, "preprocess val")
-    teachers = [load_trained_model(t) for t in config.distill.teachers]
-    scores = [validation_dice(t.network, val) for t in teachers] if val else None
-    job = TrainJob(
-        out,
-        config.model,
-        data.volumes(data.split.train, "preprocess train"),
-        val,
-        config.preprocess,
-        config.train,
-        config.loss,
-        teachers,
-        build_weighting(config.distill.weighting, scores),
-        out / "soft_targets" if config.distill.soft_target_cache else None,
-    )
-    summary = run_training(job, resume=args.resume)
+    summary = train_single(config, out, args.resume)
     best = summary["best_val_dice"]
     best_text = "n/a (no validation case)" if best is None else f"{best:.4f}"
     print(f"{out}: best validation Dice {best_text} at epoch {summary['best_epoch']}")
@@ -123,11 +107,11 @@ def _train(args: argparse.Namespace) -> int:
 
 @command("experiment")
 def _experiment(args: argparse.Namespace) -> int:
-    from prokd.config import load_config
-    from prokd.experiment import run_experiment
-    from prokd.report import results_table
+    from prokd.evaluation.report import results_table
+    from prokd.training.config import load_config
+    from prokd.training.experiment import run_experiment
 
-    config = load_config(args.config)
+    config = load_config(args.config, ignored=EXPERIMENT_IGNORES)
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     start = time.perf_counter()
     results = run_experiment(config, out, args.data)
@@ -140,8 +124,8 @@ def _experiment(args: argparse.Namespace) -> int:
 
 @command("predict")
 def _predict(args: argparse.Namespace) -> int:
-    from prokd.model_files import load_model_file
-    from prokd.segment import check_overwrite, plan_outputs, segment_file
+    from prokd.inference.model_files import load_model_file
+    from prokd.inference.segment import check_overwrite, plan_outputs, segment_file
 
     model = load_model_file(args.model)
     pairs = plan_outputs(args.input, args.output)
@@ -165,31 +149,22 @@ def _predict(args: argparse.Namespace) -> int:
 
 @command("evaluate")
 def _evaluate(args: argparse.Namespace) -> int:
-    from prokd.data.layouts import find_cases
-    from prokd.evaluate import evaluate_cases, format_summary, write_evaluation
-    from prokd.model_files import load_model_file
+    from prokd.evaluation.evaluate import evaluate_model_file, format_summary
 
-    model = load_model_file(args.model)
-    layout, cases = find_cases(args.data, args.layout)
-
-    rows = evaluate_cases(
-        {model.name: (model.slice_model, model.settings)},
-        cases,
-        postprocess=not args.no_postprocess,
+    report = evaluate_model_file(
+        args.model, args.data, args.layout, args.out, not args.no_postprocess
     )
-    out = Path(args.out or Path("runs") / "evaluate" / f"{model.name}-{Path(args.data).name}")
-    summary = write_evaluation(rows[model.name], out)
-    print(f"{model.name} ({model.kind}) on {args.data} [{layout}], {len(cases)} cases")
-    print(format_summary(summary))
-    print(f"per-case metrics: {out / 'metrics.csv'}; summary: {out / 'summary.json'}")
+    print(f"{report.model} ({report.kind}) on {args.data} [{report.layout}], {report.cases} cases")
+    print(format_summary(report.summary))
+    print(f"per-case metrics: {report.out / 'metrics.csv'}; summary: {report.out / 'summary.json'}")
     return 0
 
 
 @command("export")
 def _export(args: argparse.Namespace) -> int:
-    from prokd.checkpoint import load_trained_model
     from prokd.errors import DataError
-    from prokd.export import export_model
+    from prokd.inference.export import export_model
+    from prokd.inference.trained import load_trained_model
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -201,7 +176,7 @@ def _export(args: argparse.Namespace) -> int:
 
 @command("bench")
 def _bench(args: argparse.Namespace) -> int:
-    from prokd.bench import bench_table, run_bench, write_bench
+    from prokd.evaluation.bench import bench_table, run_bench, write_bench
     from prokd.models import get_spec
 
     for name in args.models:
@@ -215,7 +190,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 @command("report")
 def _report(args: argparse.Namespace) -> int:
-    from prokd.report import build_report
+    from prokd.evaluation.report import build_report
 
     md_path, html_path = build_report(args.run_dir)
     print(f"wrote {md_path} and {html_path}")
@@ -320,11 +295,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings(command_name: str) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints prokd's own warnings as one line each."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, DataWarning):
+            print(f"prokd {command_name}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a prokd command; user errors print one line and return a non-zero code."""
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", DataWarning)
+            warnings.showwarning = _one_line_warnings(args.command)
+            return COMMANDS[args.command](args)
     except ProkdError as err:
         print(f"prokd {args.command}: error: {err}", file=sys.stderr)
         return 2

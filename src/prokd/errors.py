@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -30,3 +32,13 @@ class DataError(ProkdError):
 
 class ConfigError(ProkdError):
     """A configuration key is unknown, of the wrong type or has an impossible value."""
+
+
+class DataWarning(UserWarning):
+    """Usable but suspicious input (an empty mask, an ignored config key): worth a line."""
+
+
+def warn_all(messages: Iterable[str]) -> None:
+    """Issue each message as a :class:`DataWarning` (the CLI prints one line per warning)."""
+    for message in messages:
+        warnings.warn(message, DataWarning, stacklevel=2)

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from prokd.data.io import Geometry
+from prokd.data.io import Geometry, file_sha256
 from prokd.data.layouts import Case
 from prokd.data.preprocess import PreprocessSettings, preprocess_volume
 from prokd.data.validate import load_case
+from prokd.errors import warn_all
 from prokd.io_atomic import atomic_path
 
-CACHE_FORMAT = 1  # bump when the stored arrays or the preprocessing code change meaning
+CACHE_FORMAT = 2  # bump when the stored arrays or the preprocessing code change meaning
 
 
 @dataclass
@@ -51,9 +52,7 @@ def case_fingerprint(case: Case, settings: PreprocessSettings) -> str:
     digest.update(f"{CACHE_FORMAT}|{case.image_channel}|{settings.fingerprint()}".encode())
     for path in (case.image, case.masks[0]):
         for data_file in _data_files(Path(path)):
-            with open(data_file, "rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
+            file_sha256(data_file, digest)
     return digest.hexdigest()
 
 
@@ -72,7 +71,11 @@ class PreprocessCache:
         return self.root / f"{case_fingerprint(case, settings)}.npz"
 
     def load(self, case: Case, settings: PreprocessSettings) -> PreprocessedVolume:
-        """The preprocessed case, computed and stored on first use."""
+        """The preprocessed case, computed and stored on first use.
+
+        The case's validation warnings (an empty mask) are stored with it and issued as
+        :class:`~prokd.errors.DataWarning` on every load, cached or not.
+        """
         path = self.path_for(case, settings)
         if not path.exists():
             loaded = load_case(case)
@@ -86,8 +89,10 @@ class PreprocessCache:
                     spacing=grid.spacing,
                     origin=grid.origin,
                     direction=grid.direction,
+                    warnings=np.array(loaded.warnings, dtype=str),
                 )
         with np.load(path) as entry:
+            warn_all(str(w) for w in entry["warnings"])
             grid = Geometry(
                 tuple(int(v) for v in entry["size"]),
                 tuple(float(v) for v in entry["spacing"]),

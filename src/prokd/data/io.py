@@ -6,6 +6,7 @@ Supported formats: NIfTI (``.nii``, ``.nii.gz``), MetaImage (``.mha``, ``.mhd`` 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,15 @@ from prokd.errors import DataError, error_summary
 from prokd.io_atomic import atomic_path
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+
+
+def file_sha256(path: str | Path, digest: hashlib._Hash | None = None) -> str:
+    """SHA-256 of a file's bytes (fed into ``digest`` when one is given)."""
+    digest = digest or hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def is_volume_file(path: Path) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from prokd.checkpoint import TrainedModel
+from prokd.inference.trained import TrainedModel
 from prokd.models import get_spec
 from prokd.models.taps import FeatureTaps, tap_shapes
 

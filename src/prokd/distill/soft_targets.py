@@ -4,22 +4,48 @@ slice and stored as float16 ``.npy`` memory maps.
 Valid only when the student sees the stored slices unchanged (augmentation off): the cache
 is keyed by slice index. Students distilled from the same teachers on the same slices (the
 procedure-2 runs of every weighting strategy) share one cache.
+
+The cache is keyed by the contents of every teacher checkpoint, the preprocessing settings
+and the contents of the training slices; any change rebuilds it. A rebuild writes a new
+folder beside the old one and swaps it in only when complete, so a stale manifest never
+describes new arrays.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from prokd.data.io import file_sha256
+from prokd.data.preprocess import PreprocessSettings
 from prokd.data.slices import SliceDataset
 from prokd.distill.ensemble import TeacherEnsemble
-from prokd.io_atomic import atomic_path
 
 MANIFEST = "manifest.json"
+
+
+def cache_key(
+    ensemble: TeacherEnsemble, dataset: SliceDataset, settings: PreprocessSettings
+) -> dict[str, object]:
+    """What the stored outputs depend on: teacher weights, preprocessing and slice contents."""
+    slices = hashlib.sha256()
+    for volume in dataset.volumes:
+        slices.update(volume.case_id.encode())
+        slices.update(np.ascontiguousarray(volume.image, dtype=np.float32).tobytes())
+    return {
+        "teachers": [file_sha256(t.path) for t in ensemble.teachers],
+        "features": ensemble.with_features,
+        "preprocess": settings.fingerprint(),
+        "slices": slices.hexdigest(),
+        "count": len(dataset),
+    }
 
 
 class SoftTargetCache:
@@ -41,20 +67,38 @@ class SoftTargetCache:
         folder: Path,
         ensemble: TeacherEnsemble,
         dataset: SliceDataset,
+        settings: PreprocessSettings,
         batch_size: int = 32,
         progress: bool = True,
     ) -> SoftTargetCache:
         """Open the cache in ``folder``, computing it first if absent or for other inputs."""
         folder = Path(folder)
-        key = {
-            "teachers": [str(t.path) for t in ensemble.teachers],
-            "slices": [[v.case_id, len(v.image)] for v in dataset.volumes],
-        }
+        key = cache_key(ensemble, dataset, settings)
         manifest = folder / MANIFEST
-        if manifest.exists() and json.loads(manifest.read_text())["key"] == key:
+        if manifest.exists():
             saved = json.loads(manifest.read_text())
-            return cls(folder, len(ensemble), saved["taps"])
-        folder.mkdir(parents=True, exist_ok=True)
+            if saved.get("key") == key:
+                return cls(folder, len(ensemble), saved["taps"])
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            taps = cls._compute(building, ensemble, dataset, batch_size, progress)
+            (building / MANIFEST).write_text(json.dumps({"key": key, "taps": taps}))
+            shutil.rmtree(folder, ignore_errors=True)
+            building.rename(folder)
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
+        return cls(folder, len(ensemble), taps)
+
+    @staticmethod
+    def _compute(
+        folder: Path,
+        ensemble: TeacherEnsemble,
+        dataset: SliceDataset,
+        batch_size: int,
+        progress: bool,
+    ) -> list[str]:
+        """Write every teacher's outputs for every slice into ``folder``; return the taps."""
         n = len(dataset)
         arrays: list[dict[str, np.ndarray]] = []
         taps: list[str] = []
@@ -85,9 +129,7 @@ class SoftTargetCache:
         for teacher_arrays in arrays:
             for array in teacher_arrays.values():
                 array.flush()
-        with atomic_path(manifest) as tmp:
-            tmp.write_text(json.dumps({"key": key, "taps": taps}))
-        return cls(folder, len(ensemble), taps)
+        return taps
 
     def fetch(
         self, indices: np.ndarray

@@ -1,4 +1,4 @@
-"""Model size and cost: parameters and FLOPs per slice (latency: see ``prokd.bench``)."""
+"""Model size and cost: parameters and FLOPs per slice (latency: see ``prokd.evaluation.bench``)."""
 
 from __future__ import annotations
 

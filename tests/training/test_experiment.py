@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from prokd.cli import main
-from prokd.config import load_config
 from prokd.data.phantom import write_phantom
 from prokd.errors import ConfigError
-from prokd.experiment import run_experiment
+from prokd.training.config import load_config
+from prokd.training.experiment import run_experiment
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = {
     "preprocess": {"size": 32, "fov_mm": 128.0},
     "split": {"val_fraction": 0.0, "test_fraction": 0.5},
@@ -90,7 +90,7 @@ def test_paper_six_site_config_runs_on_a_phantom_in_that_layout(phantom, tmp_pat
     config = _tiny(load_config(CONFIGS / "paper-six-site.yaml"), tmp_path)
     assert config.data.layout == "six-site" and config.experiment.limit_mode == "site"
     config_path = tmp_path / "paper.yaml"
-    from prokd.config import save_config
+    from prokd.training.config import save_config
 
     save_config(config, config_path)
     assert (
@@ -120,7 +120,7 @@ def test_experiment_without_test_cases_is_refused(phantom, tmp_path):
 
 
 def test_train_command_teacher_then_distilled_student(phantom, tmp_path, capsys):
-    from prokd.config import config_from_dict, save_config
+    from prokd.training.config import config_from_dict, save_config
 
     base = {"data": {"root": str(phantom), "cache_dir": str(tmp_path / "cache")}, **TINY}
     teacher_cfg = save_config(config_from_dict({**base, "model": "unet-w8"}), tmp_path / "t.yaml")

@@ -20,10 +20,10 @@ from prokd.data.io import (
 from prokd.data.layouts import find_cases
 from prokd.data.validate import check_finite
 from prokd.errors import DataError
+from prokd.inference.model_files import LoadedModel
+from prokd.inference.postprocess import MaskQC, postprocess_mask, quality_control
+from prokd.inference.predict import predict_volume
 from prokd.io_atomic import atomic_path
-from prokd.model_files import LoadedModel
-from prokd.postprocess import MaskQC, postprocess_mask, quality_control
-from prokd.predict import predict_volume
 
 
 @dataclass

@@ -1,7 +1,7 @@
 import json
 
-from prokd.bench import bench_table, run_bench, write_bench
 from prokd.cli import main
+from prokd.evaluation.bench import bench_table, run_bench, write_bench
 
 
 def test_bench_measures_models_side_by_side(tmp_path):

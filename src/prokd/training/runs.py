@@ -14,12 +14,12 @@ from typing import Any
 
 from tqdm import tqdm
 
-from prokd.config import Config, save_config
 from prokd.data.cache import PreprocessCache, PreprocessedVolume
 from prokd.data.layouts import Case, find_cases
 from prokd.data.splits import Split, split_by_site
 from prokd.errors import ConfigError
 from prokd.io_atomic import atomic_path
+from prokd.training.config import Config, save_config
 
 PACKAGES = ("torch", "monai", "numpy", "SimpleITK", "nibabel", "scipy", "onnxruntime", "prokd")
 

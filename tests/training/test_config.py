@@ -1,7 +1,7 @@
 import pytest
 
-from prokd.config import Config, config_from_dict, load_config, save_config
 from prokd.errors import ConfigError
+from prokd.training.config import Config, config_from_dict, load_config, save_config
 
 
 def _write(tmp_path, text):
@@ -70,7 +70,7 @@ def test_invalid_yaml_and_missing_file(tmp_path):
 def test_repository_configs_are_valid():
     from pathlib import Path
 
-    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    configs = sorted((Path(__file__).parents[2] / "configs").glob("*.yaml"))
     assert {p.name for p in configs} >= {"demo.yaml", "paper-six-site.yaml", "prostate158.yaml"}
     for path in configs:
         load_config(path)

@@ -1,7 +1,7 @@
 """Reports of a run or experiment folder: ``report.md`` and a self-contained ``report.html``.
 
 Everything shown is made from the files the runs wrote (``results.json``, per-case
-``metrics.csv``, ``log.csv``, checkpoints), never typed by hand. The HTML embeds its figures,
+``metrics.csv``, ``overlays.npz``, ``log.csv``), never typed by hand. The HTML embeds its figures,
 so it opens anywhere without a server.
 """
 
@@ -15,22 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from prokd.checkpoint import load_trained_model
-from prokd.config import config_from_dict
-from prokd.data.layouts import find_cases
-from prokd.data.preprocess import preprocess_volume
-from prokd.data.splits import Split
-from prokd.data.validate import load_case
-from prokd.errors import DataError
+from prokd.errors import DataError, warn_all
+from prokd.evaluation.evaluate import OVERLAYS
+from prokd.evaluation.metrics import __doc__ as METRICS_DOC
+from prokd.evaluation.plots import dice_boxplot, overlay_figure, read_log, training_curves
 from prokd.io_atomic import atomic_path
-from prokd.metrics import __doc__ as METRICS_DOC
-from prokd.plots import dice_boxplot, overlay_figure, read_log, training_curves
-from prokd.predict import predict_slices
 
 Block = tuple  # ("h1"|"h2"|"p"|"pre", text) | ("table", header, rows) | ("img", path, caption)
-OVERLAY_CASES = 3
 
 
 def _pm(cell: dict[str, float], digits: int = 3) -> str:
@@ -91,43 +83,45 @@ def _read_metrics(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def _overlays(run_dir: Path, results: dict[str, Any], path: Path) -> Path | None:
-    """Overlay figure for the first test cases: teacher vs the chosen student."""
-    config = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    if not config.data.root:
-        return None
-    try:
-        _, cases = find_cases(config.data.root, config.data.layout)
-    except DataError:
-        return None  # data moved since the run: the figure is skipped, the rest still stands
-    split = Split.load(run_dir / "split.json")
-    by_id = {c.case_id: c for c in cases}
-    student_name = results.get("strategy_selected_on_validation") or "student-kd-p1"
-    teacher = load_trained_model(run_dir / "models" / "teacher")
-    student = load_trained_model(run_dir / "models" / student_name)
-    limit = [load_trained_model(p) for p in sorted((run_dir / "models").glob("limit-*"))]
+def _overlays(run_dir: Path, results: dict[str, Any], path: Path) -> tuple[Path | None, str]:
+    """Overlay figure from the slices evaluation stored; or ``None`` and why it is missing.
+
+    Shows, for the cases whose slices the evaluation kept: truth, the well-trained teacher,
+    the student chosen on validation (procedure 1 when no strategy was chosen) and the
+    limit-trained teachers' disagreement (std of their probabilities).
+    """
+    evaluation = run_dir / "evaluation"
+    student = results.get("strategy_selected_on_validation") or "student-kd-p1"
+    names = ["teacher", student] + sorted(
+        r["model"] for r in results["rows"] if r["model"].startswith("limit-")
+    )
+    stored = {}
+    for name in names:
+        file = evaluation / name / OVERLAYS
+        if not file.exists():
+            return None, f"{file} is missing (re-run the evaluation to draw overlays)"
+        with np.load(file) as entry:
+            stored[name] = {key: entry[key] for key in entry.files}
+    case_ids = list(dict.fromkeys(key.rsplit("/", 1)[0] for key in stored["teacher"]))
     figures = []
-    for case_id in split.test[:OVERLAY_CASES]:
-        loaded = load_case(by_id[case_id])
-        image, mask, _ = preprocess_volume(loaded.image, loaded.mask, teacher.settings)
-        k = int(mask.reshape(len(mask), -1).sum(1).argmax())
-        one = image[k : k + 1]
-        limit_probs = (
-            np.stack([predict_slices(m.network, one)[0] for m in limit])
-            if limit
-            else np.zeros((1, *one.shape[1:]))
-        )
+    for case_id in case_ids:
+        limit = [stored[n][f"{case_id}/probability"] for n in names[2:]]
+        first = stored["teacher"]
         figures.append(
             {
                 "title": case_id,
-                "image": one[0],
-                "truth": mask[k],
-                "teacher": predict_slices(teacher.network, one)[0],
-                "student": predict_slices(student.network, one)[0],
-                "disagreement": limit_probs.std(axis=0),
+                "image": first[f"{case_id}/image"],
+                "truth": first[f"{case_id}/truth"],
+                "teacher": first[f"{case_id}/probability"],
+                "student": stored[student][f"{case_id}/probability"],
+                "disagreement": np.std(limit, axis=0)
+                if limit
+                else np.zeros_like(first[f"{case_id}/probability"]),
             }
         )
-    return overlay_figure(figures, path) if figures else None
+    if not figures:
+        return None, "the evaluation kept no overlay slices"
+    return overlay_figure(figures, path), ""
 
 
 def experiment_blocks(run_dir: Path, figures: Path) -> list[Block]:
@@ -184,8 +178,11 @@ def experiment_blocks(run_dir: Path, figures: Path) -> list[Block]:
                 "Training loss and validation Dice per epoch.",
             )
         )
-    overlay = _overlays(run_dir, results, figures / "overlays.png")
-    if overlay is not None:
+    overlay, missing = _overlays(run_dir, results, figures / "overlays.png")
+    if overlay is None:
+        blocks.append(("p", f"Overlay figure not drawn: {missing}."))
+        warn_all([f"{run_dir}: overlay figure not drawn: {missing}"])
+    else:
         blocks.append(
             (
                 "img",

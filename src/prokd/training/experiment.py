@@ -14,20 +14,50 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
-from prokd.checkpoint import LAST, TrainedModel, load_trained_model
-from prokd.config import Config
+from prokd.data.io import file_sha256
+from prokd.data.preprocess import PreprocessSettings
 from prokd.data.splits import limit_trained_subsets
 from prokd.distill.ensemble import ProbabilityAverage
-from prokd.distill.weighting import build_weighting
 from prokd.errors import ConfigError
-from prokd.evaluate import evaluate_cases, write_evaluation
+from prokd.evaluation.evaluate import evaluate_cases, write_evaluation
+from prokd.evaluation.report import build_report
+from prokd.inference.trained import TrainedModel, load_trained_model
 from prokd.io_atomic import atomic_path
 from prokd.models.profile import count_parameters
-from prokd.report import build_report
-from prokd.runs import PreparedData, prepare_data, write_run_metadata
-from prokd.train import TrainJob, run_training, training_finished
+from prokd.training.checkpoints import LAST
+from prokd.training.config import Config
+from prokd.training.loop import TrainJob, run_training, training_finished
+from prokd.training.runs import PreparedData, prepare_data, write_run_metadata
+
+OVERLAY_CASES = 3
+
+
+@dataclass
+class ExperimentModel:
+    """A model of the experiment: its name, role and trained members (several: an ensemble)."""
+
+    name: str
+    role: str
+    members: list[TrainedModel]
+
+    @property
+    def network(self) -> torch.nn.Module:
+        """The network to evaluate: the member, or the probability average of the members."""
+        if len(self.members) == 1:
+            return self.members[0].network
+        return ProbabilityAverage([m.network for m in self.members])
+
+    @property
+    def settings(self) -> PreprocessSettings:
+        """Preprocessing of the members (all trained with the experiment's settings)."""
+        return self.members[0].settings
+
+    def fingerprint(self) -> list[str]:
+        """Contents of the members' checkpoints: an evaluation is reused only while equal."""
+        return [file_sha256(m.path) for m in self.members]
 
 
 @dataclass
@@ -77,48 +107,56 @@ class Experiment:
             epochs = (e.student_epochs if student else e.teacher_epochs) or cfg.epochs
             volumes = self.train_volumes if case_ids is None else self.data.volumes(case_ids)
             cache = None
-            if soft_targets and teachers and self.config.distill.soft_target_cache:
+            if soft_targets and self.config.distill.soft_target_cache:
                 cache = self.out / "soft_targets" / soft_targets
-            job = TrainJob(
+            job = TrainJob.from_config(
+                self.config,
                 run_dir,
-                model,
                 volumes,
                 self.val_volumes,
-                self.config.preprocess,
-                self.config.replace(train={"epochs": epochs}).train,
-                self.config.loss,
-                teachers or [],
-                build_weighting(weighting, teacher_val_dice),
-                cache,
+                model=model,
+                epochs=epochs,
+                teachers=teachers,
+                weighting=weighting,
+                teacher_val_dice=teacher_val_dice,
+                soft_target_dir=cache,
             )
             run_training(job, resume=(run_dir / LAST).exists(), progress=self.progress)
         return load_trained_model(run_dir)
 
-    def evaluate(self, models: dict[str, tuple[str, list[TrainedModel]]]) -> list[EvaluatedModel]:
+    def evaluate(self, models: list[ExperimentModel]) -> list[EvaluatedModel]:
         """Test-set metrics of every model (an averaged ensemble when several members).
 
-        Summaries already on disk (``evaluation/<name>/summary.json``) are reused.
+        An evaluation on disk (``evaluation/<name>/summary.json``) is reused only while it
+        records the same checkpoint contents; a retrained model is evaluated again.
         """
-        networks = {}
-        for name, (_, members) in models.items():
-            if len(members) > 1:
-                networks[name] = ProbabilityAverage([m.network for m in members])
-            else:
-                networks[name] = members[0].network
-        todo = [n for n in models if not (self.out / "evaluation" / n / "summary.json").exists()]
+        summaries = {m.name: self.out / "evaluation" / m.name / "summary.json" for m in models}
+        todo = [m for m in models if not _evaluated(summaries[m.name], m.fingerprint())]
         if todo:
             cases = [self.data.case(i) for i in self.data.split.test]
-            todo_models = {n: (networks[n], models[n][1][0].settings) for n in todo}
-            for name, rows in evaluate_cases(todo_models, cases, self.progress).items():
-                write_evaluation(rows, self.out / "evaluation" / name)
-        evaluated = []
-        for name, (role, members) in models.items():
-            summary = json.loads((self.out / "evaluation" / name / "summary.json").read_text())
-            val = _val_dice(members[0]) if len(members) == 1 else None
-            evaluated.append(
-                EvaluatedModel(name, role, count_parameters(networks[name]), summary, val)
+            results = evaluate_cases(
+                {m.name: (m.network, m.settings) for m in todo},
+                cases,
+                self.progress,
+                overlay_cases=OVERLAY_CASES,
             )
+            for m in todo:
+                write_evaluation(
+                    results[m.name],
+                    summaries[m.name].parent,
+                    {"checkpoints": m.fingerprint()},
+                )
+        evaluated = []
+        for m in models:
+            summary = json.loads(summaries[m.name].read_text())
+            val = _val_dice(m.members[0]) if len(m.members) == 1 else None
+            params = sum(count_parameters(member.network) for member in m.members)
+            evaluated.append(EvaluatedModel(m.name, m.role, params, summary, val))
         return evaluated
+
+
+def _evaluated(summary: Path, fingerprint: list[str]) -> bool:
+    return summary.exists() and json.loads(summary.read_text()).get("checkpoints") == fingerprint
 
 
 def _val_dice(model: TrainedModel) -> float | None:
@@ -177,16 +215,20 @@ def run_experiment(
     # Soft targets are only needed while students train; they are large, so they go.
     shutil.rmtree(out / "soft_targets", ignore_errors=True)
 
-    models = {"teacher": ("well-trained teacher", [teacher])}
-    models.update(
-        {f"limit-{n}": ("limit-trained teacher", [m]) for n, m in zip(subsets, limit, strict=True)}
-    )
-    models["ensemble-limit"] = ("ensemble of limit-trained teachers", limit)
-    models["student-nokd"] = ("student without KD", [nokd])
-    models["student-kd-p1"] = ("student, procedure 1", [p1])
-    models.update(
-        {f"student-kd-p2-{s}": (f"student, procedure 2 ({s})", [m]) for s, m in p2.items()}
-    )
+    models = [ExperimentModel("teacher", "well-trained teacher", [teacher])]
+    models += [
+        ExperimentModel(f"limit-{n}", "limit-trained teacher", [m])
+        for n, m in zip(subsets, limit, strict=True)
+    ]
+    models += [
+        ExperimentModel("ensemble-limit", "ensemble of limit-trained teachers", limit),
+        ExperimentModel("student-nokd", "student without KD", [nokd]),
+        ExperimentModel("student-kd-p1", "student, procedure 1", [p1]),
+    ]
+    models += [
+        ExperimentModel(f"student-kd-p2-{s}", f"student, procedure 2 ({s})", [m])
+        for s, m in p2.items()
+    ]
     evaluated = exp.evaluate(models)
     results = _results(evaluated, subsets, skipped, config)
     with atomic_path(out / "results.json") as tmp:

@@ -3,7 +3,7 @@ import pytest
 import torch
 from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
 
-from prokd.metrics import dice_score, volume_metrics
+from prokd.evaluation.metrics import dice_score, volume_metrics
 
 
 def _blob(shape, centre, radii):

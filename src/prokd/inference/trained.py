@@ -1,4 +1,9 @@
-"""Checkpoints: atomic saving, and loading a trained network with its preprocessing."""
+"""Trained prokd networks: the deployable checkpoint format and loading it back.
+
+A deployable checkpoint (``best.pt``) holds the network's registry name, its weights and the
+preprocessing it was trained with. Training writes it (:func:`model_payload`); inference,
+export, evaluation and the teacher ensemble load it (:func:`load_trained_model`).
+"""
 
 from __future__ import annotations
 
@@ -11,19 +16,9 @@ from torch import nn
 
 from prokd.data.preprocess import PreprocessSettings
 from prokd.errors import DataError, error_summary
-from prokd.io_atomic import atomic_path
 from prokd.models import build_model
 
 BEST = "best.pt"
-LAST = "last.pt"
-
-
-def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
-    """``torch.save`` to a temporary file, then rename: never a half-written checkpoint."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return path
 
 
 def model_payload(

@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-import prokd.train as train_module
-from prokd.checkpoint import BEST, LAST, load_trained_model
-from prokd.config import LossConfig, TrainConfig
+import prokd.training.loop as train_module
 from prokd.data.cache import PreprocessedVolume
 from prokd.data.io import Geometry
 from prokd.data.preprocess import PreprocessSettings
-from prokd.distill.weighting import build_weighting
 from prokd.errors import ProkdError
-from prokd.train import TrainJob, run_training, sample_slices
+from prokd.inference.trained import BEST, load_trained_model
+from prokd.training.checkpoints import LAST
+from prokd.training.config import config_from_dict
+from prokd.training.loop import TrainJob, run_training, sample_slices
 
 SETTINGS = PreprocessSettings(size=32, fov_mm=32.0)
 GRID = Geometry((32, 32, 4), (1.0, 1.0, 3.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
@@ -28,19 +28,27 @@ def _volume(seed):
 
 
 def _job(run_dir, epochs=3, teachers=(), weighting="uniform", augment=True, model="unet-w4"):
-    train = TrainConfig(
-        epochs=epochs, batch_size=4, slices_per_epoch=8, augment=augment, patience=10, seed=3
+    config = config_from_dict(
+        {
+            "preprocess": {"size": 32, "fov_mm": 32.0},
+            "train": {
+                "epochs": epochs,
+                "batch_size": 4,
+                "slices_per_epoch": 8,
+                "augment": augment,
+                "patience": 10,
+                "seed": 3,
+            },
+        }
     )
-    return TrainJob(
+    return TrainJob.from_config(
+        config,
         run_dir,
-        model,
         [_volume(i) for i in range(3)],
         [_volume(10)],
-        SETTINGS,
-        train,
-        LossConfig(),
-        list(teachers),
-        build_weighting(weighting),
+        model=model,
+        teachers=list(teachers),
+        weighting=weighting,
     )
 
 

@@ -15,9 +15,13 @@ from typing import Any
 
 import yaml
 
+from prokd.data.layouts import LAYOUTS
 from prokd.data.preprocess import PreprocessSettings
-from prokd.errors import ConfigError
+from prokd.distill.weighting import WEIGHTINGS
+from prokd.errors import ConfigError, warn_all
+from prokd.io_atomic import atomic_path
 from prokd.losses.composite import LossWeights
+from prokd.models import MODELS
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,22 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _known(registry: dict[str, Any], what: str) -> tuple[str, typing.Callable[[Any], bool]]:
+    return f"unknown {what} (known: {', '.join(registry)})", lambda v: v in registry
+
+
+def _all_known(registry: dict[str, Any], what: str) -> tuple[str, typing.Callable[[Any], bool]]:
+    return f"unknown {what} (known: {', '.join(registry)})", lambda v: set(v) <= set(registry)
+
+
 CHECKS: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
+    "model": _known(MODELS, "model"),
+    "data.layout": _known(LAYOUTS, "layout"),
+    "distill.weighting": _known(WEIGHTINGS, "teacher weighting"),
+    "experiment.teacher": _known(MODELS, "model"),
+    "experiment.limit_teacher": _known(MODELS, "model"),
+    "experiment.student": _known(MODELS, "model"),
+    "experiment.strategies": _all_known(WEIGHTINGS, "teacher weighting"),
     "train.epochs": ("must be at least 1", lambda v: v >= 1),
     "train.batch_size": ("must be at least 1", lambda v: v >= 1),
     "train.lr": ("must be positive", lambda v: v > 0),
@@ -226,8 +245,24 @@ def config_from_dict(values: dict[str, Any] | None) -> Config:
     return _build(Config, values or {}, "")
 
 
-def load_config(path: str | Path) -> Config:
+def given_keys(values: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of every leaf key a (nested) config mapping sets."""
+    keys = []
+    for key, value in (values or {}).items() if isinstance(values, dict) else ():
+        if isinstance(value, dict) and value:
+            keys += given_keys(value, f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def load_config(path: str | Path, ignored: typing.Sequence[str] = ()) -> Config:
     """Read and validate a YAML config.
+
+    Args:
+        path: the YAML file.
+        ignored: key prefixes the calling command does not use; keys the file sets under
+            them are reported as :class:`~prokd.errors.DataWarning` (one per key).
 
     Raises:
         ConfigError: ``<path>: <key>: <problem>`` for missing files, YAML errors, unknown keys,
@@ -243,15 +278,20 @@ def load_config(path: str | Path) -> Config:
         line = f" (line {where.line + 1})" if where else ""
         raise ConfigError(f"{path}: invalid YAML{line}") from None
     try:
-        return config_from_dict(values)
+        config = config_from_dict(values)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+    unused = [
+        key
+        for key in given_keys(values)
+        if any(key == prefix or key.startswith(f"{prefix}.") for prefix in ignored)
+    ]
+    warn_all(f"{path}: {key} is ignored by this command" for key in unused)
+    return config
 
 
 def save_config(config: Config, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomically)."""
-    from prokd.io_atomic import atomic_path
-
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from prokd.postprocess import postprocess_mask, quality_control
+from prokd.inference.postprocess import postprocess_mask, quality_control
 
 SPACING = (3.0, 0.5, 0.5)  # 0.75 ul voxels
 

@@ -10,11 +10,11 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from prokd.checkpoint import load_trained_model
 from prokd.data.preprocess import PreprocessSettings
 from prokd.errors import DataError, error_summary
-from prokd.export import METADATA_KEY, TORCHSCRIPT_EXTRA
-from prokd.predict import SliceModel, torch_slice_model
+from prokd.inference.export import METADATA_KEY, TORCHSCRIPT_EXTRA
+from prokd.inference.predict import SliceModel, torch_slice_model
+from prokd.inference.trained import load_trained_model
 
 
 @dataclass

@@ -5,9 +5,9 @@ import pytest
 
 from prokd.cli import main
 from prokd.errors import DataError
-from prokd.report import build_report
-from prokd.train import run_training
-from tests.test_train import _job
+from prokd.evaluation.report import build_report
+from prokd.training.loop import run_training
+from tests.training.test_loop import _job
 
 
 def test_report_of_a_training_run(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,33 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from prokd.data.io import Geometry
-from prokd.data.layouts import Case
+from prokd.data.layouts import Case, find_cases
 from prokd.data.preprocess import PreprocessSettings, preprocess_volume, to_original_grid
 from prokd.data.validate import load_case
+from prokd.errors import warn_all
+from prokd.evaluation.metrics import METRIC_NAMES, volume_metrics
+from prokd.inference.model_files import load_model_file
+from prokd.inference.postprocess import postprocess_mask
+from prokd.inference.predict import SliceModel, predict_slices
 from prokd.io_atomic import atomic_path
-from prokd.metrics import METRIC_NAMES, volume_metrics
-from prokd.postprocess import postprocess_mask
-from prokd.predict import SliceModel, predict_slices
+
+OVERLAYS = "overlays.npz"
+
+
+@dataclass
+class ModelEvaluation:
+    """One model's evaluation: a row per case, and overlay slices of the first cases.
+
+    ``overlays`` maps ``<case>/image``, ``<case>/truth`` and ``<case>/probability`` to the
+    case's largest-gland slice (original grid), so reports draw figures without predicting.
+    """
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    overlays: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _largest_gland_slice(truth: np.ndarray) -> int:
+    return int(truth.reshape(len(truth), -1).sum(1).argmax())
 
 
 def evaluate_cases(
@@ -27,19 +48,25 @@ def evaluate_cases(
     cases: list[Case],
     progress: bool = True,
     postprocess: bool = True,
-) -> dict[str, list[dict[str, Any]]]:
-    """Rows per model, one per case: site, metrics against the first reader, inference time.
+    overlay_cases: int = 0,
+) -> dict[str, ModelEvaluation]:
+    """Per model, one row per case: site, metrics against the first reader, inference time.
 
     Each case is read and preprocessed once (per distinct preprocessing) and predicted by
     every model; ``seconds`` is the model's prediction time plus the preprocessing time.
     Where a case has a second reader, ``reader2_*`` columns hold the inter-reader metrics
     (reader 2 scored against reader 1): the human ceiling for that case. Masks are
     post-processed (largest component, holes filled) as ``prokd predict`` writes them,
-    unless ``postprocess`` is false.
+    unless ``postprocess`` is false. The first ``overlay_cases`` cases also keep their
+    largest-gland slice (image, truth, probability) for the report's overlay figure.
+    Empty reference masks are reported as :class:`~prokd.errors.DataWarning`.
     """
-    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in models}
-    for case in tqdm(cases, desc="evaluate", unit="case", leave=False, disable=not progress):
+    results = {name: ModelEvaluation() for name in models}
+    for index, case in enumerate(
+        tqdm(cases, desc="evaluate", unit="case", leave=False, disable=not progress)
+    ):
         loaded = load_case(case)
+        warn_all(loaded.warnings)
         spacing = tuple(reversed(loaded.image.GetSpacing()))
         truth = sitk.GetArrayFromImage(loaded.mask) > 0
         ceiling = {}
@@ -63,7 +90,17 @@ def evaluate_cases(
             if postprocess:
                 mask = postprocess_mask(mask) > 0
             metrics = volume_metrics(mask, truth, spacing)
-            rows[name].append(
+            if index < overlay_cases:
+                k = _largest_gland_slice(truth)
+                image = sitk.GetArrayViewFromImage(loaded.image)[k].astype(np.float32)
+                results[name].overlays.update(
+                    {
+                        f"{case.case_id}/image": image,
+                        f"{case.case_id}/truth": truth[k],
+                        f"{case.case_id}/probability": probabilities[k].astype(np.float32),
+                    }
+                )
+            results[name].rows.append(
                 {
                     "model": name,
                     "case": case.case_id,
@@ -73,7 +110,7 @@ def evaluate_cases(
                     **ceiling,
                 }
             )
-    return rows
+    return results
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -111,16 +148,26 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def write_evaluation(rows: list[dict[str, Any]], out_dir: str | Path) -> dict[str, Any]:
-    """``metrics.csv`` (one row per case) and ``summary.json`` into ``out_dir``."""
+def write_evaluation(
+    evaluation: ModelEvaluation, out_dir: str | Path, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``metrics.csv`` (one row per case), ``overlays.npz`` (if any) and ``summary.json``.
+
+    ``extra`` fields go into the summary (e.g. the fingerprint of the evaluated checkpoint);
+    the summary is written last, so its presence means the evaluation is complete.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    rows = evaluation.rows
     columns = list(dict.fromkeys(k for row in rows for k in row))
     with atomic_path(out_dir / "metrics.csv") as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    summary = summarise(rows)
+    if evaluation.overlays:
+        with atomic_path(out_dir / OVERLAYS) as tmp:
+            np.savez_compressed(tmp, **evaluation.overlays)
+    summary = {**summarise(rows), **(extra or {})}
     with atomic_path(out_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1))
     return summary
@@ -140,3 +187,40 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [line("overall", summary["overall"])]
     lines += [line(site, block) for site, block in summary["sites"].items()]
     return "\n".join(lines)
+
+
+@dataclass
+class DatasetEvaluation:
+    """What ``prokd evaluate`` did: model, dataset, summary and output folder."""
+
+    model: str
+    kind: str
+    layout: str
+    cases: int
+    summary: dict[str, Any]
+    out: Path
+
+
+def evaluate_model_file(
+    model_path: str | Path,
+    data_dir: str | Path,
+    layout: str | None = None,
+    out: str | Path | None = None,
+    postprocess: bool = True,
+) -> DatasetEvaluation:
+    """``prokd evaluate``: any model file on every case of a labelled dataset.
+
+    Writes ``metrics.csv`` and ``summary.json`` into ``out`` (default
+    ``runs/evaluate/<model>-<dataset>``).
+
+    Raises:
+        DataError: unreadable model or dataset.
+    """
+    model = load_model_file(model_path)
+    layout, cases = find_cases(data_dir, layout)
+    results = evaluate_cases(
+        {model.name: (model.slice_model, model.settings)}, cases, postprocess=postprocess
+    )
+    out = Path(out or Path("runs") / "evaluate" / f"{model.name}-{Path(data_dir).name}")
+    summary = write_evaluation(results[model.name], out)
+    return DatasetEvaluation(model.name, model.kind, layout, len(cases), summary, out)

@@ -8,13 +8,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from prokd.checkpoint import model_payload, save_checkpoint
 from prokd.cli import main
 from prokd.data.phantom import SITES, generate_case
 from prokd.data.preprocess import PreprocessSettings
-from prokd.model_files import load_model_file
+from prokd.inference.model_files import load_model_file
+from prokd.inference.predict import predict_volume
+from prokd.inference.trained import model_payload
 from prokd.models import build_model
-from prokd.predict import predict_volume
+from prokd.training.checkpoints import save_checkpoint
 from tests.conftest import make_volume
 
 SETTINGS = PreprocessSettings(size=64, fov_mm=128.0)

@@ -16,7 +16,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from prokd.checkpoint import TrainedModel
+from prokd.inference.trained import TrainedModel
 from prokd.io_atomic import atomic_path
 
 FORMATS = ("onnx", "torchscript")

@@ -1,0 +1,64 @@
+"""``prokd train``: one network from a config, into a run folder, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from prokd.errors import ConfigError, ProkdError
+from prokd.inference.trained import load_trained_model
+from prokd.training.checkpoints import LAST
+from prokd.training.config import Config
+from prokd.training.loop import TrainJob, run_training, validation_dice
+from prokd.training.runs import prepare_data, write_run_metadata
+
+
+def check_run_folder(out: Path, config: Config, resume: bool) -> None:
+    """Refuse a run folder before anything is written into it.
+
+    Raises:
+        ProkdError: ``out`` holds a checkpoint and ``resume`` is false, or ``resume`` is
+            asked for a folder without a checkpoint.
+        ConfigError: resuming with a config other than the one the run was started with.
+    """
+    last = out / LAST
+    if last.exists() and not resume:
+        raise ProkdError(f"{out}: already holds a checkpoint; use --resume or a new --out")
+    if resume and not last.exists():
+        raise ProkdError(f"{out}: nothing to resume (no {LAST}); drop --resume to start")
+    saved = out / "config.yaml"
+    if resume and saved.exists() and yaml.safe_load(saved.read_text()) != config.to_dict():
+        raise ConfigError(
+            f"{saved}: the run was started with another config; resume with the same config "
+            "or train into a new --out"
+        )
+
+
+def train_single(
+    config: Config, out: str | Path, resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
+    """Train ``config.model`` (distilled from ``distill.teachers`` if any) into ``out``.
+
+    Validation scores of the teachers feed the ``validation`` weighting. Returns the
+    training summary.
+    """
+    out = Path(out)
+    check_run_folder(out, config, resume)
+    data = prepare_data(config)
+    teachers = [load_trained_model(t) for t in config.distill.teachers]
+    val = data.volumes(data.split.val, "preprocess val")
+    scores = [validation_dice(t.network, val) for t in teachers] if val and teachers else None
+    job = TrainJob.from_config(
+        config,
+        out,
+        data.volumes(data.split.train, "preprocess train"),
+        val,
+        teachers=teachers,
+        weighting=config.distill.weighting,
+        teacher_val_dice=scores,
+        soft_target_dir=out / "soft_targets" if config.distill.soft_target_cache else None,
+    )
+    write_run_metadata(out, config, data)
+    return run_training(job, resume=resume, progress=progress)
