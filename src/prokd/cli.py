@@ -177,10 +177,7 @@ def _export(args: argparse.Namespace) -> int:
 @command("bench")
 def _bench(args: argparse.Namespace) -> int:
     from prokd.evaluation.bench import bench_table, run_bench, write_bench
-    from prokd.models import get_spec
 
-    for name in args.models:
-        get_spec(name)
     result = run_bench(args.models, args.size, args.threads, args.runs)
     print(bench_table(result))
     json_path, md_path = write_bench(result, args.out)
@@ -279,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
         "models",
         nargs="+",
         metavar="MODEL",
-        help="registered networks; ratios are against the first",
+        help="registered network, checkpoint, run folder, .onnx or .ts file; "
+        "ratios are against the first",
     )
     p.add_argument("--size", type=int, nargs="+", default=[128, 256], help="slice sizes")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")

@@ -125,6 +125,8 @@ def read_volume(path: str | Path, channel: int | None = None) -> sitk.Image:
         raise DataError(path, f"3D volume has no channel {channel}")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(path, "expected a scalar volume, got a vector/RGB volume")
+    if min(image.GetSpacing()) <= 0:
+        raise DataError(path, f"voxel spacing must be positive, got {_fmt(image.GetSpacing())}")
     return image
 
 
@@ -150,7 +152,10 @@ def non_finite_voxels(path: str | Path, image: sitk.Image, channel: int | None =
     """
     path = Path(path)
     if path.name.lower().endswith((".nii", ".nii.gz")):
-        data = np.asanyarray(nib.load(str(path)).dataobj)
+        try:
+            data = np.asanyarray(nib.load(str(path)).dataobj)
+        except Exception as err:  # gzip, zlib and nibabel raise their own types
+            raise DataError(path, f"truncated or corrupt file ({error_summary(err)})") from None
         if data.ndim == 4:
             data = data[..., channel or 0]
     else:

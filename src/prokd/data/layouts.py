@@ -202,6 +202,14 @@ LAYOUTS: dict[str, Layout] = {
 }
 
 
+def detected_layout(root: str | Path) -> list[str]:
+    """Names of the layouts the files at ``root`` match (none for a plain folder)."""
+    root = Path(root)
+    return (
+        [name for name, layout in LAYOUTS.items() if layout.detect(root)] if root.is_dir() else []
+    )
+
+
 def detect_layout(root: str | Path) -> str:
     """Name of the layout of the dataset at ``root``.
 
@@ -211,7 +219,7 @@ def detect_layout(root: str | Path) -> str:
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "data folder not found")
-    found = [name for name, layout in LAYOUTS.items() if layout.detect(root)]
+    found = detected_layout(root)
     if not found:
         known = ", ".join(LAYOUTS)
         raise DataError(root, f"no known dataset layout found (known: {known}); see --layout")

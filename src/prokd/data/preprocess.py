@@ -16,7 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from prokd.data.io import Geometry
-from prokd.errors import ConfigError
+from prokd.errors import ConfigError, warn_all
 
 ORIENTATION = "LPS"  # axial: array x runs right->left, y anterior->posterior, z inferior->superior
 
@@ -117,11 +117,18 @@ def _antialias(image: sitk.Image, target_spacing: float) -> sitk.Image:
 
 
 def normalise_intensity(array: np.ndarray, settings: PreprocessSettings) -> np.ndarray:
-    """Clip to the settings' percentiles, then z-score over the whole volume."""
+    """Clip to the settings' percentiles, then z-score over the whole volume.
+
+    Computed in float64, so values near the float32 limits neither overflow nor turn into
+    NaN; a constant volume becomes zeros with a :class:`~prokd.errors.DataWarning`.
+    """
     low, high = np.percentile(array, settings.clip_percentiles)
-    clipped = np.clip(array.astype(np.float32), low, high)
+    clipped = np.clip(array.astype(np.float64), low, high)
     std = float(clipped.std())
-    return (clipped - float(clipped.mean())) / (std if std > 0 else 1.0)
+    if std == 0:
+        warn_all(["image is constant (no contrast): nothing to segment"])
+        return np.zeros(array.shape, np.float32)
+    return ((clipped - clipped.mean()) / std).astype(np.float32)
 
 
 def preprocess_volume(

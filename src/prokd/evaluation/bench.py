@@ -2,8 +2,10 @@
 
 Latency is measured after warm-up, per slice (batch 1) and per whole volume (one batch of
 ``VOLUME_SLICES`` slices), in torch eager mode and in onnxruntime, with the same thread count.
-Every model is also compared with the first one given, and its achieved FLOP/s with the
-machine's measured peak (a large float32 matmul).
+Every model is also compared with the first one given (onnxruntime per-slice latency, which
+every model has), and its achieved onnxruntime FLOP/s with the machine's measured peak (a
+large float32 matmul). MODEL is a registered network or any model file ``prokd predict``
+takes; an ``.onnx`` file has no torch timings.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
+from prokd.errors import ProkdError
+from prokd.inference.model_files import load_model_file, onnx_session
 from prokd.io_atomic import atomic_path
-from prokd.models import build_model
+from prokd.models import MODELS, build_model
 from prokd.models.profile import FLOP_CONVENTION, count_flops, count_parameters
 
 VOLUME_SLICES = 24
@@ -66,9 +69,45 @@ def peak_flops(size: int = 2048, runs: int = 5) -> float:
     return 2.0 * size**3 / (timing.median_ms / 1000.0)
 
 
-def _onnx_session(
-    network: torch.nn.Module, size: int, folder: Path, threads: int
-) -> ort.InferenceSession:
+@dataclass
+class BenchSubject:
+    """What one MODEL argument names: a registered network or a model file.
+
+    ``network`` is timed in torch (absent for an ``.onnx`` file); ``onnx_file`` is timed in
+    onnxruntime (exported on the fly from ``network`` when not given). ``size`` is fixed for
+    model files (their preprocessing size); FLOPs (and, for ``.onnx`` files, parameters) are
+    those of the registered ``architecture`` the file names.
+    """
+
+    name: str
+    architecture: str
+    network: torch.nn.Module | None
+    onnx_file: Path | None = None
+    size: int | None = None
+
+
+def bench_subject(spec: str) -> BenchSubject:
+    """A registry name (untrained weights, seed 0), or a checkpoint, run folder, ``.onnx`` or
+    ``.ts`` file as ``prokd evaluate`` and ``predict`` take them.
+
+    Raises:
+        ProkdError: neither a registered network nor a readable model file.
+    """
+    if spec in MODELS:
+        torch.manual_seed(0)
+        return BenchSubject(spec, spec, build_model(spec).eval())
+    if not Path(spec).exists():
+        raise ProkdError(
+            f"unknown model {spec!r}: neither a registered network (known: "
+            f"{', '.join(sorted(MODELS))}) nor a model file"
+        )
+    loaded = load_model_file(spec)
+    onnx_file = loaded.path if loaded.kind == "onnx" else None
+    network = None if loaded.network is None else loaded.network.eval()
+    return BenchSubject(spec, loaded.name, network, onnx_file, loaded.settings.size)
+
+
+def _export_onnx(network: torch.nn.Module, size: int, folder: Path) -> Path:
     path = folder / "model.onnx"
     torch.onnx.export(
         network,
@@ -79,52 +118,79 @@ def _onnx_session(
         dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
         dynamo=False,
     )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return path
 
 
-def bench_model(name: str, size: int, threads: int, runs: int) -> dict[str, Any]:
-    """One row: size, FLOPs and latencies of a registered network at ``size`` x ``size``."""
-    torch.manual_seed(0)
-    network = build_model(name).eval()
-    flops = count_flops(network, size, size)
-    slice_input = torch.randn(1, 1, size, size)
-    volume_input = torch.randn(VOLUME_SLICES, 1, size, size)
-    with torch.inference_mode():
-        torch_slice = _time(lambda: network(slice_input), runs)
-        torch_volume = _time(lambda: network(volume_input), max(3, runs // 4))
+def bench_model(subject: BenchSubject, size: int, threads: int, runs: int) -> dict[str, Any]:
+    """One row: size, FLOPs and latencies of a network or model file at ``size`` x ``size``."""
+    network = subject.network
+    architecture = build_model(subject.architecture).eval()
+    flops = count_flops(architecture, size, size)
+    slice_input = torch.randn(1, 1, size, size, generator=torch.Generator().manual_seed(0))
+    volume_input = torch.randn(
+        VOLUME_SLICES, 1, size, size, generator=torch.Generator().manual_seed(1)
+    )
+    torch_slice = torch_volume = None
+    if network is not None:
+        with torch.inference_mode():
+            torch_slice = _time(lambda: network(slice_input), runs)
+            torch_volume = _time(lambda: network(volume_input), max(3, runs // 4))
     with tempfile.TemporaryDirectory() as tmp:
-        session = _onnx_session(network, size, Path(tmp), threads)
+        onnx_file = subject.onnx_file or _export_onnx(network, size, Path(tmp))
+        session = onnx_session(onnx_file, threads)
+        name = session.get_inputs()[0].name
         x1, xv = slice_input.numpy(), volume_input.numpy()
-        onnx_slice = _time(lambda: session.run(None, {"image": x1}), runs)
-        onnx_volume = _time(lambda: session.run(None, {"image": xv}), max(3, runs // 4))
+        onnx_slice = _time(lambda: session.run(None, {name: x1}), runs)
+        onnx_volume = _time(lambda: session.run(None, {name: xv}), max(3, runs // 4))
     return {
-        "model": name,
+        "model": subject.name,
+        "architecture": subject.architecture,
         "size": size,
-        "params": count_parameters(network),
+        "params": count_parameters(network if network is not None else architecture),
         "flops": flops,
-        "torch_slice": torch_slice.__dict__,
-        "torch_volume": torch_volume.__dict__,
+        "torch_slice": None if torch_slice is None else torch_slice.__dict__,
+        "torch_volume": None if torch_volume is None else torch_volume.__dict__,
         "onnx_slice": onnx_slice.__dict__,
         "onnx_volume": onnx_volume.__dict__,
-        "torch_gflops_per_s": flops / torch_slice.median_ms / 1e6,
     }
 
 
+def _onnx_ms(row: dict[str, Any]) -> float:
+    """Per-slice onnxruntime latency: measured for every model, so ratios compare like."""
+    return row["onnx_slice"]["median_ms"]
+
+
 def run_bench(models: list[str], sizes: list[int], threads: int, runs: int) -> dict[str, Any]:
-    """Benchmark every model at every size; ratios are against the first model."""
+    """Benchmark every model at every size; ratios are against the first model.
+
+    Model files are measured at their own preprocessing size only.
+    """
     torch.set_num_threads(threads)
+    subjects = [bench_subject(m) for m in models]
     peak = peak_flops()
-    rows = [bench_model(m, s, threads, runs) for s in sizes for m in models]
+    rows = [
+        bench_model(subject, s, threads, runs)
+        for s in sizes
+        for subject in subjects
+        if subject.size in (None, s)
+    ]
+    rows += [
+        bench_model(subject, subject.size, threads, runs)
+        for subject in subjects
+        if subject.size is not None and subject.size not in sizes
+    ]
     for row in rows:
-        first = next(r for r in rows if r["size"] == row["size"] and r["model"] == models[0])
-        row["torch_slice_ratio"] = (
-            row["torch_slice"]["median_ms"] / first["torch_slice"]["median_ms"]
+        first = next(
+            (r for r in rows if r["size"] == row["size"] and r["model"] == models[0]), None
         )
-        row["onnx_speedup"] = row["torch_slice"]["median_ms"] / row["onnx_slice"]["median_ms"]
-        row["share_of_peak"] = row["torch_gflops_per_s"] * 1e9 / peak
+        row["ratio_to_first"] = None if first is None else _onnx_ms(row) / _onnx_ms(first)
+        row["onnx_speedup"] = (
+            None
+            if row["torch_slice"] is None
+            else row["torch_slice"]["median_ms"] / row["onnx_slice"]["median_ms"]
+        )
+        row["gflops_per_s"] = row["flops"] / _onnx_ms(row) / 1e6
+        row["share_of_peak"] = row["gflops_per_s"] * 1e9 / peak
     versions = {p: metadata.version(p) for p in ("torch", "onnxruntime", "monai")}
     return {
         "cpu": cpu_model(),
@@ -148,20 +214,25 @@ def bench_table(result: dict[str, Any]) -> str:
         f"volume = one batch of {result['volume_slices']} slices.",
         "",
         "| model | size | params | GFLOPs/slice | torch ms/slice | onnx ms/slice | "
-        "torch ms/volume | onnx ms/volume | x first model | onnx speed-up | GFLOP/s | % of peak |",
+        "torch ms/volume | onnx ms/volume | x first model (onnx) | onnx speed-up | "
+        "onnx GFLOP/s | % of peak |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
 
     def timing(row: dict[str, Any], key: str) -> str:
-        return f"{row[key]['median_ms']:.1f} ({row[key]['p90_ms']:.1f})"
+        cell = row[key]
+        return "n/a" if cell is None else f"{cell['median_ms']:.1f} ({cell['p90_ms']:.1f})"
+
+    def ratio(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
 
     for r in result["rows"]:
         lines.append(
             f"| {r['model']} | {r['size']} | {r['params']:,} | {r['flops'] / 1e9:.3f} | "
             f"{timing(r, 'torch_slice')} | {timing(r, 'onnx_slice')} | "
             f"{timing(r, 'torch_volume')} | {timing(r, 'onnx_volume')} | "
-            f"{r['torch_slice_ratio']:.2f} | {r['onnx_speedup']:.2f} | "
-            f"{r['torch_gflops_per_s']:.1f} | {100 * r['share_of_peak']:.1f} |"
+            f"{ratio(r['ratio_to_first'])} | {ratio(r['onnx_speedup'])} | "
+            f"{r['gflops_per_s']:.1f} | {100 * r['share_of_peak']:.1f} |"
         )
     return "\n".join(lines)
 

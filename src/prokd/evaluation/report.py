@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from prokd.errors import DataError, warn_all
+from prokd.errors import DataError, error_summary, warn_all
 from prokd.evaluation.evaluate import OVERLAYS
 from prokd.evaluation.metrics import __doc__ as METRICS_DOC
 from prokd.evaluation.plots import dice_boxplot, overlay_figure, read_log, training_curves
@@ -78,9 +78,21 @@ def results_table(results: dict[str, Any]) -> str:
     return markdown_table(*results_rows(results))
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(
+            path, f"unreadable run file ({error_summary(err)}); re-run the command that wrote it"
+        ) from None
+
+
 def _read_metrics(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+    try:
+        with open(path, newline="") as handle:
+            return list(csv.DictReader(handle))
+    except OSError as err:
+        raise DataError(path, f"unreadable evaluation ({error_summary(err)})") from None
 
 
 def _overlays(run_dir: Path, results: dict[str, Any], path: Path) -> tuple[Path | None, str]:
@@ -126,7 +138,7 @@ def _overlays(run_dir: Path, results: dict[str, Any], path: Path) -> tuple[Path 
 
 def experiment_blocks(run_dir: Path, figures: Path) -> list[Block]:
     """Report content of an experiment folder."""
-    results = json.loads((run_dir / "results.json").read_text())
+    results = _read_json(run_dir / "results.json")
     chosen = results.get("strategy_selected_on_validation")
     blocks: list[Block] = [
         ("h1", f"prokd experiment report: {run_dir.name}"),
@@ -202,7 +214,7 @@ def run_blocks(run_dir: Path, figures: Path) -> list[Block]:
     blocks: list[Block] = [("h1", f"prokd training report: {run_dir.name}")]
     summary = run_dir / "train_summary.json"
     if summary.exists():
-        data = json.loads(summary.read_text())
+        data = _read_json(summary)
         rows = [[k, str(v)] for k, v in data.items() if not isinstance(v, list)]
         blocks.append(("table", ["field", "value"], rows))
     logs = {run_dir.name: read_log(run_dir / "log.csv")}

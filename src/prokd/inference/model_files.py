@@ -26,6 +26,7 @@ class LoadedModel:
     slice_model: SliceModel
     settings: PreprocessSettings
     path: Path
+    network: torch.nn.Module | None = None  # the torch module, for checkpoints and TorchScript
 
 
 def _settings(metadata: str, path: Path) -> tuple[str, PreprocessSettings]:
@@ -36,15 +37,61 @@ def _settings(metadata: str, path: Path) -> tuple[str, PreprocessSettings]:
         raise DataError(path, f"no valid prokd metadata in the exported model ({err})") from None
 
 
-def _onnx(path: Path) -> LoadedModel:
+# onnxruntime's exception classes by name -> what they mean for a user's file.
+ONNX_LOAD_ERRORS = {
+    "InvalidProtobuf": "not an ONNX model (corrupt, truncated or another file type)",
+    "NoSuchFile": "ONNX model file not found",
+    "InvalidGraph": "invalid ONNX graph",
+    "NotImplemented": "uses an operator or type onnxruntime cannot run",
+    "InvalidArgument": "invalid ONNX model",
+}
+
+
+def onnx_session(path: Path, threads: int = 0) -> ort.InferenceSession:
+    """An onnxruntime CPU session for ``path``.
+
+    Raises:
+        DataError: naming the file and saying why onnxruntime refused it.
+    """
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types
-        raise DataError(path, f"cannot load ONNX model ({error_summary(err)})") from None
+        meaning = ONNX_LOAD_ERRORS.get(type(err).__name__, "cannot load ONNX model")
+        raise DataError(path, f"{meaning} ({error_summary(err)})") from None
+
+
+def _check_slice_model(session: ort.InferenceSession, path: Path) -> None:
+    """A prokd slice model takes (B, 1, H, W) and returns (B, 2, H, W) logits."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    shape_in = inputs[0].shape if len(inputs) == 1 else None
+    shape_out = outputs[0].shape if outputs else None
+    if (
+        shape_in is None
+        or len(shape_in) != 4
+        or shape_in[1] != 1
+        or shape_out is None
+        or len(shape_out) != 4
+        or shape_out[1] != 2
+    ):
+        raise DataError(
+            path,
+            f"not a prokd slice model (inputs {[i.shape for i in inputs]}, outputs "
+            f"{[o.shape for o in outputs]}; expected one (B, 1, H, W) input and (B, 2, H, W) "
+            "logits)",
+        )
+
+
+def _onnx(path: Path) -> LoadedModel:
+    session = onnx_session(path)
     metadata = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     if metadata is None:
         raise DataError(path, "ONNX model without prokd metadata (export it with prokd export)")
     name, settings = _settings(metadata, path)
+    _check_slice_model(session, path)
     input_name = session.get_inputs()[0].name
 
     def run(batch: np.ndarray) -> np.ndarray:
@@ -60,7 +107,7 @@ def _torchscript(path: Path) -> LoadedModel:
     except RuntimeError as err:
         raise DataError(path, f"cannot load TorchScript model ({error_summary(err)})") from None
     name, settings = _settings(extra[TORCHSCRIPT_EXTRA], path)
-    return LoadedModel(name, "torchscript", torch_slice_model(module), settings, path)
+    return LoadedModel(name, "torchscript", torch_slice_model(module), settings, path, module)
 
 
 def load_model_file(path: str | Path) -> LoadedModel:
@@ -85,4 +132,5 @@ def load_model_file(path: str | Path) -> LoadedModel:
         torch_slice_model(trained.network),
         trained.settings,
         trained.path,
+        trained.network,
     )

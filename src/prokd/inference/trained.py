@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from prokd.data.preprocess import PreprocessSettings
-from prokd.errors import DataError, error_summary
+from prokd.errors import DataError, ProkdError, error_summary
 from prokd.models import build_model
 
 BEST = "best.pt"
+MODEL_KEYS = {"model", "state_dict", "preprocess", "in_channels", "out_channels"}
 
 
 def model_payload(
@@ -68,9 +69,21 @@ def load_trained_model(path: str | Path) -> TrainedModel:
     path = resolve_checkpoint(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # pickle, zip and torch raise many types for a foreign file
+        raise DataError(path, f"not a prokd checkpoint ({error_summary(err)})") from None
+    if not isinstance(payload, dict) or not MODEL_KEYS <= set(payload):
+        found = sorted(payload)[:5] if isinstance(payload, dict) else type(payload).__name__
+        raise DataError(
+            path,
+            f"not a prokd checkpoint (holds {found}; give best.pt of a prokd run, not last.pt "
+            "or a bare state_dict)",
+        )
+    try:
         network = build_model(payload["model"], payload["in_channels"], payload["out_channels"])
         network.load_state_dict(payload["state_dict"])
-    except (RuntimeError, KeyError, EOFError, OSError) as err:
-        raise DataError(path, f"not a prokd checkpoint ({error_summary(err)})") from None
-    settings = PreprocessSettings.from_dict(payload["preprocess"])
+        settings = PreprocessSettings.from_dict(payload["preprocess"])
+    except ProkdError as err:
+        raise DataError(path, str(err)) from None
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        raise DataError(path, f"damaged prokd checkpoint ({error_summary(err)})") from None
     return TrainedModel(payload["model"], network.eval(), settings, path)
