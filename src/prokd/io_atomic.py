@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from prokd.errors import DataError
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
@@ -16,18 +18,27 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     The temporary name keeps the target's suffixes (``.nii.gz``, ``.npz``) so writers that
     pick a format by extension still work. On any exception the temporary file is removed
     and ``target`` is left untouched.
+
+    Raises:
+        DataError: naming ``target``, when its folder cannot be made or the write fails at
+            the operating-system level (no permission, disk full, a file in the way).
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(target.suffixes)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        suffix = "".join(target.suffixes)
+        fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
+    except OSError as err:
+        raise DataError(target, f"cannot write ({err.strerror or err})") from None
     os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = Path(name)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
     try:
         yield tmp
         os.replace(tmp, target)
+    except OSError as err:
+        raise DataError(target, f"cannot write ({err.strerror or err})") from None
     finally:
         tmp.unlink(missing_ok=True)

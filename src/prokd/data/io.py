@@ -7,6 +7,7 @@ Supported formats: NIfTI (``.nii``, ``.nii.gz``), MetaImage (``.mha``, ``.mhd`` 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,7 @@ def read_volume(path: str | Path, channel: int | None = None) -> sitk.Image:
         raise DataError(
             path, f"unsupported file type (expected one of {', '.join(VOLUME_SUFFIXES)})"
         )
+    _check_metaimage_spacing(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
@@ -128,6 +130,23 @@ def read_volume(path: str | Path, channel: int | None = None) -> sitk.Image:
     if min(image.GetSpacing()) <= 0:
         raise DataError(path, f"voxel spacing must be positive, got {_fmt(image.GetSpacing())}")
     return image
+
+
+def _check_metaimage_spacing(path: Path) -> None:
+    """Refuse a MetaImage header with zero or negative spacing (ITK flips negative axes)."""
+    if path.suffix.lower() not in (".mha", ".mhd"):
+        return
+    with open(path, "rb") as handle:
+        header = handle.read(4096).decode("latin-1")
+    match = re.search(r"^\s*ElementSpacing\s*=\s*(.+)$", header, re.M)
+    if match is None:
+        return
+    try:
+        spacing = [float(v) for v in match.group(1).split()]
+    except ValueError:
+        raise DataError(path, f"unreadable ElementSpacing {match.group(1).strip()!r}") from None
+    if min(spacing, default=1.0) <= 0:
+        raise DataError(path, f"voxel spacing must be positive, got {match.group(1).strip()}")
 
 
 def _select_channel(path: Path, image: sitk.Image, channel: int | None) -> sitk.Image:
@@ -169,7 +188,10 @@ def write_volume(image: sitk.Image, path: str | Path) -> Path:
     """Write ``image`` atomically (nothing half-written on failure); compressed where possible."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=True)
+        try:
+            sitk.WriteImage(image, str(tmp), useCompression=True)
+        except RuntimeError as err:  # ITK reports failed writes (disk full) this way
+            raise DataError(path, f"cannot write volume ({error_summary(err)})") from None
     return path
 
 
