@@ -60,3 +60,18 @@ def test_mhd_fingerprint_covers_the_raw_file(tmp_path):
     data[0] ^= 0xFF
     raw.write_bytes(bytes(data))
     assert case_fingerprint(case, SETTINGS) != before
+
+
+def test_empty_mask_warning_is_issued_on_every_load(tmp_path):
+    import pytest
+
+    from prokd.errors import DataWarning
+
+    image, mask = ball_case()
+    img = write(tmp_path / "data" / "Case00.nii.gz", image)
+    msk = write(tmp_path / "data" / "Case00_segmentation.nii.gz", np.zeros_like(mask))
+    case = Case("Case00", "S", img, (msk,))
+    cache = PreprocessCache(tmp_path / "cache")
+    for _ in range(2):  # computed, then read back from the cache
+        with pytest.warns(DataWarning, match="Case00_segmentation.nii.gz: empty mask"):
+            cache.load(case, SETTINGS)

@@ -16,7 +16,7 @@ from prokd.inference.predict import predict_volume
 from prokd.inference.trained import model_payload
 from prokd.models import build_model
 from prokd.training.checkpoints import save_checkpoint
-from tests.conftest import make_volume
+from tests.conftest import ball_case, make_volume, write
 
 SETTINGS = PreprocessSettings(size=64, fov_mm=128.0)
 
@@ -153,3 +153,31 @@ def test_predict_rejects_an_output_without_volume_suffix(
     assert main(["predict", str(checkpoint), str(phantom_volume), str(out)]) == 2
     assert "mask.txt: output must end in one of .nii.gz" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_plain_folder_predicts_images_and_skips_masks(checkpoint, tmp_path):
+    image, mask = ball_case()
+    source = tmp_path / "scans"
+    write(source / "a.nii.gz", image)
+    write(source / "a_segmentation.nii.gz", mask)
+    write(source / "b" / "scan.mha", image)
+    write(source / "b" / "scan_mask.mha", mask)
+    write(source / "labelsTr" / "c.nii.gz", mask)
+    out = tmp_path / "masks"
+    assert main(["predict", str(checkpoint), str(source), str(out)]) == 0
+    written = sorted(
+        p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and "qc" not in p.name
+    )
+    assert written == ["a.nii.gz", "b/scan.mha"]
+
+
+def test_evaluate_reports_an_empty_reference_mask(checkpoint, tmp_path, capsys):
+    image, mask = ball_case()
+    write(tmp_path / "d" / "S" / "Case00.nii.gz", image)
+    write(tmp_path / "d" / "S" / "Case00_segmentation.nii.gz", mask * 0)
+    code = main(
+        ["evaluate", str(checkpoint), "--data", str(tmp_path / "d"), "--out", str(tmp_path / "e")]
+    )
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "prokd evaluate: warning: " in err and "Case00_segmentation.nii.gz: empty mask" in err

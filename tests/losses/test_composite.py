@@ -101,3 +101,20 @@ def test_soft_targets_are_distributions():
     _, _, teacher = _batch()
     mix = soft_targets([teacher, -teacher], torch.full((2, 2, 8, 8), 0.5, dtype=torch.float64), 2.0)
     torch.testing.assert_close(mix.sum(1), torch.ones(2, 8, 8, dtype=torch.float64))
+
+
+def test_fractional_weights_mix_probabilities_not_logits():
+    """Two different teachers, weights 0.3/0.7 per pixel: the KL target is the mixture of their
+    softened probabilities, which differs from the softmax of the mixed logits."""
+    torch.manual_seed(1)
+    student, labels, _ = _batch()
+    a, b = torch.randn(2, 2, 8, 8, dtype=torch.float64) * 3, torch.randn(2, 2, 8, 8) * 3
+    b = b.to(torch.float64)
+    weights = torch.stack([torch.full((2, 8, 8), w, dtype=torch.float64) for w in (0.3, 0.7)], 1)
+    loss = CompositeLoss(temperature=2.0)
+    mixed = loss(student, labels, teacher_logits=[a, b], teacher_weights=weights)
+    probabilities = 0.3 * (a / 2.0).softmax(1) + 0.7 * (b / 2.0).softmax(1)
+    expected = kl_distillation(student, probabilities, 2.0)
+    assert float(mixed.parts["kl"]) == pytest.approx(float(expected), rel=1e-9)
+    logit_mix = kl_distillation(student, ((0.3 * a + 0.7 * b) / 2.0).softmax(1), 2.0)
+    assert abs(float(mixed.parts["kl"]) - float(logit_mix)) > 1e-3

@@ -74,3 +74,40 @@ def test_repository_configs_are_valid():
     assert {p.name for p in configs} >= {"demo.yaml", "paper-six-site.yaml", "prostate158.yaml"}
     for path in configs:
         load_config(path)
+
+
+def test_names_are_checked_when_the_config_is_loaded(tmp_path):
+    path = tmp_path / "c.yaml"
+    for text, message in (
+        ("data: {layout: six_site}\n", "data.layout: unknown layout"),
+        ("distill: {weighting: loud}\n", "distill.weighting: unknown teacher weighting"),
+        ("experiment: {student: tiny}\n", "experiment.student: unknown model"),
+    ):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)
+
+
+def test_keys_a_command_ignores_are_reported(tmp_path):
+    from prokd.errors import DataWarning
+
+    path = tmp_path / "c.yaml"
+    path.write_text("model: unet-w4\ndistill: {weighting: confidence, soft_target_cache: true}\n")
+    with pytest.warns(DataWarning) as caught:
+        load_config(path, ignored=("model", "distill.teachers", "distill.weighting"))
+    messages = sorted(str(w.message) for w in caught)
+    assert messages == [
+        f"{path}: distill.weighting is ignored by this command",
+        f"{path}: model is ignored by this command",
+    ]
+
+
+def test_cli_prints_an_ignored_key_as_one_warning_line(tmp_path, capsys):
+    from prokd.cli import main
+
+    path = tmp_path / "c.yaml"
+    path.write_text("experiment: {student: unet-w4}\n")
+    assert main(["train", str(path), "--out", str(tmp_path / "r")]) == 2  # no data folder
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"prokd train: warning: {path}: experiment.student is ignored by this command"
+    assert "data.root is not set" in err[1]

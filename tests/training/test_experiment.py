@@ -2,13 +2,16 @@
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from prokd.cli import main
 from prokd.data.phantom import write_phantom
-from prokd.errors import ConfigError
+from prokd.errors import ConfigError, DataWarning
+from prokd.evaluation.report import build_report
 from prokd.training.config import load_config
 from prokd.training.experiment import run_experiment
 
@@ -84,6 +87,65 @@ def test_tiny_experiment_end_to_end_and_resume(phantom, tmp_path):
     changed = config.replace(train={"lr": 0.1})
     with pytest.raises(ConfigError, match="another config"):
         run_experiment(changed, out, str(phantom), progress=False)
+    # A retrained model is evaluated again; the others' evaluations are reused.
+    evaluation = out / "evaluation"
+    teacher_stamp = (evaluation / "teacher" / "summary.json").stat().st_mtime_ns
+    shutil.copy(out / "models" / "student-kd-p1" / "best.pt", out / "models" / "student-nokd")
+    third = {
+        r["model"]: r for r in run_experiment(config, out, str(phantom), progress=False)["rows"]
+    }
+    assert (evaluation / "teacher" / "summary.json").stat().st_mtime_ns == teacher_stamp
+    assert third["student-nokd"]["dice"] == third["student-kd-p1"]["dice"]
+    nokd = json.loads((evaluation / "student-nokd" / "summary.json").read_text())
+    p1 = json.loads((evaluation / "student-kd-p1" / "summary.json").read_text())
+    assert nokd["checkpoints"] == p1["checkpoints"]
+    # The report draws overlays only from what evaluation stored, and says when it cannot.
+    (evaluation / "teacher" / "overlays.npz").unlink()
+    with pytest.warns(DataWarning, match="overlay figure not drawn"):
+        build_report(out)
+    assert "Overlay figure not drawn: " in (out / "report.md").read_text()
+
+
+def test_experiment_with_validation_selects_on_validation(tmp_path_factory, tmp_path):
+    """3 cases per site: train, validation and test. Checkpoints, early stopping, the
+    `validation` strategy and the reported strategy all use validation Dice only; every
+    limit-trained teacher saw its own subset and nothing else."""
+    data = tmp_path_factory.mktemp("phantom3") / "six-site"
+    write_phantom(data, sites=2, cases_per_site=3, seed=4)
+    config = _tiny(
+        load_config(CONFIGS / "demo.yaml"),
+        tmp_path,
+        teacher="unet-w4",
+        limit_teacher="unet-w4",
+        student="unet-w4",
+        limit_mode="site",
+    ).replace(
+        split={"val_fraction": 0.34, "test_fraction": 0.34},
+        train={"epochs": 3, "patience": 1},
+    )
+    out = tmp_path / "run"
+    results = run_experiment(config, out, str(data), progress=False)
+    assert results["strategies_skipped"] == []
+    p2 = [r for r in results["rows"] if r["model"].startswith("student-kd-p2-")]
+    assert {r["model"] for r in p2} >= {"student-kd-p2-validation"}
+    best = max(p2, key=lambda r: r["val_dice"])
+    assert results["strategy_selected_on_validation"] == best["model"]
+    split = json.loads((out / "split.json").read_text())
+    subsets = json.loads((out / "limit_subsets.json").read_text())
+    for name, ids in subsets.items():
+        summary = json.loads((out / "models" / f"limit-{name}" / "train_summary.json").read_text())
+        assert summary["train_cases"] == ids and set(ids) <= set(split["train"])
+    for run in (out / "models").iterdir():
+        summary = json.loads((run / "train_summary.json").read_text())
+        assert summary["val_cases"] == split["val"]
+        checkpoint = torch.load(run / "best.pt", weights_only=False)
+        assert checkpoint["epoch"] == summary["best_epoch"]
+        assert checkpoint["val_dice"] == summary["best_val_dice"]
+        log = (run / "log.csv").read_text().splitlines()[1:]
+        scores = [float(line.split(",")[-1]) for line in log]
+        assert summary["best_val_dice"] == max(scores)
+        if summary["stopped_early"]:  # patience 1: the epoch after the best did not improve
+            assert summary["epochs_run"] == summary["best_epoch"] + 1
 
 
 def test_paper_six_site_config_runs_on_a_phantom_in_that_layout(phantom, tmp_path, capsys):

@@ -1,4 +1,5 @@
 import csv
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import prokd.training.loop as train_module
 from prokd.data.cache import PreprocessedVolume
 from prokd.data.io import Geometry
 from prokd.data.preprocess import PreprocessSettings
-from prokd.errors import ProkdError
+from prokd.errors import ConfigError, ProkdError
 from prokd.inference.trained import BEST, load_trained_model
 from prokd.training.checkpoints import LAST
 from prokd.training.config import config_from_dict
@@ -113,6 +114,16 @@ def test_distillation_trains_adapters_and_leaves_teachers_untouched(tmp_path):
         torch.testing.assert_close(value, before[key], rtol=0, atol=0)
     saved = torch.load(tmp_path / "student" / LAST, weights_only=False)
     assert any(k.startswith("feature_loss.adapters.1.") for k in saved["criterion"])
+    # the adapters were trained: their weights moved from the run's own initialisation
+    # (set-up is seeded, so building it again gives exactly that initialisation)
+    job = _job(tmp_path / "x", teachers=teachers, weighting="confidence")
+    initial = train_module._set_up(job, progress=False).criterion.state_dict()
+    again = train_module._set_up(job, progress=False).criterion.state_dict()
+    adapter_weights = [k for k in saved["criterion"] if "adapters" in k and k.endswith("weight")]
+    assert adapter_weights
+    for key in adapter_weights:
+        assert torch.equal(initial[key], again[key])
+        assert not torch.equal(saved["criterion"][key], initial[key]), key
     assert not any(
         "adapters" in k
         for k in torch.load(tmp_path / "student" / BEST, weights_only=False)["state_dict"]
@@ -142,3 +153,23 @@ def test_soft_target_cache_refuses_augmentation(tmp_path):
     job.soft_target_dir = tmp_path / "soft"
     with pytest.raises(ProkdError, match="soft_target_cache needs train.augment: false"):
         run_training(job, progress=False)
+
+
+def test_early_stopping_on_validation_dice(tmp_path):
+    """With lr 0 the validation Dice never improves after epoch 1: patience 1 stops at 2."""
+    job = _job(tmp_path / "run", epochs=6)
+    job.train = replace(job.train, lr=1e-12, patience=1)
+    summary = run_training(job, progress=False)
+    assert summary["epochs_run"] == 2 and summary["stopped_early"]
+    assert summary["best_epoch"] == 1
+    assert torch.load(tmp_path / "run" / BEST, weights_only=False)["epoch"] == 1
+
+
+def test_teacher_with_other_preprocessing_is_refused(tmp_path):
+    from prokd.inference.trained import TrainedModel
+    from prokd.models import build_model
+
+    other = TrainedModel("unet-w4", build_model("unet-w4"), SETTINGS, tmp_path / "t.pt")
+    other.settings = PreprocessSettings(size=32, fov_mm=64.0)
+    with pytest.raises(ConfigError, match=r"t.pt: teacher preprocessing differs .*fov_mm"):
+        _job(tmp_path / "s", teachers=[other])

@@ -1,0 +1,54 @@
+"""``prokd train`` refuses a run folder before writing into it, and resumes only the same run."""
+
+import pytest
+
+from prokd.data.phantom import write_phantom
+from prokd.errors import ConfigError, ProkdError
+from prokd.training.config import config_from_dict
+from prokd.training.single_run import train_single
+
+TINY = {
+    "model": "unet-w4",
+    "preprocess": {"size": 32, "fov_mm": 128.0},
+    "split": {"val_fraction": 0.0, "test_fraction": 0.0},
+    "train": {"epochs": 2, "batch_size": 8, "slices_per_epoch": 8},
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phantom") / "six-site"
+    write_phantom(root, sites=1, cases_per_site=2, seed=2)
+    return root
+
+
+def _config(data, tmp_path, **train):
+    values = {**TINY, "data": {"root": str(data), "cache_dir": str(tmp_path / "cache")}}
+    values["train"] = {**TINY["train"], **train}
+    return config_from_dict(values)
+
+
+def test_an_existing_checkpoint_is_refused_before_anything_is_written(data, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes(b"old")
+    with pytest.raises(ProkdError, match="already holds a checkpoint"):
+        train_single(_config(data, tmp_path), out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["last.pt"]
+
+
+def test_resume_needs_the_same_config(data, tmp_path):
+    out = tmp_path / "run"
+    config = _config(data, tmp_path, epochs=1)
+    train_single(config, out, progress=False)
+    changed = _config(data, tmp_path, epochs=1, lr=0.5)
+    with pytest.raises(ConfigError, match="config.yaml: the run was started with another config"):
+        train_single(changed, out, resume=True, progress=False)
+    summary = train_single(config, out, resume=True, progress=False)
+    assert summary["epochs_run"] == 1  # nothing left to do: the run was complete
+
+
+def test_resume_without_a_checkpoint_is_refused(data, tmp_path):
+    with pytest.raises(ProkdError, match="nothing to resume"):
+        train_single(_config(data, tmp_path), tmp_path / "new", resume=True, progress=False)
+    assert not (tmp_path / "new").exists()
