@@ -4,11 +4,35 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from prokd.errors import DataError
+
+TEMP_PREFIX = ".prokd-tmp."  # every temporary file or folder prokd writes starts so
+
+
+def temporary_name(target: Path) -> str:
+    """Prefix of a temporary sibling of ``target`` (see :func:`remove_stale_temporaries`)."""
+    return f"{TEMP_PREFIX}{target.name}."
+
+
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Delete temporaries left under ``folder`` by a killed process; returns how many.
+
+    Only call this on a folder no other prokd process is writing into (a run folder at the
+    start of a run or resume).
+    """
+    removed = 0
+    for path in sorted(Path(folder).rglob(f"{TEMP_PREFIX}*"), reverse=True):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 @contextlib.contextmanager
@@ -27,7 +51,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         suffix = "".join(target.suffixes)
-        fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
+        fd, name = tempfile.mkstemp(prefix=temporary_name(target), suffix=suffix, dir=target.parent)
     except OSError as err:
         raise DataError(target, f"cannot write ({err.strerror or err})") from None
     os.close(fd)

@@ -48,7 +48,7 @@ def test_cache_is_rebuilt_when_the_checkpoint_changes_at_the_same_path(tmp_path)
     assert not np.allclose(np.array(rebuilt.logits[0]), old_logits)
     key = json.loads((folder / MANIFEST).read_text())["key"]
     assert key["teachers"] != first_key["teachers"] and key["slices"] == first_key["slices"]
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".soft")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_cache_is_rebuilt_for_other_preprocessing(tmp_path):

@@ -27,6 +27,7 @@ from prokd.data.io import file_sha256
 from prokd.data.preprocess import PreprocessSettings
 from prokd.data.slices import SliceDataset
 from prokd.distill.ensemble import TeacherEnsemble
+from prokd.io_atomic import temporary_name
 
 MANIFEST = "manifest.json"
 
@@ -80,7 +81,7 @@ class SoftTargetCache:
             if saved.get("key") == key:
                 return cls(folder, len(ensemble), saved["taps"])
         folder.parent.mkdir(parents=True, exist_ok=True)
-        building = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        building = Path(tempfile.mkdtemp(prefix=temporary_name(folder), dir=folder.parent))
         try:
             taps = cls._compute(building, ensemble, dataset, batch_size, progress)
             (building / MANIFEST).write_text(json.dumps({"key": key, "taps": taps}))

@@ -25,7 +25,7 @@ from prokd.errors import ConfigError
 from prokd.evaluation.evaluate import evaluate_cases, write_evaluation
 from prokd.evaluation.report import build_report
 from prokd.inference.trained import TrainedModel, load_trained_model
-from prokd.io_atomic import atomic_path
+from prokd.io_atomic import atomic_path, remove_stale_temporaries
 from prokd.models.profile import count_parameters
 from prokd.training.checkpoints import LAST
 from prokd.training.config import Config
@@ -173,6 +173,8 @@ def run_experiment(
     if data_root:
         config = config.replace(data={"root": str(Path(data_root))})
     _check_same_config(out, config)
+    if out.is_dir():
+        remove_stale_temporaries(out)  # left by a killed run; this run owns the folder
     data = prepare_data(config)
     if not data.split.test:
         raise ConfigError("split.test_fraction gives no test case; raise it or add cases")

@@ -9,6 +9,7 @@ import yaml
 
 from prokd.errors import ConfigError, ProkdError
 from prokd.inference.trained import load_trained_model
+from prokd.io_atomic import remove_stale_temporaries
 from prokd.training.checkpoints import LAST
 from prokd.training.config import Config
 from prokd.training.loop import TrainJob, run_training, validation_dice
@@ -46,6 +47,8 @@ def train_single(
     """
     out = Path(out)
     check_run_folder(out, config, resume)
+    if resume:
+        remove_stale_temporaries(out)  # left by the killed run this one continues
     data = prepare_data(config)
     teachers = [load_trained_model(t) for t in config.distill.teachers]
     val = data.volumes(data.split.val, "preprocess val")
