@@ -55,37 +55,18 @@ def _phantom(args: argparse.Namespace) -> int:
 
 @command("inspect")
 def _inspect(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from prokd.data.inventory import format_inventory, inspect_dataset
 
-    from prokd.data.inventory import format_inventory, inventory_case
-    from prokd.data.layouts import find_cases
-
-    layout, cases = find_cases(args.data_dir, args.layout)
-    records = [inventory_case(c) for c in tqdm(cases, desc="inspect", unit="case", leave=False)]
+    layout, records = inspect_dataset(args.data_dir, args.layout)
     print(format_inventory(layout, records))
     return 1 if any(r.error for r in records) else 0
 
 
 @command("models")
 def _models(args: argparse.Namespace) -> int:
-    from prokd.models import MODELS, build_model, get_spec
-    from prokd.models.profile import FLOP_CONVENTION, count_flops, count_parameters
-    from prokd.models.taps import tap_shapes
+    from prokd.models.profile import models_table
 
-    names = args.names or list(MODELS)
-    for name in names:
-        get_spec(name)
-    size = args.size
-    header = f"{'model':<12} {'role':<8} {'params':>10} {'GFLOPs':>8}"
-    print(f"{header}  feature taps (C x H x W) at {size}x{size}")
-    for name in names:
-        spec = MODELS[name]
-        model = build_model(name)
-        gflops = count_flops(model, size, size) / 1e9
-        shapes = tap_shapes(model, spec.taps, size, size)
-        taps = ", ".join(f"{t} {'x'.join(map(str, s))}" for t, s in shapes.items())
-        print(f"{name:<12} {spec.role:<8} {count_parameters(model):>10,} {gflops:>8.3f}  {taps}")
-    print(f"GFLOPs per {size}x{size} slice, batch 1; {FLOP_CONVENTION}.")
+    print(models_table(args.names, args.size))
     return 0
 
 
@@ -124,26 +105,19 @@ def _experiment(args: argparse.Namespace) -> int:
 
 @command("predict")
 def _predict(args: argparse.Namespace) -> int:
-    from prokd.inference.model_files import load_model_file
-    from prokd.inference.segment import check_overwrite, plan_outputs, segment_file
+    from prokd.inference.segment import segment_inputs
 
-    model = load_model_file(args.model)
-    pairs = plan_outputs(args.input, args.output)
-    check_overwrite(pairs, args.probabilities, args.overwrite)
-    for source, target, layout_channel in pairs:
-        channel = args.channel if args.channel is not None else layout_channel
-        result = segment_file(
-            model,
-            source,
-            target,
-            args.probabilities,
-            not args.no_postprocess,
-            channel,
-            args.batch_size,
-        )
-        print(f"{target}: {result.qc.gland_ml:.1f} ml, {result.seconds:.2f} s")
-        for warning in result.qc.warnings:
-            print(f"prokd predict: warning: {target}: {warning}", file=sys.stderr)
+    for done in segment_inputs(
+        args.model,
+        args.input,
+        args.output,
+        args.probabilities,
+        not args.no_postprocess,
+        args.channel,
+        args.batch_size,
+        args.overwrite,
+    ):
+        print(f"{done.mask}: {done.qc.gland_ml:.1f} ml, {done.seconds:.2f} s")
     return 0
 
 

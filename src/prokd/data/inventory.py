@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from prokd.data.layouts import Case
+from tqdm import tqdm
+
+from prokd.data.layouts import Case, find_cases
 from prokd.data.validate import load_case
 from prokd.errors import DataError
 
@@ -35,6 +38,17 @@ def inventory_case(case: Case) -> CaseInventory:
     record.gland_ml = [loaded.gland_volume_ml(r) for r in range(len(loaded.masks))]
     record.warnings = loaded.warnings
     return record
+
+
+def inspect_dataset(root: str | Path, layout: str | None = None) -> tuple[str, list[CaseInventory]]:
+    """``prokd inspect``: the layout of ``root`` and the inventory of every case.
+
+    Raises:
+        DataError: missing folder, unknown layout or no cases.
+    """
+    layout, cases = find_cases(root, layout)
+    records = [inventory_case(c) for c in tqdm(cases, desc="inspect", unit="case", leave=False)]
+    return layout, records
 
 
 def format_inventory(layout: str, records: list[CaseInventory]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,8 @@ from prokd.data.io import (
 )
 from prokd.data.layouts import detected_layout, find_cases
 from prokd.data.validate import check_finite
-from prokd.errors import DataError
-from prokd.inference.model_files import LoadedModel
+from prokd.errors import DataError, warn_all
+from prokd.inference.model_files import LoadedModel, load_model_file
 from prokd.inference.postprocess import MaskQC, postprocess_mask, quality_control
 from prokd.inference.predict import predict_volume
 from prokd.io_atomic import atomic_path
@@ -147,3 +148,38 @@ def segment_file(
     with atomic_path(qc_path(mask_path)) as tmp:
         tmp.write_text(json.dumps(sidecar, indent=1))
     return Segmented(source, mask_path, seconds, qc)
+
+
+def segment_inputs(
+    model_path: str | Path,
+    source: str | Path,
+    target: str | Path,
+    probabilities: bool = False,
+    postprocess: bool = True,
+    channel: int | None = None,
+    batch_size: int = 32,
+    overwrite: bool = False,
+) -> Iterator[Segmented]:
+    """``prokd predict``: load the model once, then segment every input in turn.
+
+    Every output is planned and checked for overwriting before the first prediction. Mask QC
+    findings are issued as :class:`~prokd.errors.DataWarning` naming the mask.
+
+    Raises:
+        DataError: unreadable model or input, an existing output without ``overwrite``.
+    """
+    model = load_model_file(model_path)
+    pairs = plan_outputs(source, target)
+    check_overwrite(pairs, probabilities, overwrite)
+    for volume, mask, layout_channel in pairs:
+        done = segment_file(
+            model,
+            volume,
+            mask,
+            probabilities,
+            postprocess,
+            channel if channel is not None else layout_channel,
+            batch_size,
+        )
+        warn_all(f"{mask}: {warning}" for warning in done.qc.warnings)
+        yield done
