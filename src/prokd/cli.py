@@ -73,13 +73,17 @@ def _models(args: argparse.Namespace) -> int:
 @command("train")
 def _train(args: argparse.Namespace) -> int:
     from prokd.training.config import load_config
+    from prokd.training.distributed import context_from_env
     from prokd.training.single_run import train_single
 
     config = load_config(args.config, ignored=TRAIN_IGNORES)
     if args.data:
         config = config.replace(data={"root": args.data})
     out = Path(args.out or Path("runs") / f"{Path(args.config).stem}-{config.model}")
-    summary = train_single(config, out, args.resume)
+    context = context_from_env(args.device)
+    summary = train_single(config, out, args.resume, context=context)
+    if not context.is_main:
+        return 0
     best = summary["best_val_dice"]
     best_text = "n/a (no validation case)" if best is None else f"{best:.4f}"
     print(f"{out}: best validation Dice {best_text} at epoch {summary['best_epoch']}")
@@ -90,12 +94,15 @@ def _train(args: argparse.Namespace) -> int:
 def _experiment(args: argparse.Namespace) -> int:
     from prokd.evaluation.report import results_table
     from prokd.training.config import load_config
+    from prokd.training.distributed import context_from_env
     from prokd.training.experiment import run_experiment
 
     config = load_config(args.config, ignored=EXPERIMENT_IGNORES)
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     start = time.perf_counter()
-    results = run_experiment(config, out, args.data)
+    results = run_experiment(config, out, args.data, context=context_from_env(args.device))
+    if results is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     print(results_table(results))
     print(
         f"experiment finished in {time.perf_counter() - start:.0f} s; report: {out / 'report.md'}"
@@ -106,6 +113,7 @@ def _experiment(args: argparse.Namespace) -> int:
 @command("predict")
 def _predict(args: argparse.Namespace) -> int:
     from prokd.inference.segment import segment_inputs
+    from prokd.training.distributed import resolve_device
 
     for done in segment_inputs(
         args.model,
@@ -116,6 +124,7 @@ def _predict(args: argparse.Namespace) -> int:
         args.channel,
         args.batch_size,
         args.overwrite,
+        resolve_device(args.device),
     ):
         print(f"{done.mask}: {done.qc.gland_ml:.1f} ml, {done.seconds:.2f} s")
     return 0
@@ -151,8 +160,9 @@ def _export(args: argparse.Namespace) -> int:
 @command("bench")
 def _bench(args: argparse.Namespace) -> int:
     from prokd.evaluation.bench import bench_table, run_bench, write_bench
+    from prokd.training.distributed import resolve_device
 
-    result = run_bench(args.models, args.size, args.threads, args.runs)
+    result = run_bench(args.models, args.size, args.threads, args.runs, resolve_device(args.device))
     print(bench_table(result))
     json_path, md_path = write_bench(result, args.out)
     print(f"wrote {json_path} and {md_path}")
@@ -166,6 +176,15 @@ def _report(args: argparse.Namespace) -> int:
     md_path, html_path = build_report(args.run_dir)
     print(f"wrote {md_path} and {html_path}")
     return 0
+
+
+def _device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where torch runs: auto (CUDA when available), cpu or cuda",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<config>-<model>)")
     p.add_argument("--data", metavar="DIR", help="dataset folder (overrides data.root)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    _device_argument(p)
 
     p = sub.add_parser(
         "experiment",
@@ -213,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", metavar="CONFIG", help="YAML experiment config")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<config>)")
     p.add_argument("--data", metavar="DIR", help="dataset folder (overrides data.root)")
+    _device_argument(p)
 
     p = sub.add_parser("predict", help="segment volumes: masks with the input's exact geometry")
     p.add_argument("model", metavar="MODEL", help="checkpoint, run folder, .onnx or .ts file")
@@ -231,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", type=int, help="T2 channel of 4D inputs (e.g. 0 for MSD)")
     p.add_argument("--batch-size", type=int, default=32, help="slices per forward pass")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    _device_argument(p)
 
     p = sub.add_parser("evaluate", help="per-volume metrics (Dice, IoU, HD95, ASSD) per site")
     p.add_argument("model", metavar="MODEL", help="checkpoint, run folder, .onnx or .ts file")
@@ -238,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=sorted(LAYOUTS), help="dataset layout (default: detect)")
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/evaluate/...)")
     p.add_argument("--no-postprocess", action="store_true", help="score the raw masks")
+    _device_argument(p)
 
     p = sub.add_parser("export", help="export a trained network to ONNX or TorchScript")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint or run folder")
@@ -257,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     p.add_argument("--runs", type=int, default=20, help="timed runs per measurement")
     p.add_argument("--out", default="results/bench", help="output path stem (.json and .md)")
+    _device_argument(p)
 
     p = sub.add_parser("report", help="report.md and self-contained report.html of a run")
     p.add_argument("run_dir", metavar="RUN_DIR", help="experiment or training run folder")

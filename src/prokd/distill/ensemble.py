@@ -12,7 +12,12 @@ from prokd.models.taps import FeatureTaps, tap_shapes
 class TeacherEnsemble:
     """K frozen teachers in eval mode; each sees the whole batch in one forward pass."""
 
-    def __init__(self, teachers: list[TrainedModel], with_features: bool = True) -> None:
+    def __init__(
+        self,
+        teachers: list[TrainedModel],
+        with_features: bool = True,
+        device: torch.device | None = None,
+    ) -> None:
         if not teachers:
             raise ValueError("a teacher ensemble needs at least one teacher")
         self.teachers = teachers
@@ -20,6 +25,8 @@ class TeacherEnsemble:
         for teacher in teachers:
             teacher.network.eval()
             teacher.network.requires_grad_(False)
+            if device is not None:
+                teacher.network.to(device)
 
     def __len__(self) -> int:
         return len(self.teachers)

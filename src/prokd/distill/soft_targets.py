@@ -133,13 +133,13 @@ class SoftTargetCache:
         return taps
 
     def fetch(
-        self, indices: np.ndarray
+        self, indices: np.ndarray, device: torch.device | None = None
     ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
         """Teacher logits and features (float32) of the given slice indices."""
         order = np.asarray(indices)
 
         def take(array: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.asarray(array[order], dtype=np.float32))
+            return torch.from_numpy(np.asarray(array[order], dtype=np.float32)).to(device)
 
         return (
             [take(a) for a in self.logits],

@@ -86,7 +86,7 @@ class BenchSubject:
     size: int | None = None
 
 
-def bench_subject(spec: str) -> BenchSubject:
+def bench_subject(spec: str, device: torch.device | None = None) -> BenchSubject:
     """A registry name (untrained weights, seed 0), or a checkpoint, run folder, ``.onnx`` or
     ``.ts`` file as ``prokd evaluate`` and ``predict`` take them.
 
@@ -95,13 +95,13 @@ def bench_subject(spec: str) -> BenchSubject:
     """
     if spec in MODELS:
         torch.manual_seed(0)
-        return BenchSubject(spec, spec, build_model(spec).eval())
+        return BenchSubject(spec, spec, build_model(spec).to(device).eval())
     if not Path(spec).exists():
         raise ProkdError(
             f"unknown model {spec!r}: neither a registered network (known: "
             f"{', '.join(sorted(MODELS))}) nor a model file"
         )
-    loaded = load_model_file(spec)
+    loaded = load_model_file(spec, device)
     onnx_file = loaded.path if loaded.kind == "onnx" else None
     network = None if loaded.network is None else loaded.network.eval()
     return BenchSubject(spec, loaded.name, network, onnx_file, loaded.settings.size)
@@ -132,11 +132,19 @@ def bench_model(subject: BenchSubject, size: int, threads: int, runs: int) -> di
     )
     torch_slice = torch_volume = None
     if network is not None:
+        device = next(network.parameters()).device
+        on_device = slice_input.to(device), volume_input.to(device)
+
+        def forward(batch: torch.Tensor) -> None:
+            network(batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+
         with torch.inference_mode():
-            torch_slice = _time(lambda: network(slice_input), runs)
-            torch_volume = _time(lambda: network(volume_input), max(3, runs // 4))
+            torch_slice = _time(lambda: forward(on_device[0]), runs)
+            torch_volume = _time(lambda: forward(on_device[1]), max(3, runs // 4))
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_file = subject.onnx_file or _export_onnx(network, size, Path(tmp))
+        onnx_file = subject.onnx_file or _export_onnx(network.cpu(), size, Path(tmp))
         session = onnx_session(onnx_file, threads)
         name = session.get_inputs()[0].name
         x1, xv = slice_input.numpy(), volume_input.numpy()
@@ -160,13 +168,20 @@ def _onnx_ms(row: dict[str, Any]) -> float:
     return row["onnx_slice"]["median_ms"]
 
 
-def run_bench(models: list[str], sizes: list[int], threads: int, runs: int) -> dict[str, Any]:
+def run_bench(
+    models: list[str],
+    sizes: list[int],
+    threads: int,
+    runs: int,
+    device: torch.device | None = None,
+) -> dict[str, Any]:
     """Benchmark every model at every size; ratios are against the first model.
 
-    Model files are measured at their own preprocessing size only.
+    Model files are measured at their own preprocessing size only. Torch timings run on
+    ``device`` (default CPU); onnxruntime on the CPU.
     """
     torch.set_num_threads(threads)
-    subjects = [bench_subject(m) for m in models]
+    subjects = [bench_subject(m, device) for m in models]
     peak = peak_flops()
     rows = [
         bench_model(subject, s, threads, runs)
@@ -194,6 +209,8 @@ def run_bench(models: list[str], sizes: list[int], threads: int, runs: int) -> d
     versions = {p: metadata.version(p) for p in ("torch", "onnxruntime", "monai")}
     return {
         "cpu": cpu_model(),
+        "torch_device": str(device or "cpu"),
+        "gpu": torch.cuda.get_device_name(device) if device and device.type == "cuda" else None,
         "threads": threads,
         "runs": runs,
         "volume_slices": VOLUME_SLICES,
@@ -207,7 +224,8 @@ def run_bench(models: list[str], sizes: list[int], threads: int, runs: int) -> d
 def bench_table(result: dict[str, Any]) -> str:
     """Markdown table of a :func:`run_bench` result."""
     lines = [
-        f"CPU: {result['cpu']}; {result['threads']} threads; torch "
+        f"CPU: {result['cpu']}; {result['threads']} threads; torch on "
+        f"{result.get('gpu') or result.get('torch_device', 'cpu')}; torch "
         f"{result['versions']['torch']}, onnxruntime {result['versions']['onnxruntime']}; "
         f"measured peak {result['peak_gflops_per_s']:.1f} GFLOP/s (float32 matmul). "
         f"{result['flop_convention']}. Latency: median (p90) ms over {result['runs']} runs; "

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 from tqdm import tqdm
 
 from prokd.data.io import Geometry
@@ -207,6 +208,7 @@ def evaluate_model_file(
     layout: str | None = None,
     out: str | Path | None = None,
     postprocess: bool = True,
+    device: torch.device | None = None,
 ) -> DatasetEvaluation:
     """``prokd evaluate``: any model file on every case of a labelled dataset.
 
@@ -216,7 +218,7 @@ def evaluate_model_file(
     Raises:
         DataError: unreadable model or dataset.
     """
-    model = load_model_file(model_path)
+    model = load_model_file(model_path, device)
     layout, cases = find_cases(data_dir, layout)
     results = evaluate_cases(
         {model.name: (model.slice_model, model.settings)}, cases, postprocess=postprocess

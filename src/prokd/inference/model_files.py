@@ -100,18 +100,20 @@ def _onnx(path: Path) -> LoadedModel:
     return LoadedModel(name, "onnx", run, settings, path)
 
 
-def _torchscript(path: Path) -> LoadedModel:
+def _torchscript(path: Path, device: torch.device) -> LoadedModel:
     extra = {TORCHSCRIPT_EXTRA: ""}
     try:
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except RuntimeError as err:
         raise DataError(path, f"cannot load TorchScript model ({error_summary(err)})") from None
     name, settings = _settings(extra[TORCHSCRIPT_EXTRA], path)
     return LoadedModel(name, "torchscript", torch_slice_model(module), settings, path, module)
 
 
-def load_model_file(path: str | Path) -> LoadedModel:
-    """A checkpoint (``.pt``), run folder, ONNX (``.onnx``) or TorchScript (``.ts``/``.pt``) file.
+def load_model_file(path: str | Path, device: torch.device | None = None) -> LoadedModel:
+    """A checkpoint (``.pt``), run folder, ONNX (``.onnx``) or TorchScript (``.ts``) file.
+
+    Torch models run on ``device`` (default CPU); ONNX models on onnxruntime's CPU provider.
 
     Raises:
         DataError: missing or unreadable model.
@@ -124,8 +126,8 @@ def load_model_file(path: str | Path) -> LoadedModel:
     if path.suffix in (".ts", ".torchscript"):
         if not path.is_file():
             raise DataError(path, "model file not found")
-        return _torchscript(path)
-    trained = load_trained_model(path)
+        return _torchscript(path, device or torch.device("cpu"))
+    trained = load_trained_model(path, device)
     return LoadedModel(
         trained.name,
         "checkpoint",

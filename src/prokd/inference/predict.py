@@ -19,12 +19,16 @@ SliceModel = Callable[[np.ndarray], np.ndarray]
 
 
 def torch_slice_model(network: nn.Module) -> SliceModel:
-    """A torch network (eval mode, inference mode) as a :data:`SliceModel`."""
+    """A torch network (eval mode, inference mode) as a :data:`SliceModel`.
+
+    Batches go to the network's device and the logits come back to the CPU.
+    """
     network.eval()
+    device = next(network.parameters()).device
 
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return network(torch.from_numpy(batch)).numpy()
+            return network(torch.from_numpy(batch).to(device)).float().cpu().numpy()
 
     return run
 

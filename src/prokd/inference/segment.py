@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from prokd.data.io import (
     VOLUME_SUFFIXES,
@@ -159,6 +160,7 @@ def segment_inputs(
     channel: int | None = None,
     batch_size: int = 32,
     overwrite: bool = False,
+    device: torch.device | None = None,
 ) -> Iterator[Segmented]:
     """``prokd predict``: load the model once, then segment every input in turn.
 
@@ -168,7 +170,7 @@ def segment_inputs(
     Raises:
         DataError: unreadable model or input, an existing output without ``overwrite``.
     """
-    model = load_model_file(model_path)
+    model = load_model_file(model_path, device)
     pairs = plan_outputs(source, target)
     check_overwrite(pairs, probabilities, overwrite)
     for volume, mask, layout_channel in pairs:

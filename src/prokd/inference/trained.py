@@ -60,8 +60,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def load_trained_model(path: str | Path) -> TrainedModel:
-    """Load a checkpoint written by training (file or run folder).
+def load_trained_model(path: str | Path, device: torch.device | None = None) -> TrainedModel:
+    """Load a checkpoint written by training (file or run folder), on ``device`` if given.
 
     Raises:
         DataError: missing or unreadable checkpoint.
@@ -86,4 +86,4 @@ def load_trained_model(path: str | Path) -> TrainedModel:
         raise DataError(path, str(err)) from None
     except (RuntimeError, KeyError, TypeError, ValueError) as err:
         raise DataError(path, f"damaged prokd checkpoint ({error_summary(err)})") from None
-    return TrainedModel(payload["model"], network.eval(), settings, path)
+    return TrainedModel(payload["model"], network.to(device).eval(), settings, path)

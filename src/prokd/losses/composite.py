@@ -74,6 +74,46 @@ class CompositeLoss(nn.Module):
         self.lovasz_classes = lovasz_classes
         self.dice = DiceLoss(include_background=False, to_onehot_y=True, softmax=True, batch=True)
 
+    def supervised_parts(
+        self, student_logits: torch.Tensor, labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The ground-truth terms (Dice, Lovász) of a batch, weighted.
+
+        Both are batch-level (not means over samples): in data-parallel training they are
+        computed on the batch gathered from every rank.
+        """
+        w = self.weights
+        return {
+            "dice": w.dice * self.dice(student_logits, labels),
+            "lovasz": w.lovasz
+            * lovasz_softmax(
+                F.softmax(student_logits, 1), labels, self.lovasz_classes, self.lovasz_per_image
+            ),
+        }
+
+    def teacher_parts(
+        self,
+        student_logits: torch.Tensor,
+        student_features: dict[str, torch.Tensor] | None,
+        teacher_logits: list[torch.Tensor],
+        teacher_features: list[dict[str, torch.Tensor]] | None,
+        teacher_weights: torch.Tensor | None = None,
+        kl_mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The teacher terms (KL, features), weighted: means over the batch's pixels."""
+        w = self.weights
+        b, _, h, wd = student_logits.shape
+        mix = expand_teacher_weights(teacher_weights, len(teacher_logits), b, h, wd)
+        mix = mix.to(student_logits)
+        targets = soft_targets(teacher_logits, mix, self.temperature)
+        parts = {"kl": w.kl * kl_distillation(student_logits, targets, self.temperature, kl_mask)}
+        if self.feature_loss is not None and w.feature > 0:
+            if student_features is None or teacher_features is None:
+                raise ValueError("the feature term needs student and teacher features")
+            per_tap = self.feature_loss(student_features, teacher_features, mix)
+            parts["feature"] = w.feature * torch.stack(list(per_tap.values())).sum()
+        return parts
+
     def forward(
         self,
         student_logits: torch.Tensor,
@@ -96,23 +136,16 @@ class CompositeLoss(nn.Module):
                 ``None`` for uniform.
             kl_mask: optional pixels to include in the KL term.
         """
-        w = self.weights
-        parts = {
-            "dice": w.dice * self.dice(student_logits, labels),
-            "lovasz": w.lovasz
-            * lovasz_softmax(
-                F.softmax(student_logits, 1), labels, self.lovasz_classes, self.lovasz_per_image
-            ),
-        }
+        parts = self.supervised_parts(student_logits, labels)
         if teacher_logits:
-            b, _, h, wd = student_logits.shape
-            mix = expand_teacher_weights(teacher_weights, len(teacher_logits), b, h, wd)
-            mix = mix.to(student_logits)
-            targets = soft_targets(teacher_logits, mix, self.temperature)
-            parts["kl"] = w.kl * kl_distillation(student_logits, targets, self.temperature, kl_mask)
-            if self.feature_loss is not None and w.feature > 0:
-                if student_features is None or teacher_features is None:
-                    raise ValueError("the feature term needs student and teacher features")
-                per_tap = self.feature_loss(student_features, teacher_features, mix)
-                parts["feature"] = w.feature * torch.stack(list(per_tap.values())).sum()
+            parts.update(
+                self.teacher_parts(
+                    student_logits,
+                    student_features,
+                    teacher_logits,
+                    teacher_features,
+                    teacher_weights,
+                    kl_mask,
+                )
+            )
         return LossParts(torch.stack(list(parts.values())).sum(), parts)

@@ -56,6 +56,7 @@ class TrainConfig:
     augment: bool = True
     seed: int = 0
     threads: int = 0  # torch threads; 0 keeps torch's default
+    amp: bool = False  # bfloat16 autocast of the forward pass on CUDA (ignored on CPU)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ from prokd.io_atomic import atomic_path, remove_stale_temporaries
 from prokd.models.profile import count_parameters
 from prokd.training.checkpoints import LAST
 from prokd.training.config import Config
-from prokd.training.loop import TrainJob, run_training, training_finished
+from prokd.training.distributed import Context
+from prokd.training.loop import ONE_PROCESS, TrainJob, run_training, training_finished
 from prokd.training.runs import PreparedData, prepare_data, write_run_metadata
 
 OVERLAY_CASES = 3
@@ -83,8 +84,16 @@ def _check_same_config(out: Path, config: Config) -> None:
 class Experiment:
     """The protocol's steps over one prepared dataset and run folder."""
 
-    def __init__(self, config: Config, out: Path, data: PreparedData, progress: bool) -> None:
+    def __init__(
+        self,
+        config: Config,
+        out: Path,
+        data: PreparedData,
+        progress: bool,
+        context: Context = ONE_PROCESS,
+    ) -> None:
         self.config, self.out, self.data, self.progress = config, out, data, progress
+        self.context = context
         split = data.split
         self.train_volumes = data.volumes(split.train, "preprocess train")
         self.val_volumes = data.volumes(split.val, "preprocess val")
@@ -121,7 +130,12 @@ class Experiment:
                 teacher_val_dice=teacher_val_dice,
                 soft_target_dir=cache,
             )
-            run_training(job, resume=(run_dir / LAST).exists(), progress=self.progress)
+            run_training(
+                job,
+                resume=(run_dir / LAST).exists(),
+                progress=self.progress,
+                context=self.context,
+            )
         return load_trained_model(run_dir)
 
     def evaluate(self, models: list[ExperimentModel]) -> list[EvaluatedModel]:
@@ -166,21 +180,30 @@ def _val_dice(model: TrainedModel) -> float | None:
 
 
 def run_experiment(
-    config: Config, out: str | Path, data_root: str | None = None, progress: bool = True
-) -> dict[str, Any]:
-    """Run (or continue) the whole protocol into ``out``; returns the results."""
+    config: Config,
+    out: str | Path,
+    data_root: str | None = None,
+    progress: bool = True,
+    context: Context = ONE_PROCESS,
+) -> dict[str, Any] | None:
+    """Run (or continue) the whole protocol into ``out``; returns the results.
+
+    Under ``torchrun`` every rank trains every model together; rank 0 alone writes files,
+    evaluates and reports, and the other ranks return ``None``.
+    """
     out = Path(out)
     if data_root:
         config = config.replace(data={"root": str(Path(data_root))})
     _check_same_config(out, config)
-    if out.is_dir():
+    if out.is_dir() and context.is_main:
         remove_stale_temporaries(out)  # left by a killed run; this run owns the folder
     data = prepare_data(config)
     if not data.split.test:
         raise ConfigError("split.test_fraction gives no test case; raise it or add cases")
-    write_run_metadata(out, config, data)
+    if context.is_main:
+        write_run_metadata(out, config, data)
     e = config.experiment
-    exp = Experiment(config, out, data, progress)
+    exp = Experiment(config, out, data, progress and context.is_main, context)
 
     teacher = exp.train("teacher", e.teacher, student=False)
     subsets = limit_trained_subsets(
@@ -191,8 +214,9 @@ def run_experiment(
         e.limit_fraction or None,
         config.split.seed,
     )
-    with atomic_path(out / "limit_subsets.json") as tmp:
-        tmp.write_text(json.dumps({k: list(v) for k, v in subsets.items()}, indent=1))
+    if context.is_main:
+        with atomic_path(out / "limit_subsets.json") as tmp:
+            tmp.write_text(json.dumps({k: list(v) for k, v in subsets.items()}, indent=1))
     limit = [
         exp.train(f"limit-{name}", e.limit_teacher, ids, student=False)
         for name, ids in subsets.items()
@@ -214,6 +238,8 @@ def run_experiment(
         for s in strategies
     }
 
+    if not context.is_main:
+        return None
     # Soft targets are only needed while students train; they are large, so they go.
     shutil.rmtree(out / "soft_targets", ignore_errors=True)
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.transforms import Compose
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from prokd.data.cache import PreprocessedVolume
@@ -39,8 +40,10 @@ from prokd.models import build_model, get_spec
 from prokd.models.taps import FeatureTaps, tap_shapes
 from prokd.training.checkpoints import LAST, save_checkpoint
 from prokd.training.config import Config, LossConfig, TrainConfig
+from prokd.training.distributed import Context
 
 SUMMARY = "train_summary.json"
+ONE_PROCESS = Context()
 LOG = "log.csv"
 
 
@@ -138,14 +141,33 @@ def sample_slices(
     return rng.permutation(indices)
 
 
-def validation_dice(network: torch.nn.Module, volumes: list[PreprocessedVolume]) -> float:
-    """Mean Dice over 3D volumes (on the slice grid), not over slices."""
-    scores = [dice_score(predict_slices(network, v.image) >= 0.5, v.mask > 0) for v in volumes]
-    return float(np.mean(scores))
+def validation_dice(
+    network: torch.nn.Module, volumes: list[PreprocessedVolume], context: Context = ONE_PROCESS
+) -> float:
+    """Mean Dice over 3D volumes (on the slice grid), not over slices.
+
+    Under data parallelism each rank scores every ``world_size``-th volume and the scores
+    are gathered in volume order, so the mean is the one process's mean.
+    """
+    mine = [
+        (i, dice_score(predict_slices(network, v.image) >= 0.5, v.mask > 0))
+        for i, v in enumerate(volumes)
+        if i % context.world_size == context.rank
+    ]
+    scores = sorted(pair for part in context.all_gather_object(mine) for pair in part)
+    return float(np.mean([score for _, score in scores]))
 
 
-def _collate(dataset: SliceDataset, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    items = [dataset[int(i)] for i in indices]
+def _collate(
+    dataset: SliceDataset, indices: np.ndarray, seeds: np.ndarray, augment: Compose | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack slices; each augmented with its own seed, so a slice's augmentation does not
+    depend on which rank draws it or what came before it."""
+    items = []
+    for index, seed in zip(indices, seeds, strict=True):
+        if augment is not None:
+            augment.set_random_state(int(seed))
+        items.append(dataset[int(index)])
     return torch.stack([it["image"] for it in items]), torch.stack([it["label"] for it in items])
 
 
@@ -200,9 +222,14 @@ def _build_loss(job: TrainJob, ensemble: TeacherEnsemble | None) -> CompositeLos
 
 @dataclass
 class _Setup:
-    """The objects of a run: network, losses, optimisation, data and teacher outputs."""
+    """The objects of a run: network, losses, optimisation, data and teacher outputs.
+
+    ``model`` is what the forward pass calls: the network itself, or its
+    DistributedDataParallel wrapper when several ranks train together.
+    """
 
     network: torch.nn.Module
+    model: torch.nn.Module
     criterion: CompositeLoss
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -217,8 +244,11 @@ def _new_state() -> dict[str, Any]:
     return {"epoch": -1, "best": -math.inf, "best_epoch": -1, "stale": 0, "history": []}
 
 
-def _set_up(job: TrainJob, progress: bool) -> _Setup:
-    """Network, loss, optimiser, schedule, augmentation, dataset and teacher outputs."""
+def _set_up(job: TrainJob, progress: bool, context: Context = ONE_PROCESS) -> _Setup:
+    """Network, loss, optimiser, schedule, augmentation, dataset and teacher outputs.
+
+    The soft-target cache is built by rank 0 alone; the other ranks open it once it exists.
+    """
     cfg = job.train
     if job.soft_target_dir is not None and cfg.augment:
         raise ConfigError(
@@ -230,8 +260,18 @@ def _set_up(job: TrainJob, progress: bool) -> _Setup:
         raise ProkdError(f"{job.run_dir}: no training slices")
     seed_everything(cfg.seed)
     network = build_model(job.model_name)
-    ensemble = TeacherEnsemble(job.teachers, job.loss.feature > 0) if job.teachers else None
+    ensemble = (
+        TeacherEnsemble(job.teachers, job.loss.feature > 0, context.device)
+        if job.teachers
+        else None
+    )
     criterion = _build_loss(job, ensemble)
+    if context.distributed and context.device.type == "cuda":
+        # SyncBatchNorm needs CUDA; on CPU (gloo) each rank keeps its own BN statistics.
+        network = torch.nn.SyncBatchNorm.convert_sync_batchnorm(network)
+        criterion = torch.nn.SyncBatchNorm.convert_sync_batchnorm(criterion)
+    network.to(context.device)
+    criterion.to(context.device)
     parameters = list(network.parameters()) + list(criterion.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
@@ -239,18 +279,48 @@ def _set_up(job: TrainJob, progress: bool) -> _Setup:
     dataset.augment = augment
     soft_targets = None
     if ensemble is not None and job.soft_target_dir is not None:
+        if context.is_main:
+            SoftTargetCache.build(
+                job.soft_target_dir, ensemble, dataset, job.settings, progress=progress
+            )
+        context.barrier()
         soft_targets = SoftTargetCache.build(
-            job.soft_target_dir, ensemble, dataset, job.settings, progress=progress
+            job.soft_target_dir, ensemble, dataset, job.settings, progress=False
         )
     taps = get_spec(job.model_name).taps if criterion.feature_loss is not None else {}
     return _Setup(
-        network, criterion, optimizer, scheduler, augment, dataset, taps, ensemble, soft_targets
+        network,
+        network,
+        criterion,
+        optimizer,
+        scheduler,
+        augment,
+        dataset,
+        taps,
+        ensemble,
+        soft_targets,
     )
 
 
-def _restore(setup: _Setup, last: Path) -> dict[str, Any]:
+def _parallelise(setup: _Setup, context: Context) -> None:
+    """Wrap the network in DistributedDataParallel when several ranks train."""
+    if context.distributed:
+        device_ids = [context.device] if context.device.type == "cuda" else None
+        setup.model = DistributedDataParallel(setup.network, device_ids=device_ids)
+
+
+def _average_adapter_gradients(criterion: CompositeLoss, context: Context) -> None:
+    """The adapters live in the loss, outside DDP: average their gradients over ranks."""
+    if not context.distributed:
+        return
+    for parameter in criterion.parameters():
+        if parameter.grad is not None:
+            parameter.grad = context.sum(parameter.grad) / context.world_size
+
+
+def _restore(setup: _Setup, last: Path, context: Context) -> dict[str, Any]:
     """Load the resumable state of ``last.pt`` into the set-up; return the loop state."""
-    saved = torch.load(last, map_location="cpu", weights_only=False)
+    saved = torch.load(last, map_location=context.device, weights_only=False)
     setup.network.load_state_dict(saved["model"])
     setup.criterion.load_state_dict(saved["criterion"])
     setup.optimizer.load_state_dict(saved["optimizer"])
@@ -258,21 +328,71 @@ def _restore(setup: _Setup, last: Path) -> dict[str, Any]:
     return saved["state"]
 
 
-def _train_epoch(job: TrainJob, setup: _Setup, epoch: int, progress: bool) -> dict[str, Any]:
-    """One epoch of optimisation, re-seeded from ``(seed, epoch)``; returns its log row."""
+def _step_loss(
+    job: TrainJob,
+    setup: _Setup,
+    batch: np.ndarray,
+    seeds: np.ndarray,
+    context: Context,
+    amp: bool,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of this rank's share of one global batch, and the batch's loss parts (summed
+    over its slices) for the log.
+
+    The ground-truth terms are computed on the logits gathered from every rank (the global
+    batch); the teacher terms on this rank's share, scaled by its share of the batch. DDP's
+    gradient average then gives exactly the gradient of the one-process loss.
+    """
+    mine = context.shard(np.arange(len(batch)))
+    images, labels = _collate(setup.dataset, batch[mine], seeds[mine], setup.augment)
+    images, labels = images.to(context.device), labels.to(context.device)
+    with (
+        torch.autocast(context.device.type, dtype=torch.bfloat16, enabled=amp),
+        FeatureTaps(setup.network, setup.taps) as tapped,
+    ):
+        logits = setup.model(images)
+    logits = logits.float()
+    parts = setup.criterion.supervised_parts(context.gather(logits), context.gather(labels))
+    share = len(mine) * context.world_size / len(batch)
+    teacher_logits, teacher_features = None, None
+    if setup.soft_targets is not None:
+        teacher_logits, teacher_features = setup.soft_targets.fetch(batch[mine], context.device)
+    elif setup.ensemble is not None:
+        teacher_logits, teacher_features = setup.ensemble(images)
+    local: dict[str, torch.Tensor] = {}
+    if teacher_logits is not None:
+        local = setup.criterion.teacher_parts(
+            logits,
+            tapped.features,
+            teacher_logits,
+            teacher_features,
+            job.weighting(teacher_logits, labels),
+        )
+    total = torch.stack(list(parts.values()) + [share * v for v in local.values()]).sum()
+    logged = {k: float(v.detach()) * len(batch) for k, v in parts.items()}
+    if local:
+        sums = context.sum(torch.tensor([float(v.detach()) * len(mine) for v in local.values()]))
+        logged.update(zip(local, sums.tolist(), strict=True))
+    logged = {"loss": sum(logged.values()), **logged}
+    return total, logged
+
+
+def _train_epoch(
+    job: TrainJob, setup: _Setup, epoch: int, progress: bool, context: Context
+) -> dict[str, Any]:
+    """One epoch of optimisation, re-seeded from ``(seed, epoch)``; returns its log row.
+
+    Every rank draws the same epoch sample and takes its disjoint share of each batch.
+    """
     cfg = job.train
     epoch_seed = cfg.seed * 100_003 + epoch
     torch.manual_seed(epoch_seed)
-    if setup.augment is not None:
-        setup.augment.set_random_state(epoch_seed % 2**32)
     per_epoch = cfg.slices_per_epoch or len(setup.dataset)
-    order = sample_slices(
-        setup.dataset.has_gland(),
-        per_epoch,
-        cfg.foreground_fraction,
-        np.random.default_rng([cfg.seed, epoch]),
-    )
-    setup.network.train()
+    rng = np.random.default_rng([cfg.seed, epoch])
+    order = sample_slices(setup.dataset.has_gland(), per_epoch, cfg.foreground_fraction, rng)
+    seeds = rng.integers(0, 2**31, size=len(order))
+    amp = cfg.amp and context.device.type == "cuda"
+    setup.model.train()
     setup.criterion.train()
     sums: dict[str, float] = {}
     tick = time.perf_counter()
@@ -281,29 +401,19 @@ def _train_epoch(job: TrainJob, setup: _Setup, epoch: int, progress: bool) -> di
         desc=f"{job.run_dir.name} epoch {epoch + 1}/{cfg.epochs}",
         unit="batch",
         leave=False,
-        disable=not progress,
+        disable=not (progress and context.is_main),
     )
     for start in bar:
-        batch = order[start : start + cfg.batch_size]
-        images, labels = _collate(setup.dataset, batch)
-        with FeatureTaps(setup.network, setup.taps) as tapped:
-            logits = setup.network(images)
-        teacher_logits = teacher_features = weights = None
-        if setup.soft_targets is not None:
-            teacher_logits, teacher_features = setup.soft_targets.fetch(batch)
-        elif setup.ensemble is not None:
-            teacher_logits, teacher_features = setup.ensemble(images)
-        if teacher_logits is not None:
-            weights = job.weighting(teacher_logits, labels)
-        out = setup.criterion(
-            logits, labels, tapped.features, teacher_logits, teacher_features, weights
-        )
+        stop = start + cfg.batch_size
+        total, logged = _step_loss(job, setup, order[start:stop], seeds[start:stop], context, amp)
         setup.optimizer.zero_grad(set_to_none=True)
-        out.total.backward()
+        total.backward()
+        _average_adapter_gradients(setup.criterion, context)
         setup.optimizer.step()
-        for key, value in out.as_floats().items():
-            sums[key] = sums.get(key, 0.0) + value * len(images)
-        bar.set_postfix({k: f"{v / (start + len(images)):.3f}" for k, v in sums.items()})
+        for key, value in logged.items():
+            sums[key] = sums.get(key, 0.0) + value
+        done = min(stop, len(order))
+        bar.set_postfix({k: f"{v / done:.3f}" for k, v in sums.items()})
     setup.scheduler.step()
     row: dict[str, Any] = {"epoch": epoch + 1, "lr": setup.optimizer.param_groups[0]["lr"]}
     row.update({k: v / len(order) for k, v in sums.items()})
@@ -312,22 +422,32 @@ def _train_epoch(job: TrainJob, setup: _Setup, epoch: int, progress: bool) -> di
 
 
 def _close_epoch(
-    job: TrainJob, setup: _Setup, state: dict[str, Any], epoch: int, row: dict[str, Any]
+    job: TrainJob,
+    setup: _Setup,
+    state: dict[str, Any],
+    epoch: int,
+    row: dict[str, Any],
+    context: Context,
 ) -> None:
-    """Validate, update early stopping, and write ``best.pt``, ``last.pt`` and the log."""
-    score = validation_dice(setup.network, job.val_volumes) if job.val_volumes else math.nan
+    """Validate, update early stopping, and (rank 0) write ``best.pt``, ``last.pt``, the log."""
+    score = (
+        validation_dice(setup.network, job.val_volumes, context) if job.val_volumes else math.nan
+    )
     row["val_dice"] = score
     state["history"].append(row)
     improved = score > state["best"] if job.val_volumes else True
     if improved:
         state["best"], state["best_epoch"], state["stale"] = score, epoch + 1, 0
+    else:
+        state["stale"] += 1
+    state["epoch"] = epoch
+    if not context.is_main:
+        return
+    if improved:
         payload = model_payload(
             setup.network, job.model_name, job.settings, epoch=epoch + 1, val_dice=score
         )
         save_checkpoint(payload, job.run_dir / BEST)
-    else:
-        state["stale"] += 1
-    state["epoch"] = epoch
     save_checkpoint(
         {
             "model": setup.network.state_dict(),
@@ -342,7 +462,7 @@ def _close_epoch(
 
 
 def _write_summary(
-    job: TrainJob, state: dict[str, Any], slices: int, seconds: float
+    job: TrainJob, state: dict[str, Any], slices: int, seconds: float, context: Context
 ) -> dict[str, Any]:
     history = state["history"]
     summary = {
@@ -358,20 +478,26 @@ def _write_summary(
         "val_cases": [v.case_id for v in job.val_volumes],
         "teachers": [str(t.path) for t in job.teachers],
         "weighting": job.weighting.name if job.teachers else None,
+        "world_size": context.world_size,
+        "device": str(context.device),
     }
-    with atomic_path(job.run_dir / SUMMARY) as tmp:
-        tmp.write_text(json.dumps(summary, indent=1))
+    if context.is_main:
+        with atomic_path(job.run_dir / SUMMARY) as tmp:
+            tmp.write_text(json.dumps(summary, indent=1))
     return summary
 
 
-def run_training(job: TrainJob, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+def run_training(
+    job: TrainJob, resume: bool = False, progress: bool = True, context: Context = ONE_PROCESS
+) -> dict[str, Any]:
     """Train one network into ``job.run_dir``; returns the training summary.
 
     Stages: set-up (network, loss, optimiser, data, teacher outputs), restore from
     ``last.pt`` when resuming, then per epoch: train, validate, checkpoint. Writes
     ``last.pt`` (resumable state) and ``best.pt`` (best validation Dice per 3D volume, or the
     last epoch when there is no validation case) atomically every epoch, ``log.csv`` and
-    ``train_summary.json``.
+    ``train_summary.json``. Under ``torchrun`` (``context`` with several ranks) every rank
+    trains its share of each batch and rank 0 alone writes files.
 
     Raises:
         ProkdError: no training slices, or an existing checkpoint without ``resume``.
@@ -382,21 +508,26 @@ def run_training(job: TrainJob, resume: bool = False, progress: bool = True) -> 
         raise ProkdError(f"{job.run_dir}: already holds a checkpoint; use --resume or a new --out")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    setup = _set_up(job, progress)
-    job.run_dir.mkdir(parents=True, exist_ok=True)
-    state = _restore(setup, last) if last.exists() else _new_state()
-    board = _TensorBoard(job.run_dir)
+    setup = _set_up(job, progress, context)
+    if context.is_main:
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+    state = _restore(setup, last, context) if last.exists() else _new_state()
+    _parallelise(setup, context)
+    board = _TensorBoard(job.run_dir) if context.is_main else None
     started = time.perf_counter()
     for epoch in range(state["epoch"] + 1, cfg.epochs):
         if state["stale"] >= cfg.patience:
             break
-        row = _train_epoch(job, setup, epoch, progress)
-        _close_epoch(job, setup, state, epoch, row)
-        board.log(row)
-        if progress:
+        row = _train_epoch(job, setup, epoch, progress, context)
+        _close_epoch(job, setup, state, epoch, row, context)
+        if board is not None:
+            board.log(row)
+        if progress and context.is_main:
             parts = ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("epoch", "lr"))
             tqdm.write(f"{job.run_dir.name} epoch {epoch + 1}: {parts}")
-    return _write_summary(job, state, len(setup.dataset), time.perf_counter() - started)
+    summary = _write_summary(job, state, len(setup.dataset), time.perf_counter() - started, context)
+    context.barrier()  # the other ranks read best.pt next: wait until rank 0 wrote it
+    return summary
 
 
 def training_finished(run_dir: Path) -> bool:

@@ -12,7 +12,8 @@ from prokd.inference.trained import load_trained_model
 from prokd.io_atomic import remove_stale_temporaries
 from prokd.training.checkpoints import LAST
 from prokd.training.config import Config
-from prokd.training.loop import TrainJob, run_training, validation_dice
+from prokd.training.distributed import Context
+from prokd.training.loop import ONE_PROCESS, TrainJob, run_training, validation_dice
 from prokd.training.runs import prepare_data, write_run_metadata
 
 
@@ -38,16 +39,20 @@ def check_run_folder(out: Path, config: Config, resume: bool) -> None:
 
 
 def train_single(
-    config: Config, out: str | Path, resume: bool = False, progress: bool = True
+    config: Config,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    context: Context = ONE_PROCESS,
 ) -> dict[str, Any]:
     """Train ``config.model`` (distilled from ``distill.teachers`` if any) into ``out``.
 
-    Validation scores of the teachers feed the ``validation`` weighting. Returns the
-    training summary.
+    Validation scores of the teachers feed the ``validation`` weighting. Under ``torchrun``
+    every rank calls this; rank 0 alone writes. Returns the training summary.
     """
     out = Path(out)
     check_run_folder(out, config, resume)
-    if resume:
+    if resume and context.is_main:
         remove_stale_temporaries(out)  # left by the killed run this one continues
     data = prepare_data(config)
     teachers = [load_trained_model(t) for t in config.distill.teachers]
@@ -63,5 +68,6 @@ def train_single(
         teacher_val_dice=scores,
         soft_target_dir=out / "soft_targets" if config.distill.soft_target_cache else None,
     )
-    write_run_metadata(out, config, data)
-    return run_training(job, resume=resume, progress=progress)
+    if context.is_main:
+        write_run_metadata(out, config, data)
+    return run_training(job, resume=resume, progress=progress, context=context)
