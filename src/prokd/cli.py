@@ -100,7 +100,9 @@ def _experiment(args: argparse.Namespace) -> int:
     config = load_config(args.config, ignored=EXPERIMENT_IGNORES)
     out = Path(args.out or Path("runs") / Path(args.config).stem)
     start = time.perf_counter()
-    results = run_experiment(config, out, args.data, context=context_from_env(args.device))
+    results = run_experiment(
+        config, out, args.data, context=context_from_env(args.device), jobs=args.jobs
+    )
     if results is None:  # a torchrun rank other than 0: rank 0 reports
         return 0
     print(results_table(results))
@@ -233,6 +235,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", metavar="CONFIG", help="YAML experiment config")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<config>)")
     p.add_argument("--data", metavar="DIR", help="dataset folder (overrides data.root)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="independent training steps run as this many parallel processes, splitting "
+        "the cores (default 1)",
+    )
     _device_argument(p)
 
     p = sub.add_parser("predict", help="segment volumes: masks with the input's exact geometry")

@@ -29,6 +29,10 @@ class DataError(ProkdError):
         self.problem = problem
         super().__init__(f"{path}: {problem}")
 
+    def __reduce__(self) -> tuple:
+        # rebuilt from its parts when it crosses a process boundary (prokd experiment --jobs)
+        return (type(self), (self.path, self.problem))
+
 
 class ConfigError(ProkdError):
     """A configuration key is unknown, of the wrong type or has an impossible value."""

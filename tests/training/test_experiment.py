@@ -12,7 +12,7 @@ from prokd.cli import main
 from prokd.data.phantom import write_phantom
 from prokd.errors import ConfigError, DataWarning
 from prokd.evaluation.report import build_report
-from prokd.training.config import load_config
+from prokd.training.config import load_config, save_config
 from prokd.training.experiment import run_experiment
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -202,3 +202,31 @@ def test_train_command_teacher_then_distilled_student(phantom, tmp_path, capsys)
     assert summary["weighting"] == "confidence" and len(summary["teachers"]) == 1
     for name in ("config.yaml", "split.json", "environment.json"):
         assert (tmp_path / "student" / name).exists()
+
+
+def test_parallel_steps_give_the_numbers_of_one_job(phantom, tmp_path, capsys):
+    """``--jobs 2`` trains independent steps in 2 processes; with the same thread count per
+    step, results.json holds the same numbers as ``--jobs 1``."""
+    config = _tiny(
+        load_config(CONFIGS / "demo.yaml"),
+        tmp_path,
+        teacher="unet-w4",
+        limit_teacher="unet-w4",
+        student="unet-w4",
+        limit_mode="site",
+    ).replace(train={"threads": 1})
+    path = tmp_path / "c.yaml"
+    save_config(config, path)
+    outs = {}
+    for jobs in ("1", "2"):
+        outs[jobs] = tmp_path / f"jobs{jobs}"
+        argv = ["experiment", str(path), "--data", str(phantom), "--out", str(outs[jobs])]
+        assert main([*argv, "--jobs", jobs]) == 0
+    assert "] student-kd-p2-uniform trained in" in capsys.readouterr().out
+
+    def numbers(out):
+        rows = json.loads((out / "results.json").read_text())["rows"]
+        return [{k: v for k, v in r.items() if k != "seconds_per_volume"} for r in rows]
+
+    assert numbers(outs["2"]) == numbers(outs["1"])
+    assert not (outs["2"] / "soft_targets").exists()

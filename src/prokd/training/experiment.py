@@ -31,9 +31,53 @@ from prokd.training.checkpoints import LAST
 from prokd.training.config import Config
 from prokd.training.distributed import Context
 from prokd.training.loop import ONE_PROCESS, TrainJob, run_training, training_finished
+from prokd.training.parallel import run_parallel
 from prokd.training.runs import PreparedData, prepare_data, write_run_metadata
 
 OVERLAY_CASES = 3
+
+
+@dataclass(frozen=True)
+class Step:
+    """One model to train: its run name, network, data, teachers and weighting.
+
+    ``teachers`` names earlier steps; a step may start once they are finished.
+    """
+
+    name: str
+    model: str
+    student: bool
+    case_ids: tuple[str, ...] | None = None
+    teachers: tuple[str, ...] = ()
+    weighting: str = "uniform"
+    soft_targets: str | None = None  # name of the shared soft-target cache, if any
+
+
+def plan_steps(
+    config: Config, subsets: dict[str, tuple[str, ...]], limit_val_known: bool
+) -> list[Step]:
+    """Every training step of the protocol, in the order ``--jobs 1`` runs them.
+
+    ``validation`` weighting is planned only when the limit-trained teachers have
+    validation scores (``limit_val_known``).
+    """
+    e = config.experiment
+    limit = tuple(f"limit-{name}" for name in subsets)
+    steps = [Step("teacher", e.teacher, student=False)]
+    steps += [
+        Step(f"limit-{name}", e.limit_teacher, student=False, case_ids=ids)
+        for name, ids in subsets.items()
+    ]
+    steps += [
+        Step("student-nokd", e.student, student=True),
+        Step("student-kd-p1", e.student, True, teachers=("teacher",), soft_targets="p1"),
+    ]
+    steps += [
+        Step(f"student-kd-p2-{s}", e.student, True, None, limit, s, soft_targets="p2")
+        for s in e.strategies
+        if s != "validation" or limit_val_known
+    ]
+    return steps
 
 
 @dataclass
@@ -98,45 +142,45 @@ class Experiment:
         self.train_volumes = data.volumes(split.train, "preprocess train")
         self.val_volumes = data.volumes(split.val, "preprocess val")
 
-    def train(
-        self,
-        name: str,
-        model: str,
-        case_ids: tuple[str, ...] | None = None,
-        teachers: list[TrainedModel] | None = None,
-        weighting: str = "uniform",
-        teacher_val_dice: list[float] | None = None,
-        student: bool = True,
-        soft_targets: str | None = None,
-    ) -> TrainedModel:
-        """Train (or finish, or reuse) one model under ``models/<name>``."""
-        run_dir = self.out / "models" / name
+    def trained(self, name: str) -> TrainedModel:
+        """The trained model of a finished step."""
+        return load_trained_model(self.out / "models" / name, self.context.device)
+
+    def soft_target_dir(self, step: Step) -> Path | None:
+        """Where a step's shared soft-target cache lives (``None``: teachers run live)."""
+        if step.soft_targets and self.config.distill.soft_target_cache:
+            return self.out / "soft_targets" / step.soft_targets
+        return None
+
+    def job(self, step: Step) -> TrainJob:
+        """The training job of a step, its teachers loaded from their finished steps."""
+        e, cfg = self.config.experiment, self.config.train
+        teachers = [self.trained(name) for name in step.teachers]
+        volumes = self.train_volumes if step.case_ids is None else self.data.volumes(step.case_ids)
+        scores = [_val_dice(t) for t in teachers]
+        return TrainJob.from_config(
+            self.config,
+            self.out / "models" / step.name,
+            volumes,
+            self.val_volumes,
+            model=step.model,
+            epochs=(e.student_epochs if step.student else e.teacher_epochs) or cfg.epochs,
+            teachers=teachers,
+            weighting=step.weighting,
+            teacher_val_dice=None if None in scores else scores,
+            soft_target_dir=self.soft_target_dir(step),
+        )
+
+    def run_step(self, step: Step) -> None:
+        """Train (or finish) one step's model under ``models/<name>``; skip it if done."""
+        run_dir = self.out / "models" / step.name
         if not training_finished(run_dir):
-            e, cfg = self.config.experiment, self.config.train
-            epochs = (e.student_epochs if student else e.teacher_epochs) or cfg.epochs
-            volumes = self.train_volumes if case_ids is None else self.data.volumes(case_ids)
-            cache = None
-            if soft_targets and self.config.distill.soft_target_cache:
-                cache = self.out / "soft_targets" / soft_targets
-            job = TrainJob.from_config(
-                self.config,
-                run_dir,
-                volumes,
-                self.val_volumes,
-                model=model,
-                epochs=epochs,
-                teachers=teachers,
-                weighting=weighting,
-                teacher_val_dice=teacher_val_dice,
-                soft_target_dir=cache,
-            )
             run_training(
-                job,
+                self.job(step),
                 resume=(run_dir / LAST).exists(),
                 progress=self.progress,
                 context=self.context,
             )
-        return load_trained_model(run_dir)
 
     def evaluate(self, models: list[ExperimentModel]) -> list[EvaluatedModel]:
         """Test-set metrics of every model (an averaged ensemble when several members).
@@ -185,10 +229,13 @@ def run_experiment(
     data_root: str | None = None,
     progress: bool = True,
     context: Context = ONE_PROCESS,
+    jobs: int = 1,
 ) -> dict[str, Any] | None:
     """Run (or continue) the whole protocol into ``out``; returns the results.
 
-    Under ``torchrun`` every rank trains every model together; rank 0 alone writes files,
+    With ``jobs`` > 1 independent steps (the teachers, the no-KD student, and the students
+    once their teachers exist) run as parallel processes, splitting the cores. Under
+    ``torchrun`` every rank trains every model together; rank 0 alone writes files,
     evaluates and reports, and the other ranks return ``None``.
     """
     out = Path(out)
@@ -205,7 +252,6 @@ def run_experiment(
     e = config.experiment
     exp = Experiment(config, out, data, progress and context.is_main, context)
 
-    teacher = exp.train("teacher", e.teacher, student=False)
     subsets = limit_trained_subsets(
         data.cases,
         data.split.train,
@@ -217,26 +263,19 @@ def run_experiment(
     if context.is_main:
         with atomic_path(out / "limit_subsets.json") as tmp:
             tmp.write_text(json.dumps({k: list(v) for k, v in subsets.items()}, indent=1))
-    limit = [
-        exp.train(f"limit-{name}", e.limit_teacher, ids, student=False)
-        for name, ids in subsets.items()
-    ]
-    nokd = exp.train("student-nokd", e.student)
-    p1 = exp.train("student-kd-p1", e.student, teachers=[teacher], soft_targets="p1")
-    limit_val = [_val_dice(m) for m in limit]
-    strategies = [s for s in e.strategies if s != "validation" or None not in limit_val]
-    skipped = sorted(set(e.strategies) - set(strategies))
-    p2 = {
-        s: exp.train(
-            f"student-kd-p2-{s}",
-            e.student,
-            teachers=limit,
-            weighting=s,
-            teacher_val_dice=limit_val,
-            soft_targets="p2",
-        )
-        for s in strategies
-    }
+    steps = plan_steps(config, subsets, limit_val_known=bool(data.split.val))
+    if jobs > 1:
+        if context.distributed:
+            raise ConfigError("--jobs runs steps as separate processes; not under torchrun")
+        run_parallel(exp, steps, jobs)
+    else:
+        for step in steps:
+            exp.run_step(step)
+    skipped = sorted(set(e.strategies) - {s.weighting for s in steps if s.soft_targets == "p2"})
+    trained = {step.name: exp.trained(step.name) for step in steps}
+    teacher, nokd, p1 = trained["teacher"], trained["student-nokd"], trained["student-kd-p1"]
+    limit = [trained[f"limit-{name}"] for name in subsets]
+    p2 = {s.weighting: trained[s.name] for s in steps if s.soft_targets == "p2"}
 
     if not context.is_main:
         return None

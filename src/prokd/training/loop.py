@@ -302,6 +302,15 @@ def _set_up(job: TrainJob, progress: bool, context: Context = ONE_PROCESS) -> _S
     )
 
 
+def build_soft_targets(job: TrainJob, progress: bool = True) -> SoftTargetCache:
+    """Build (or open) a job's soft-target cache in this process, before its students train."""
+    ensemble = TeacherEnsemble(job.teachers, job.loss.feature > 0)
+    dataset = SliceDataset(job.train_volumes, None)
+    return SoftTargetCache.build(
+        job.soft_target_dir, ensemble, dataset, job.settings, progress=progress
+    )
+
+
 def _parallelise(setup: _Setup, context: Context) -> None:
     """Wrap the network in DistributedDataParallel when several ranks train."""
     if context.distributed:
