@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 
 import yaml
+from results_files import write_results
 
 from prokd.evaluation.bench import cpu_model
-from prokd.io_atomic import TEMP_PREFIX, atomic_path
+from prokd.io_atomic import TEMP_PREFIX
 
 CONFIG = {
     "preprocess": {"size": 32, "fov_mm": 128.0},
@@ -111,9 +112,6 @@ def main() -> None:
         "wall_seconds": time.perf_counter() - started,
         "config": CONFIG,
     }
-    out = Path(args.out)
-    with atomic_path(out.with_suffix(".json")) as path:
-        path.write_text(json.dumps(result, indent=1))
     lines = [
         "# Fault soak: `prokd experiment` killed with SIGKILL and resumed",
         "",
@@ -127,9 +125,7 @@ def main() -> None:
         + ", ".join(f"{k['after_s']}" for k in kills if k["killed"])
         + ".",
     ]
-    with atomic_path(out.with_suffix(".md")) as path:
-        path.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, result, lines)
     if not equal or temporaries:
         raise SystemExit(1)
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
+from results_files import write_results
 
 from prokd.data.preprocess import PreprocessSettings
 from prokd.evaluation.bench import cpu_model
 from prokd.inference.export import export_model
 from prokd.inference.trained import load_trained_model, model_payload
-from prokd.io_atomic import atomic_path
 from prokd.models import build_model
 from prokd.training.checkpoints import save_checkpoint
 
@@ -79,9 +79,6 @@ def main() -> None:
         "rows": rows,
         "wall_seconds": time.perf_counter() - started,
     }
-    out = Path(args.out)
-    with atomic_path(out.with_suffix(".json")) as path:
-        path.write_text(json.dumps(result, indent=1))
     lines = [
         "# Peak memory of `prokd predict` on a 512 x 512 x 100 volume",
         "",
@@ -97,9 +94,7 @@ def main() -> None:
         f"{r['peak_rss_mb'] < TARGET_MB} |"
         for r in rows
     ]
-    with atomic_path(out.with_suffix(".md")) as path:
-        path.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, result, lines)
 
 
 # Runs one command and prints [peak RSS MB of that child, wall seconds] as JSON.

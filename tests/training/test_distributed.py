@@ -171,3 +171,37 @@ def test_ddp_run_killed_and_resumed_ends_where_an_uninterrupted_one_ends(tmp_pat
     _spawn(cut, mode="resume")
     for key, value in _weights(whole).items():
         torch.testing.assert_close(_weights(cut)[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_device_choice():
+    from prokd.errors import ConfigError
+    from prokd.training.distributed import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    with pytest.raises(ConfigError, match="device: must be one of auto, cpu, cuda"):
+        resolve_device("tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a CPU machine")
+def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
+    from prokd.cli import main
+
+    assert main(["bench", "unet-w4", "--device", "cuda", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["prokd bench: error: device: cuda requested but torch sees no CUDA device"]
+
+
+def test_jobs_are_refused_under_torchrun(tmp_path):
+    from prokd.data.phantom import write_phantom
+    from prokd.errors import ConfigError
+    from prokd.training.config import config_from_dict
+    from prokd.training.experiment import run_experiment
+    from tests.training.test_experiment import TINY
+
+    write_phantom(tmp_path / "d", sites=1, cases_per_site=3, seed=0)
+    config = config_from_dict({**TINY, "data": {"cache_dir": str(tmp_path / "c")}})
+    two_ranks = Context(rank=0, world_size=2)
+    with pytest.raises(ConfigError, match="--jobs runs steps as separate processes"):
+        run_experiment(config, tmp_path / "o", str(tmp_path / "d"), False, two_ranks, jobs=2)

@@ -35,15 +35,20 @@ def _tiny(config, tmp_path, **experiment):
     return config.replace(experiment=experiment) if experiment else config
 
 
-def test_tiny_experiment_end_to_end_and_resume(phantom, tmp_path):
-    config = _tiny(
+def _tiny_demo(tmp_path, teacher="unet-w4"):
+    """The demo protocol with tiny networks, one limit-trained teacher per site."""
+    return _tiny(
         load_config(CONFIGS / "demo.yaml"),
         tmp_path,
-        teacher="unet-w8",
+        teacher=teacher,
         limit_teacher="unet-w4",
         student="unet-w4",
         limit_mode="site",
     )
+
+
+def test_tiny_experiment_end_to_end_and_resume(phantom, tmp_path):
+    config = _tiny_demo(tmp_path, teacher="unet-w8")
     out = tmp_path / "run"
     results = run_experiment(config, out, str(phantom), progress=False)
     names = [r["model"] for r in results["rows"]]
@@ -112,14 +117,7 @@ def test_experiment_with_validation_selects_on_validation(tmp_path_factory, tmp_
     limit-trained teacher saw its own subset and nothing else."""
     data = tmp_path_factory.mktemp("phantom3") / "six-site"
     write_phantom(data, sites=2, cases_per_site=3, seed=4)
-    config = _tiny(
-        load_config(CONFIGS / "demo.yaml"),
-        tmp_path,
-        teacher="unet-w4",
-        limit_teacher="unet-w4",
-        student="unet-w4",
-        limit_mode="site",
-    ).replace(
+    config = _tiny_demo(tmp_path).replace(
         split={"val_fraction": 0.34, "test_fraction": 0.34},
         train={"epochs": 3, "patience": 1},
     )
@@ -207,14 +205,7 @@ def test_train_command_teacher_then_distilled_student(phantom, tmp_path, capsys)
 def test_parallel_steps_give_the_numbers_of_one_job(phantom, tmp_path, capsys):
     """``--jobs 2`` trains independent steps in 2 processes; with the same thread count per
     step, results.json holds the same numbers as ``--jobs 1``."""
-    config = _tiny(
-        load_config(CONFIGS / "demo.yaml"),
-        tmp_path,
-        teacher="unet-w4",
-        limit_teacher="unet-w4",
-        student="unet-w4",
-        limit_mode="site",
-    ).replace(train={"threads": 1})
+    config = _tiny_demo(tmp_path).replace(train={"threads": 1})
     path = tmp_path / "c.yaml"
     save_config(config, path)
     outs = {}

@@ -6,12 +6,12 @@ from prokd.data.phantom import write_phantom
 from prokd.errors import ConfigError, ProkdError
 from prokd.training.config import config_from_dict
 from prokd.training.single_run import train_single
+from tests.training.test_experiment import TINY as EXPERIMENT_TINY
 
 TINY = {
+    **EXPERIMENT_TINY,
     "model": "unet-w4",
-    "preprocess": {"size": 32, "fov_mm": 128.0},
     "split": {"val_fraction": 0.0, "test_fraction": 0.0},
-    "train": {"epochs": 2, "batch_size": 8, "slices_per_epoch": 8},
 }
 
 

@@ -239,6 +239,8 @@ def run_experiment(
     evaluates and reports, and the other ranks return ``None``.
     """
     out = Path(out)
+    if jobs > 1 and context.distributed:
+        raise ConfigError("--jobs runs steps as separate processes; not under torchrun")
     if data_root:
         config = config.replace(data={"root": str(Path(data_root))})
     _check_same_config(out, config)
@@ -265,8 +267,6 @@ def run_experiment(
             tmp.write_text(json.dumps({k: list(v) for k, v in subsets.items()}, indent=1))
     steps = plan_steps(config, subsets, limit_val_known=bool(data.split.val))
     if jobs > 1:
-        if context.distributed:
-            raise ConfigError("--jobs runs steps as separate processes; not under torchrun")
         run_parallel(exp, steps, jobs)
     else:
         for step in steps:
