@@ -2,10 +2,15 @@
 
 Measured side by side in one process on the synthetic benchmark: the same student, the same
 slices, one epoch each; teachers are untrained networks of the chosen architecture (their cost
-does not depend on their weights). With ``--soft-target-cache`` the teachers' outputs are
-computed once (augmentation off) and the epoch reads them from disk.
+does not depend on their weights). Four settings: live teachers with and without
+augmentation; the soft-target cache without augmentation (teachers run once per stored
+slice); and the cache with augmentation, holding ``--views`` pre-drawn augmented views per
+slice (teachers run once per view, when the cache is built; the student then sees each slice
+as one of its views and reads the teachers' outputs for exactly that image). The one-off
+cache build time is reported on its own.
 
-    .venv/bin/python benchmarks/kd_epoch_cost.py --data data/phantom --out results/kd_epoch_cost
+    .venv/bin/python benchmarks/kd_epoch_cost.py --data data/phantom \
+        --out benchmarks/results/kd_epoch_cost
 
 Writes ``<out>.json`` and ``<out>.md``.
 """
@@ -13,13 +18,14 @@ Writes ``<out>.json`` and ``<out>.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from results_files import write_results
 
+from prokd.evaluation.bench import cpu_model
 from prokd.inference.trained import load_trained_model, model_payload
 from prokd.models import build_model
 from prokd.training.checkpoints import save_checkpoint
@@ -35,11 +41,14 @@ def _epoch_seconds(job: TrainJob) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data/phantom", help="six-site folder (prokd phantom)")
-    parser.add_argument("--out", default="results/kd_epoch_cost", help="output path stem")
+    parser.add_argument(
+        "--out", default="benchmarks/results/kd_epoch_cost", help="output path stem"
+    )
     parser.add_argument("--teacher", default="unet-medium")
     parser.add_argument("--student", default="unet-w8")
     parser.add_argument("--slices", type=int, default=256, help="slices per epoch")
     parser.add_argument("--teachers", type=int, nargs="+", default=[1, 3, 6])
+    parser.add_argument("--views", type=int, default=4, help="augmented views per slice")
     args = parser.parse_args()
 
     config = config_from_dict(
@@ -59,8 +68,11 @@ def main() -> None:
             network = build_model(args.teacher)
             save_checkpoint(model_payload(network, args.teacher, config.preprocess), path)
             teachers.append(load_trained_model(path))
-        for augment, cached in ((True, False), (False, False), (False, True)):
-            run_config = config.replace(train={"augment": augment})
+        for augment, cached in ((True, False), (False, False), (False, True), (True, True)):
+            views = args.views if augment and cached else 0
+            run_config = config.replace(
+                train={"augment": augment}, distill={"augmented_views": views}
+            )
             base = _epoch_seconds(
                 TrainJob.from_config(
                     run_config,
@@ -74,6 +86,7 @@ def main() -> None:
                 {
                     "teachers": 0,
                     "augment": augment,
+                    "views": 0,
                     "soft_target_cache": False,
                     "epoch_seconds": base,
                     "ratio_to_nokd": 1.0,
@@ -97,6 +110,7 @@ def main() -> None:
                 row = {
                     "teachers": k,
                     "augment": augment,
+                    "views": views,
                     "soft_target_cache": cached,
                     "epoch_seconds": seconds,
                     "ratio_to_nokd": seconds / base,
@@ -112,25 +126,25 @@ def main() -> None:
         "rows": rows,
         "environment": environment(),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     lines = [
         f"Student {args.student}, teachers {args.teacher}, {args.slices} slices per epoch "
         f"at {config.preprocess.size}x{config.preprocess.size}, "
-        f"{result['environment']['torch_threads']} torch threads.",
+        f"{result['environment']['torch_threads']} torch threads; made by "
+        f"`python benchmarks/kd_epoch_cost.py` on {cpu_model()}. "
+        "'views': augmented views per slice in the soft-target cache (0: stored slices). "
+        "'cache build s' is the one-off cost of computing the cache over every training slice "
+        "(and view), before the first epoch.",
         "",
-        "| teachers | augment | soft-target cache | epoch s | x no-KD | cache build s |",
-        "|---:|---|---|---:|---:|---:|",
+        "| teachers | augment | soft-target cache | views | epoch s | x no-KD | cache build s |",
+        "|---:|---|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         build = f"{r['cache_build_seconds']:.1f}" if "cache_build_seconds" in r else ""
         lines.append(
-            f"| {r['teachers']} | {r['augment']} | {r['soft_target_cache']} | "
+            f"| {r['teachers']} | {r['augment']} | {r['soft_target_cache']} | {r['views']} | "
             f"{r['epoch_seconds']:.1f} | {r['ratio_to_nokd']:.2f} | {build} |"
         )
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, result, lines)
 
 
 if __name__ == "__main__":

@@ -147,12 +147,55 @@ def test_soft_target_cache_gives_the_same_training_as_live_teachers(tmp_path):
         assert row_b["dice"] == pytest.approx(row_a["dice"], rel=0.02, abs=1e-3)
 
 
-def test_soft_target_cache_refuses_augmentation(tmp_path):
+def test_soft_target_cache_with_augmentation_needs_views(tmp_path):
     run_training(_job(tmp_path / "teacher", epochs=1), progress=False)
     job = _job(tmp_path / "student", teachers=[load_trained_model(tmp_path / "teacher")])
     job.soft_target_dir = tmp_path / "soft"
-    with pytest.raises(ProkdError, match="soft_target_cache needs train.augment: false"):
+    with pytest.raises(ProkdError, match="needs distill.augmented_views >= 1"):
         run_training(job, progress=False)
+    job.train = replace(job.train, augment=False)
+    job.augmented_views = 2
+    with pytest.raises(ProkdError, match="augmented_views needs train.augment: true"):
+        run_training(job, progress=False)
+
+
+def test_cached_views_are_exactly_the_images_the_student_sees(tmp_path, monkeypatch):
+    """Consistent teaching: with augmentation on and V cached views per slice, the teacher
+    outputs read for a batch are the teacher's outputs on that very augmented batch."""
+    run_training(_job(tmp_path / "teacher", epochs=1, model="unet-w8"), progress=False)
+    teacher = load_trained_model(tmp_path / "teacher")
+    job = _job(tmp_path / "student", epochs=2, teachers=[teacher], augment=True)
+    job.soft_target_dir, job.augmented_views = tmp_path / "soft", 3
+    seen: list[torch.Tensor] = []
+    fetched: list[torch.Tensor] = []
+    collate, fetch = train_module._collate, train_module.SoftTargetCache.fetch
+
+    plain: list[torch.Tensor] = []
+
+    def recording_collate(dataset, indices, seeds):
+        images, labels = collate(dataset, indices, seeds)
+        seen.append(images.clone())
+        stored = [dataset.volumes[v].image[z] for v, z in (dataset.index[i] for i in indices)]
+        plain.append(torch.from_numpy(np.stack(stored)[:, None]))
+        return images, labels
+
+    def recording_fetch(self, rows, device=None):
+        logits, features = fetch(self, rows, device)
+        fetched.append(logits[0].clone())
+        return logits, features
+
+    monkeypatch.setattr(train_module, "_collate", recording_collate)
+    monkeypatch.setattr(train_module.SoftTargetCache, "fetch", recording_fetch)
+    run_training(job, progress=False)
+    slices = sum(len(v.image) for v in job.train_volumes)
+    assert np.load(tmp_path / "soft" / "teacher0_logits.npy", mmap_mode="r").shape[0] == 3 * slices
+    assert len(seen) == len(fetched) == 4  # 2 epochs x 2 batches
+    for images, cached in zip(seen, fetched, strict=True):
+        with torch.inference_mode():
+            live = teacher.network(images)
+        torch.testing.assert_close(cached, live, rtol=1e-2, atol=2e-2)  # float16 storage
+    # the student really saw augmented views, not the stored slices
+    assert any(not torch.equal(a, b) for a, b in zip(seen, plain, strict=True))
 
 
 def test_early_stopping_on_validation_dice(tmp_path):

@@ -47,6 +47,19 @@ def training_augmentation(seed: int = 0) -> Compose:
     return augment
 
 
+# Bump when training_augmentation changes: cached augmented views would no longer match.
+AUGMENTATION_VERSION = 1
+
+
+def view_seed(seed: int, index: int, view: int) -> int:
+    """Augmentation seed of view ``view`` of slice ``index`` (a run's ``seed``).
+
+    The soft-target cache and the training loop derive a view's augmentation from this one
+    function, so a teacher's cached output is for exactly the image the student sees.
+    """
+    return int(np.random.SeedSequence([seed, index, view]).generate_state(1)[0] % 2**31)
+
+
 class SliceDataset(Dataset):
     """Every axial slice of a list of volumes as ``{"image": (1,H,W), "label": (1,H,W)}``.
 
@@ -61,6 +74,12 @@ class SliceDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def view(self, index: int, seed: int) -> dict[str, torch.Tensor | int]:
+        """Slice ``index`` augmented with the given seed (unaugmented without augmentation)."""
+        if self.augment is not None:
+            self.augment.set_random_state(seed)
+        return self[index]
 
     def has_gland(self) -> np.ndarray:
         """Boolean per item: does the slice contain gland (for foreground-aware sampling)."""

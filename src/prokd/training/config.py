@@ -75,7 +75,8 @@ class DistillConfig:
 
     teachers: tuple[str, ...] = ()
     weighting: str = "uniform"
-    soft_target_cache: bool = False  # reuse teacher outputs; needs augment: false
+    soft_target_cache: bool = False  # teacher outputs computed once and reused
+    augmented_views: int = 0  # with augmentation: views per slice the cache holds
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ CHECKS: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
     "loss.lovasz": ("must be >= 0", lambda v: v >= 0),
     "loss.kl": ("must be >= 0", lambda v: v >= 0),
     "loss.feature": ("must be >= 0", lambda v: v >= 0),
+    "distill.augmented_views": ("must be >= 0", lambda v: v >= 0),
     "experiment.limit_mode": ("must be 'site' or 'random'", lambda v: v in ("site", "random")),
     "experiment.limit_k": ("must be at least 1", lambda v: v >= 1),
     "experiment.limit_fraction": ("must be in [0, 1]", lambda v: 0 <= v <= 1),

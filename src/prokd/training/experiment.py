@@ -31,7 +31,7 @@ from prokd.training.checkpoints import LAST
 from prokd.training.config import Config
 from prokd.training.distributed import Context
 from prokd.training.loop import ONE_PROCESS, TrainJob, run_training, training_finished
-from prokd.training.parallel import run_parallel
+from prokd.training.parallel import run_parallel, threads_per_job
 from prokd.training.runs import PreparedData, prepare_data, write_run_metadata
 
 OVERLAY_CASES = 3
@@ -296,6 +296,8 @@ def run_experiment(
         ExperimentModel(f"student-kd-p2-{s}", f"student, procedure 2 ({s})", [m])
         for s, m in p2.items()
     ]
+    if not context.distributed:  # evaluation as the steps ran: thread count fixes the sums
+        torch.set_num_threads(threads_per_job(config.train.threads, jobs))
     evaluated = exp.evaluate(models)
     results = _results(evaluated, subsets, skipped, config)
     with atomic_path(out / "results.json") as tmp:

@@ -19,13 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.transforms import Compose
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from prokd.data.cache import PreprocessedVolume
 from prokd.data.preprocess import PreprocessSettings
-from prokd.data.slices import SliceDataset, training_augmentation
+from prokd.data.slices import SliceDataset, training_augmentation, view_seed
 from prokd.distill.ensemble import TeacherEnsemble
 from prokd.distill.soft_targets import SoftTargetCache
 from prokd.distill.weighting import TeacherWeighting, UniformWeighting, build_weighting
@@ -60,7 +59,8 @@ class TrainJob:
     loss: LossConfig
     teachers: list[TrainedModel] = field(default_factory=list)
     weighting: TeacherWeighting = field(default_factory=UniformWeighting)
-    soft_target_dir: Path | None = None  # opt-in soft-target cache (needs augment off)
+    soft_target_dir: Path | None = None  # opt-in soft-target cache
+    augmented_views: int = 0  # views per slice in that cache when augmentation is on
 
     @classmethod
     def from_config(
@@ -104,6 +104,7 @@ class TrainJob:
             teachers=teachers,
             weighting=build_weighting(weighting, teacher_val_dice),
             soft_target_dir=soft_target_dir if teachers else None,
+            augmented_views=config.distill.augmented_views,
         )
 
 
@@ -159,15 +160,11 @@ def validation_dice(
 
 
 def _collate(
-    dataset: SliceDataset, indices: np.ndarray, seeds: np.ndarray, augment: Compose | None
+    dataset: SliceDataset, indices: np.ndarray, seeds: np.ndarray
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack slices; each augmented with its own seed, so a slice's augmentation does not
     depend on which rank draws it or what came before it."""
-    items = []
-    for index, seed in zip(indices, seeds, strict=True):
-        if augment is not None:
-            augment.set_random_state(int(seed))
-        items.append(dataset[int(index)])
+    items = [dataset.view(int(i), int(s)) for i, s in zip(indices, seeds, strict=True)]
     return torch.stack([it["image"] for it in items]), torch.stack([it["label"] for it in items])
 
 
@@ -233,7 +230,6 @@ class _Setup:
     criterion: CompositeLoss
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    augment: Compose | None
     dataset: SliceDataset
     taps: dict[str, str]
     ensemble: TeacherEnsemble | None
@@ -250,11 +246,7 @@ def _set_up(job: TrainJob, progress: bool, context: Context = ONE_PROCESS) -> _S
     The soft-target cache is built by rank 0 alone; the other ranks open it once it exists.
     """
     cfg = job.train
-    if job.soft_target_dir is not None and cfg.augment:
-        raise ConfigError(
-            "distill.soft_target_cache needs train.augment: false "
-            "(cached teacher outputs are per stored slice)"
-        )
+    _check_soft_target_settings(job)
     dataset = SliceDataset(job.train_volumes, None)
     if len(dataset) == 0:
         raise ProkdError(f"{job.run_dir}: no training slices")
@@ -275,17 +267,23 @@ def _set_up(job: TrainJob, progress: bool, context: Context = ONE_PROCESS) -> _S
     parameters = list(network.parameters()) + list(criterion.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    augment = training_augmentation(cfg.seed) if cfg.augment else None
-    dataset.augment = augment
+    dataset.augment = training_augmentation(cfg.seed) if cfg.augment else None
     soft_targets = None
     if ensemble is not None and job.soft_target_dir is not None:
+        views = job.augmented_views if cfg.augment else 0
         if context.is_main:
             SoftTargetCache.build(
-                job.soft_target_dir, ensemble, dataset, job.settings, progress=progress
+                job.soft_target_dir,
+                ensemble,
+                dataset,
+                job.settings,
+                views,
+                cfg.seed,
+                progress=progress,
             )
         context.barrier()
         soft_targets = SoftTargetCache.build(
-            job.soft_target_dir, ensemble, dataset, job.settings, progress=False
+            job.soft_target_dir, ensemble, dataset, job.settings, views, cfg.seed, progress=False
         )
     taps = get_spec(job.model_name).taps if criterion.feature_loss is not None else {}
     return _Setup(
@@ -294,7 +292,6 @@ def _set_up(job: TrainJob, progress: bool, context: Context = ONE_PROCESS) -> _S
         criterion,
         optimizer,
         scheduler,
-        augment,
         dataset,
         taps,
         ensemble,
@@ -302,12 +299,29 @@ def _set_up(job: TrainJob, progress: bool, context: Context = ONE_PROCESS) -> _S
     )
 
 
+def _check_soft_target_settings(job: TrainJob) -> None:
+    """The soft-target cache serves unaugmented slices, or pre-drawn augmented views."""
+    if job.soft_target_dir is None:
+        return
+    if job.train.augment and job.augmented_views < 1:
+        raise ConfigError(
+            "distill.soft_target_cache with train.augment: true needs "
+            "distill.augmented_views >= 1 (teacher outputs are cached per augmented view)"
+        )
+    if not job.train.augment and job.augmented_views:
+        raise ConfigError("distill.augmented_views needs train.augment: true")
+
+
 def build_soft_targets(job: TrainJob, progress: bool = True) -> SoftTargetCache:
     """Build (or open) a job's soft-target cache in this process, before its students train."""
+    _check_soft_target_settings(job)
+    cfg = job.train
     ensemble = TeacherEnsemble(job.teachers, job.loss.feature > 0)
-    dataset = SliceDataset(job.train_volumes, None)
+    augment = training_augmentation(cfg.seed) if cfg.augment else None
+    views = job.augmented_views if cfg.augment else 0
+    dataset = SliceDataset(job.train_volumes, augment)
     return SoftTargetCache.build(
-        job.soft_target_dir, ensemble, dataset, job.settings, progress=progress
+        job.soft_target_dir, ensemble, dataset, job.settings, views, cfg.seed, progress=progress
     )
 
 
@@ -342,6 +356,7 @@ def _step_loss(
     setup: _Setup,
     batch: np.ndarray,
     seeds: np.ndarray,
+    rows: np.ndarray,
     context: Context,
     amp: bool,
 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -353,7 +368,7 @@ def _step_loss(
     gradient average then gives exactly the gradient of the one-process loss.
     """
     mine = context.shard(np.arange(len(batch)))
-    images, labels = _collate(setup.dataset, batch[mine], seeds[mine], setup.augment)
+    images, labels = _collate(setup.dataset, batch[mine], seeds[mine])
     images, labels = images.to(context.device), labels.to(context.device)
     with (
         torch.autocast(context.device.type, dtype=torch.bfloat16, enabled=amp),
@@ -365,7 +380,7 @@ def _step_loss(
     share = len(mine) * context.world_size / len(batch)
     teacher_logits, teacher_features = None, None
     if setup.soft_targets is not None:
-        teacher_logits, teacher_features = setup.soft_targets.fetch(batch[mine], context.device)
+        teacher_logits, teacher_features = setup.soft_targets.fetch(rows[mine], context.device)
     elif setup.ensemble is not None:
         teacher_logits, teacher_features = setup.ensemble(images)
     local: dict[str, torch.Tensor] = {}
@@ -399,7 +414,14 @@ def _train_epoch(
     per_epoch = cfg.slices_per_epoch or len(setup.dataset)
     rng = np.random.default_rng([cfg.seed, epoch])
     order = sample_slices(setup.dataset.has_gland(), per_epoch, cfg.foreground_fraction, rng)
-    seeds = rng.integers(0, 2**31, size=len(order))
+    rows = order
+    cached = setup.soft_targets
+    if cached is not None and cached.views:  # each slice shown as one of its cached views
+        views = rng.integers(0, cached.views, size=len(order))
+        seeds = np.array([view_seed(cfg.seed, i, v) for i, v in zip(order, views, strict=True)])
+        rows = cached.rows(order, views)
+    else:
+        seeds = rng.integers(0, 2**31, size=len(order))
     amp = cfg.amp and context.device.type == "cuda"
     setup.model.train()
     setup.criterion.train()
@@ -414,7 +436,9 @@ def _train_epoch(
     )
     for start in bar:
         stop = start + cfg.batch_size
-        total, logged = _step_loss(job, setup, order[start:stop], seeds[start:stop], context, amp)
+        total, logged = _step_loss(
+            job, setup, order[start:stop], seeds[start:stop], rows[start:stop], context, amp
+        )
         setup.optimizer.zero_grad(set_to_none=True)
         total.backward()
         _average_adapter_gradients(setup.criterion, context)

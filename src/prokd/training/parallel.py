@@ -3,14 +3,14 @@
 A step may start once the steps that train its teachers are finished: the teachers, the
 limit-trained teachers and the no-KD student at once, procedure 1 after the teacher, the
 procedure-2 students after every limit-trained teacher. Each process gets an equal share of
-the cores. Every step trains with its own seeds, so the numbers equal ``--jobs 1``'s when
-the thread count per step is the same (set ``train.threads`` to fix it).
+the cores. Every step trains with its own seeds, and the evaluation after the steps runs
+with the same per-step thread count, so the numbers equal ``--jobs 1``'s when the thread
+count per step is the same (set ``train.threads`` to fix it).
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -39,9 +39,12 @@ def _run_step(config: dict[str, Any], out: str, step: Step, threads: int) -> flo
     return time.perf_counter() - start
 
 
+DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice for this machine
+
+
 def threads_per_job(configured: int, jobs: int) -> int:
-    """``train.threads`` when set, else an equal share of this machine's cores."""
-    return configured or max(1, (os.cpu_count() or 1) // jobs)
+    """``train.threads`` when set, else an equal share of torch's default thread count."""
+    return configured or max(1, DEFAULT_THREADS // jobs)
 
 
 def run_parallel(exp: Experiment, steps: list[Step], jobs: int) -> None:
