@@ -134,7 +134,10 @@ CASES: dict[str, tuple[Case, str]] = {
         "work: no cases found for layout 'six-site'",
     ),
     # predict: the volume
-    "truncated archive": (lambda w, a: _predict(a["checkpoint"], _truncated(w, a), w), "cut.nii"),
+    "truncated archive": (
+        lambda w, a: _predict(a["checkpoint"], _truncated(w, a), w),
+        "cut.nii.gz: truncated or corrupt file",
+    ),
     "zero-byte file": (
         lambda w, a: _predict(a["checkpoint"], _image_bytes(w, b""), w),
         "x.nii.gz: cannot read",
