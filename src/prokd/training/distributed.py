@@ -62,15 +62,18 @@ class Context:
         """This rank's disjoint share of a global batch (sizes differ by at most one)."""
         return np.array_split(batch, self.world_size)[self.rank] if self.distributed else batch
 
-    def gather(self, tensor: torch.Tensor) -> torch.Tensor:
+    def shard_sizes(self, total: int) -> list[int]:
+        """Length of every rank's share of ``total`` items (as :meth:`shard` splits them)."""
+        return [len(part) for part in np.array_split(np.arange(total), self.world_size)]
+
+    def gather(self, tensor: torch.Tensor, sizes: list[int]) -> torch.Tensor:
         """Concatenate every rank's tensor along dim 0, keeping gradients to each rank.
 
-        Shards may differ in length by one: they are padded for the collective and cut back.
+        ``sizes`` are the ranks' lengths (:meth:`shard_sizes`); shards may differ by one, so
+        they are padded for the collective and cut back.
         """
         if not self.distributed:
             return tensor
-        sizes = [None] * self.world_size
-        dist.all_gather_object(sizes, len(tensor))
         longest = max(sizes)
         padded = torch.cat([tensor, tensor.new_zeros(longest - len(tensor), *tensor.shape[1:])])
         parts = _AllGather.apply(padded)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from prokd.data.io import file_sha256
 from prokd.data.preprocess import PreprocessSettings
@@ -32,7 +31,12 @@ from prokd.training.config import Config
 from prokd.training.distributed import Context
 from prokd.training.loop import ONE_PROCESS, TrainJob, run_training, training_finished
 from prokd.training.parallel import run_parallel, threads_per_job
-from prokd.training.runs import PreparedData, prepare_data, write_run_metadata
+from prokd.training.runs import (
+    PreparedData,
+    prepare_data,
+    saved_config_differs,
+    write_run_metadata,
+)
 
 OVERLAY_CASES = 3
 
@@ -117,8 +121,7 @@ class EvaluatedModel:
 
 
 def _check_same_config(out: Path, config: Config) -> None:
-    saved = out / "config.yaml"
-    if saved.exists() and yaml.safe_load(saved.read_text()) != config.to_dict():
+    if saved_config_differs(out, config):
         raise ConfigError(
             f"{out}: holds an experiment made with another config; "
             "use a new --out or the same config"
@@ -271,14 +274,13 @@ def run_experiment(
     else:
         for step in steps:
             exp.run_step(step)
+    if not context.is_main:
+        return None
     skipped = sorted(set(e.strategies) - {s.weighting for s in steps if s.soft_targets == "p2"})
     trained = {step.name: exp.trained(step.name) for step in steps}
     teacher, nokd, p1 = trained["teacher"], trained["student-nokd"], trained["student-kd-p1"]
     limit = [trained[f"limit-{name}"] for name in subsets]
     p2 = {s.weighting: trained[s.name] for s in steps if s.soft_targets == "p2"}
-
-    if not context.is_main:
-        return None
     # Soft targets are only needed while students train; they are large, so they go.
     shutil.rmtree(out / "soft_targets", ignore_errors=True)
 

@@ -110,9 +110,10 @@ class TrainJob:
 
 def settings_mismatch(teacher: PreprocessSettings, student: PreprocessSettings) -> str | None:
     """The first preprocessing field where two settings differ, or ``None``."""
+    theirs = asdict(teacher)
     for key, value in asdict(student).items():
-        if asdict(teacher)[key] != value:
-            return f"{key}: teacher {asdict(teacher)[key]!r}, student {value!r}"
+        if theirs[key] != value:
+            return f"{key}: teacher {theirs[key]!r}, student {value!r}"
     return None
 
 
@@ -270,21 +271,11 @@ def _set_up(job: TrainJob, progress: bool, context: Context = ONE_PROCESS) -> _S
     dataset.augment = training_augmentation(cfg.seed) if cfg.augment else None
     soft_targets = None
     if ensemble is not None and job.soft_target_dir is not None:
-        views = job.augmented_views if cfg.augment else 0
         if context.is_main:
-            SoftTargetCache.build(
-                job.soft_target_dir,
-                ensemble,
-                dataset,
-                job.settings,
-                views,
-                cfg.seed,
-                progress=progress,
-            )
+            soft_targets = _open_soft_targets(job, ensemble, dataset, progress)
         context.barrier()
-        soft_targets = SoftTargetCache.build(
-            job.soft_target_dir, ensemble, dataset, job.settings, views, cfg.seed, progress=False
-        )
+        if not context.is_main:
+            soft_targets = _open_soft_targets(job, ensemble, dataset, progress=False)
     taps = get_spec(job.model_name).taps if criterion.feature_loss is not None else {}
     return _Setup(
         network,
@@ -312,17 +303,23 @@ def _check_soft_target_settings(job: TrainJob) -> None:
         raise ConfigError("distill.augmented_views needs train.augment: true")
 
 
-def build_soft_targets(job: TrainJob, progress: bool = True) -> SoftTargetCache:
-    """Build (or open) a job's soft-target cache in this process, before its students train."""
-    _check_soft_target_settings(job)
+def _open_soft_targets(
+    job: TrainJob, ensemble: TeacherEnsemble, dataset: SliceDataset, progress: bool
+) -> SoftTargetCache:
+    """The job's soft-target cache over ``dataset``, built first if absent or stale."""
     cfg = job.train
-    ensemble = TeacherEnsemble(job.teachers, job.loss.feature > 0)
-    augment = training_augmentation(cfg.seed) if cfg.augment else None
     views = job.augmented_views if cfg.augment else 0
-    dataset = SliceDataset(job.train_volumes, augment)
     return SoftTargetCache.build(
         job.soft_target_dir, ensemble, dataset, job.settings, views, cfg.seed, progress=progress
     )
+
+
+def build_soft_targets(job: TrainJob, progress: bool = True) -> SoftTargetCache:
+    """Build (or open) a job's soft-target cache in this process, before its students train."""
+    _check_soft_target_settings(job)
+    augment = training_augmentation(job.train.seed) if job.train.augment else None
+    ensemble = TeacherEnsemble(job.teachers, job.loss.feature > 0)
+    return _open_soft_targets(job, ensemble, SliceDataset(job.train_volumes, augment), progress)
 
 
 def _parallelise(setup: _Setup, context: Context) -> None:
@@ -376,7 +373,10 @@ def _step_loss(
     ):
         logits = setup.model(images)
     logits = logits.float()
-    parts = setup.criterion.supervised_parts(context.gather(logits), context.gather(labels))
+    sizes = context.shard_sizes(len(batch))
+    parts = setup.criterion.supervised_parts(
+        context.gather(logits, sizes), context.gather(labels, sizes)
+    )
     share = len(mine) * context.world_size / len(batch)
     teacher_logits, teacher_features = None, None
     if setup.soft_targets is not None:
@@ -520,6 +520,16 @@ def _write_summary(
     return summary
 
 
+def refuse_existing_checkpoint(run_dir: Path, resume: bool) -> None:
+    """A run folder that holds a checkpoint is continued only on request.
+
+    Raises:
+        ProkdError: ``run_dir`` holds ``last.pt`` and ``resume`` is false.
+    """
+    if (Path(run_dir) / LAST).exists() and not resume:
+        raise ProkdError(f"{run_dir}: already holds a checkpoint; use --resume or a new --out")
+
+
 def run_training(
     job: TrainJob, resume: bool = False, progress: bool = True, context: Context = ONE_PROCESS
 ) -> dict[str, Any]:
@@ -537,8 +547,7 @@ def run_training(
     """
     cfg = job.train
     last = job.run_dir / LAST
-    if last.exists() and not resume:  # before any expensive set-up (soft targets)
-        raise ProkdError(f"{job.run_dir}: already holds a checkpoint; use --resume or a new --out")
+    refuse_existing_checkpoint(job.run_dir, resume)  # before any expensive set-up
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     setup = _set_up(job, progress, context)

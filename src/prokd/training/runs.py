@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import yaml
 from tqdm import tqdm
 
 from prokd.data.cache import PreprocessCache, PreprocessedVolume
@@ -107,6 +108,12 @@ def environment() -> dict[str, Any]:
         "packages": versions,
         "argv": sys.argv,
     }
+
+
+def saved_config_differs(run_dir: Path, config: Config) -> bool:
+    """Whether ``run_dir`` holds a ``config.yaml`` other than ``config`` (resolved)."""
+    saved = Path(run_dir) / "config.yaml"
+    return saved.exists() and yaml.safe_load(saved.read_text()) != config.to_dict()
 
 
 def write_run_metadata(run_dir: Path, config: Config, data: PreparedData) -> None:

@@ -5,16 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from prokd.errors import ConfigError, ProkdError
 from prokd.inference.trained import load_trained_model
 from prokd.io_atomic import remove_stale_temporaries
 from prokd.training.checkpoints import LAST
 from prokd.training.config import Config
 from prokd.training.distributed import Context
-from prokd.training.loop import ONE_PROCESS, TrainJob, run_training, validation_dice
-from prokd.training.runs import prepare_data, write_run_metadata
+from prokd.training.loop import (
+    ONE_PROCESS,
+    TrainJob,
+    refuse_existing_checkpoint,
+    run_training,
+    validation_dice,
+)
+from prokd.training.runs import prepare_data, saved_config_differs, write_run_metadata
 
 
 def check_run_folder(out: Path, config: Config, resume: bool) -> None:
@@ -25,16 +29,13 @@ def check_run_folder(out: Path, config: Config, resume: bool) -> None:
             asked for a folder without a checkpoint.
         ConfigError: resuming with a config other than the one the run was started with.
     """
-    last = out / LAST
-    if last.exists() and not resume:
-        raise ProkdError(f"{out}: already holds a checkpoint; use --resume or a new --out")
-    if resume and not last.exists():
+    refuse_existing_checkpoint(out, resume)
+    if resume and not (out / LAST).exists():
         raise ProkdError(f"{out}: nothing to resume (no {LAST}); drop --resume to start")
-    saved = out / "config.yaml"
-    if resume and saved.exists() and yaml.safe_load(saved.read_text()) != config.to_dict():
+    if resume and saved_config_differs(out, config):
         raise ConfigError(
-            f"{saved}: the run was started with another config; resume with the same config "
-            "or train into a new --out"
+            f"{out / 'config.yaml'}: the run was started with another config; resume with the "
+            "same config or train into a new --out"
         )
 
 
