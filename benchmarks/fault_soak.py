@@ -21,10 +21,9 @@ import time
 from pathlib import Path
 
 import yaml
-from results_files import write_results
 
 from prokd.evaluation.bench import cpu_model
-from prokd.io_atomic import TEMP_PREFIX
+from prokd.io_atomic import TEMP_PREFIX, write_json_and_markdown
 
 CONFIG = {
     "preprocess": {"size": 32, "fov_mm": 128.0},
@@ -125,7 +124,8 @@ def main() -> None:
         + ", ".join(f"{k['after_s']}" for k in kills if k["killed"])
         + ".",
     ]
-    write_results(args.out, result, lines)
+    write_json_and_markdown(args.out, result, "\n".join(lines))
+    print("\n".join(lines))
     if not equal or temporaries:
         raise SystemExit(1)
 

@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 import torch
-from results_files import write_results
 
 from prokd.evaluation.bench import cpu_model
 from prokd.inference.trained import load_trained_model, model_payload
+from prokd.io_atomic import write_json_and_markdown
 from prokd.models import build_model
 from prokd.training.checkpoints import save_checkpoint
 from prokd.training.config import config_from_dict
@@ -144,7 +144,8 @@ def main() -> None:
             f"| {r['teachers']} | {r['augment']} | {r['soft_target_cache']} | {r['views']} | "
             f"{r['epoch_seconds']:.1f} | {r['ratio_to_nokd']:.2f} | {build} |"
         )
-    write_results(args.out, result, lines)
+    write_json_and_markdown(args.out, result, "\n".join(lines))
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

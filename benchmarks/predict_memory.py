@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
-from results_files import write_results
 
 from prokd.data.preprocess import PreprocessSettings
 from prokd.evaluation.bench import cpu_model
 from prokd.inference.export import export_model
 from prokd.inference.trained import load_trained_model, model_payload
+from prokd.io_atomic import write_json_and_markdown
 from prokd.models import build_model
 from prokd.training.checkpoints import save_checkpoint
 
@@ -94,7 +94,8 @@ def main() -> None:
         f"{r['peak_rss_mb'] < TARGET_MB} |"
         for r in rows
     ]
-    write_results(args.out, result, lines)
+    write_json_and_markdown(args.out, result, "\n".join(lines))
+    print("\n".join(lines))
 
 
 # Runs one command and prints [peak RSS MB of that child, wall seconds] as JSON.

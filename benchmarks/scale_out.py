@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 import yaml
-from results_files import write_results
 
 from prokd.evaluation.bench import cpu_model
+from prokd.io_atomic import write_json_and_markdown
 
 EXPERIMENT = {
     "preprocess": {"size": 128, "fov_mm": 128.0},
@@ -185,7 +185,8 @@ def main() -> None:
     ]
     for row in rows:
         lines.append("- " + ", ".join(f"{k}: {_fmt(v)}" for k, v in row.items()))
-    write_results(args.out, result, lines)
+    write_json_and_markdown(args.out, result, "\n".join(lines))
+    print("\n".join(lines))
 
 
 def _fmt(value: object) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from prokd.errors import DataError
 
@@ -66,3 +68,16 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         raise DataError(target, f"cannot write ({err.strerror or err})") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_json_and_markdown(
+    stem: str | Path, result: dict[str, Any], markdown: str
+) -> tuple[Path, Path]:
+    """``<stem>.json`` (the result) and ``<stem>.md`` (its page), each written atomically."""
+    stem = Path(stem)
+    json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(result, indent=1))
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(markdown.rstrip("\n") + "\n")
+    return json_path, md_path

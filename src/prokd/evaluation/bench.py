@@ -10,7 +10,6 @@ takes; an ``.onnx`` file has no torch timings.
 
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import tempfile
@@ -25,7 +24,7 @@ import torch
 
 from prokd.errors import ProkdError
 from prokd.inference.model_files import load_model_file, onnx_session
-from prokd.io_atomic import atomic_path
+from prokd.io_atomic import write_json_and_markdown
 from prokd.models import MODELS, build_model
 from prokd.models.profile import FLOP_CONVENTION, count_flops, count_parameters
 
@@ -257,10 +256,4 @@ def bench_table(result: dict[str, Any]) -> str:
 
 def write_bench(result: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
     """``<out>.json`` and ``<out>.md``, written atomically."""
-    out = Path(out)
-    json_path, md_path = out.with_suffix(".json"), out.with_suffix(".md")
-    with atomic_path(json_path) as tmp:
-        tmp.write_text(json.dumps(result, indent=1))
-    with atomic_path(md_path) as tmp:
-        tmp.write_text(bench_table(result) + "\n")
-    return json_path, md_path
+    return write_json_and_markdown(out, result, bench_table(result))
