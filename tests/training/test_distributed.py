@@ -149,11 +149,13 @@ def test_two_ranks_match_one_process_and_stay_identical(case, tmp_path):
         network.load_state_dict(_weights(run))
         outputs.append(torch.softmax(network.eval()(image), 1).detach())
     torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=2e-4)
-    # Weights agree to what AdamW's step size allows: a conv bias ahead of instance norm has
-    # no true gradient, so float noise steers its (lr-sized) steps in either process.
+    # Weights agree to float tolerance; biases only to what AdamW's step size allows: a conv
+    # bias ahead of instance norm has no true gradient, so float noise steers its (lr-sized)
+    # steps in either process.
     steps, lr = 6, single.train.lr
     for key, value in _weights(one).items():
-        torch.testing.assert_close(_weights(two)[key], value, rtol=0, atol=steps * lr, msg=key)
+        atol = steps * lr if key.endswith(".bias") else 1e-4
+        torch.testing.assert_close(_weights(two)[key], value, rtol=0, atol=atol, msg=key)
     summary = json.loads((two / "train_summary.json").read_text())
     assert summary["world_size"] == 2
     written = sorted(p.name for p in two.iterdir() if not p.name.startswith("steps-"))
