@@ -43,6 +43,15 @@ def ball_case(shape=(6, 16, 16), radius=5.0, seed=0) -> tuple[np.ndarray, np.nda
     return image, mask
 
 
+def tiny_phantom(folder: Path, sites: int, cases_per_site: int, seed: int) -> Path:
+    """A small synthetic benchmark in the six-site layout under ``folder``."""
+    from prokd.data.phantom import write_phantom
+
+    root = folder / "six-site"
+    write_phantom(root, sites=sites, cases_per_site=cases_per_site, seed=seed)
+    return root
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The read-only real data folder; skips the test when it is not beside the project."""

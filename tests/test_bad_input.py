@@ -67,6 +67,10 @@ def _config(w: Path, text: str) -> Path:
     return w / "c.yaml"
 
 
+def _train(w: Path, config_text: str) -> list[str]:
+    return ["train", str(_config(w, config_text)), "--out", str(w / "r")]
+
+
 def _predict(model: Path, source: Path, w: Path, out: str = "out.nii.gz") -> list[str]:
     return ["predict", str(model), str(source), str(w / out)]
 
@@ -242,23 +246,23 @@ CASES: dict[str, tuple[Case, str]] = {
     ),
     # train
     "bad YAML syntax": (
-        lambda w, a: ["train", str(_config(w, "train: [1,\n")), "--out", str(w / "r")],
+        lambda w, a: _train(w, "train: [1,\n"),
         "c.yaml: invalid YAML (line 2)",
     ),
     "wrong type": (
-        lambda w, a: ["train", str(_config(w, "train:\n  epochs: ten\n")), "--out", str(w / "r")],
+        lambda w, a: _train(w, "train:\n  epochs: ten\n"),
         "c.yaml: train.epochs: expected an integer",
     ),
     "unknown key": (
-        lambda w, a: ["train", str(_config(w, "train:\n  epoch: 3\n")), "--out", str(w / "r")],
+        lambda w, a: _train(w, "train:\n  epoch: 3\n"),
         "c.yaml: train.epoch: unknown key",
     ),
     "unknown model name": (
-        lambda w, a: ["train", str(_config(w, "model: resnet\n")), "--out", str(w / "r")],
+        lambda w, a: _train(w, "model: resnet\n"),
         "c.yaml: model: unknown model",
     ),
     "config is not a mapping": (
-        lambda w, a: ["train", str(_config(w, "- 1\n")), "--out", str(w / "r")],
+        lambda w, a: _train(w, "- 1\n"),
         "c.yaml: config: expected a mapping",
     ),
     "missing config file": (
@@ -266,7 +270,7 @@ CASES: dict[str, tuple[Case, str]] = {
         "none.yaml: config file not found",
     ),
     "no data folder": (
-        lambda w, a: ["train", str(_config(w, "model: unet-w4\n")), "--out", str(w / "r")],
+        lambda w, a: _train(w, "model: unet-w4\n"),
         "data.root is not set",
     ),
     "teacher trained with other preprocessing": (

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from prokd.cli import main
-from prokd.data.phantom import write_phantom
 from prokd.errors import ConfigError, DataWarning
 from prokd.evaluation.report import build_report
 from prokd.training.config import load_config, save_config
 from prokd.training.experiment import run_experiment
+from tests.conftest import tiny_phantom
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = {
@@ -25,9 +25,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory):
-    root = tmp_path_factory.mktemp("phantom") / "six-site"
-    write_phantom(root, sites=2, cases_per_site=2, seed=1)
-    return root
+    return tiny_phantom(tmp_path_factory.mktemp("phantom"), sites=2, cases_per_site=2, seed=1)
 
 
 def _tiny(config, tmp_path, **experiment):
@@ -115,8 +113,7 @@ def test_experiment_with_validation_selects_on_validation(tmp_path_factory, tmp_
     """3 cases per site: train, validation and test. Checkpoints, early stopping, the
     `validation` strategy and the reported strategy all use validation Dice only; every
     limit-trained teacher saw its own subset and nothing else."""
-    data = tmp_path_factory.mktemp("phantom3") / "six-site"
-    write_phantom(data, sites=2, cases_per_site=3, seed=4)
+    data = tiny_phantom(tmp_path_factory.mktemp("phantom3"), sites=2, cases_per_site=3, seed=4)
     config = _tiny_demo(tmp_path).replace(
         split={"val_fraction": 0.34, "test_fraction": 0.34},
         train={"epochs": 3, "patience": 1},

@@ -2,10 +2,10 @@
 
 import pytest
 
-from prokd.data.phantom import write_phantom
 from prokd.errors import ConfigError, ProkdError
 from prokd.training.config import config_from_dict
 from prokd.training.single_run import train_single
+from tests.conftest import tiny_phantom
 from tests.training.test_experiment import TINY as EXPERIMENT_TINY
 
 TINY = {
@@ -17,9 +17,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("phantom") / "six-site"
-    write_phantom(root, sites=1, cases_per_site=2, seed=2)
-    return root
+    return tiny_phantom(tmp_path_factory.mktemp("phantom"), sites=1, cases_per_site=2, seed=2)
 
 
 def _config(data, tmp_path, **train):
