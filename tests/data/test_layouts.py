@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from prokd.data.layouts import detect_layout, find_cases
+from prokd.data.layouts import detect_layout, find_cases, unlabelled_cases
 from prokd.errors import DataError
 from tests.conftest import write
 
@@ -126,3 +126,32 @@ def test_unknown_layout_and_missing_folder(tmp_path):
 def test_forced_layout_without_cases(tmp_path):
     with pytest.raises(DataError, match="no cases found for layout 'promise12'"):
         find_cases(tmp_path, "promise12")
+
+
+def test_unlabelled_cases_of_a_plain_folder_skip_masks(tmp_path):
+    volume = np.zeros((2, 4, 4), np.float32)
+    for name in ("a.nii.gz", "sub/b.mha", "sub/b_mask.nii.gz", "labelsTr/c.nii.gz"):
+        write(tmp_path / "scans" / name, volume)
+    cases = unlabelled_cases(tmp_path / "scans")
+    assert [(c.case_id, c.site, c.masks) for c in cases] == [
+        ("scans/a", "scans", ()),
+        ("scans/sub/b", "scans", ()),
+    ]
+    assert not any(c.labelled for c in cases)
+    with pytest.raises(DataError, match="no image volumes"):
+        unlabelled_cases(tmp_path / "scans" / "labelsTr")
+    with pytest.raises(DataError, match="folder not found"):
+        unlabelled_cases(tmp_path / "missing")
+
+
+def test_unlabelled_cases_of_a_known_layout_drop_its_masks(tmp_path):
+    volume = np.zeros((2, 4, 4), np.float32)
+    for site in ("S1", "S2"):
+        write(tmp_path / "six" / site / "Case00.nii.gz", volume)
+        write(tmp_path / "six" / site / "Case00_segmentation.nii.gz", volume.astype(np.uint8))
+    cases = unlabelled_cases(tmp_path / "six")
+    assert [(c.case_id, c.site) for c in cases] == [
+        ("six/S1/Case00", "S1"),
+        ("six/S2/Case00", "S2"),
+    ]
+    assert all(c.masks == () for c in cases)

@@ -3,7 +3,14 @@ from pathlib import Path
 import pytest
 
 from prokd.data.layouts import Case
-from prokd.data.splits import Split, leave_one_site_out, limit_trained_subsets, split_by_site
+from prokd.data.splits import (
+    Split,
+    held_out_site,
+    hold_back_labels,
+    leave_one_site_out,
+    limit_trained_subsets,
+    split_by_site,
+)
 from prokd.errors import ConfigError
 
 
@@ -100,3 +107,38 @@ def test_limit_trained_subset_errors(kwargs, word):
     cases = _cases()
     with pytest.raises(ConfigError, match=word):
         limit_trained_subsets(cases, tuple(c.case_id for c in cases), **kwargs)
+
+
+def test_hold_back_labels_keeps_n_patients_per_site_and_moves_the_rest():
+    cases = _cases(per_site=8)
+    cases += [Case("A/p1", "A", Path("x"), (Path("y"),), group="P")]
+    cases += [Case("A/p2", "A", Path("x"), (Path("y"),), group="P")]
+    split = split_by_site(cases, 0.2, 0.2, seed=0)
+    small = hold_back_labels(cases, split, 2, seed=0)
+    assert (small.val, small.test) == (split.val, split.test)
+    assert set(small.train) | set(small.unlabelled) == set(split.train)
+    assert not set(small.train) & set(small.unlabelled)
+    patient = {c.case_id: c.patient for c in cases}
+    for site in "ABC":
+        kept = {patient[i] for i in small.train if i.startswith(site)}
+        assert len(kept) == 2
+    # a patient's cases are labelled together or held back together
+    assert ({"A/p1", "A/p2"} <= set(small.train)) or not ({"A/p1", "A/p2"} & set(small.train))
+    assert hold_back_labels(cases, split, 2, seed=0) == small
+    assert hold_back_labels(cases, split, 100, seed=0).unlabelled == ()
+    with pytest.raises(ConfigError, match="labelled_per_site"):
+        hold_back_labels(cases, split, 0)
+
+
+def test_held_out_site_tests_on_that_site_only():
+    cases = _cases()
+    split = held_out_site(cases, "B", 0.2, seed=0)
+    assert set(split.test) == {c.case_id for c in cases if c.site == "B"}
+    assert not any(i.startswith("B/") for i in split.train + split.val)
+    with pytest.raises(ConfigError, match="unknown site 'Z'"):
+        held_out_site(cases, "Z")
+
+
+def test_split_with_unlabelled_part_round_trips(tmp_path):
+    split = Split(("a",), ("b",), ("c",), ("d", "e"))
+    assert Split.load(split.save(tmp_path / "s.json")) == split

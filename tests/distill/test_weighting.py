@@ -68,3 +68,22 @@ def test_unknown_or_incomplete_strategy():
         build_weighting("oracle")
     with pytest.raises(ConfigError, match="needs the teachers' validation Dice"):
         build_weighting("validation")
+
+
+def test_label_aware_weighs_unlabelled_slices_uniformly():
+    torch.manual_seed(0)
+    logits = [torch.randn(3, 2, 4, 4) for _ in range(2)]
+    labels = torch.randint(0, 2, (3, 1, 4, 4))
+    labelled = torch.tensor([True, False, True])
+    weights = build_weighting("label-aware", temperature=0.5)(logits, labels, labelled)
+    full = build_weighting("label-aware", temperature=0.5)(logits, labels)
+    assert torch.equal(weights[labelled], full[labelled])
+    assert torch.equal(weights[1], torch.full_like(weights[1], 0.5))
+
+
+def test_build_weighting_takes_the_configured_temperature():
+    assert build_weighting("confidence", temperature=0.3).temperature == 0.3
+    assert build_weighting("label-aware").temperature == 1.0
+    sharp = build_weighting("validation", [0.8, 0.7], temperature=0.01).weights
+    soft = build_weighting("validation", [0.8, 0.7], temperature=1.0).weights
+    assert sharp[0] > soft[0] > 0.5

@@ -118,3 +118,30 @@ def test_fractional_weights_mix_probabilities_not_logits():
     assert float(mixed.parts["kl"]) == pytest.approx(float(expected), rel=1e-9)
     logit_mix = kl_distillation(student, ((0.3 * a + 0.7 * b) / 2.0).softmax(1), 2.0)
     assert abs(float(mixed.parts["kl"]) - float(logit_mix)) > 1e-3
+
+
+def test_unlabelled_slices_add_no_gradient_through_dice_or_lovasz():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 2, 8, 8, requires_grad=True)
+    labels = (torch.rand(4, 1, 8, 8) > 0.5).long()
+    labelled = torch.tensor([True, False, True, False])
+    loss = CompositeLoss()
+    parts = loss.supervised_parts(logits, labels, labelled)
+    total = parts["dice"] + parts["lovasz"]
+    total.backward()
+    assert torch.count_nonzero(logits.grad[~labelled]) == 0
+    assert torch.count_nonzero(logits.grad[labelled]) > 0
+    # The terms equal those of the labelled slices alone.
+    alone = loss.supervised_parts(logits.detach()[labelled], labels[labelled])
+    for key in ("dice", "lovasz"):
+        torch.testing.assert_close(parts[key].detach(), alone[key])
+    # Labels of unlabelled slices are never read: changing them changes nothing.
+    changed = labels.clone()
+    changed[~labelled] = 1 - changed[~labelled]
+    again = loss.supervised_parts(logits.detach(), changed, labelled)
+    assert all(torch.equal(again[k], parts[k].detach()) for k in ("dice", "lovasz"))
+    # A batch of unlabelled slices only: zero terms, zero gradient.
+    logits.grad = None
+    none = loss.supervised_parts(logits, labels, torch.zeros(4, dtype=torch.bool))
+    (none["dice"] + none["lovasz"]).backward()
+    assert float(none["dice"]) == 0 and torch.count_nonzero(logits.grad) == 0

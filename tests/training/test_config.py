@@ -111,3 +111,24 @@ def test_cli_prints_an_ignored_key_as_one_warning_line(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert err[0] == f"prokd train: warning: {path}: experiment.student is ignored by this command"
     assert "data.root is not set" in err[1]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"train": {"unlabelled_share": 1.0}}, "train.unlabelled_share: must be in"),
+        ({"split": {"labelled_per_site": -1}}, "split.labelled_per_site: must be >= 0"),
+        ({"distill": {"confidence_temperature": 0}}, "distill.confidence_temperature: must be"),
+        ({"data": {"unlabelled": "scans"}}, "data.unlabelled: expected a list"),
+    ],
+)
+def test_small_data_keys_are_checked(values, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(values)
+
+
+def test_strategy_temperatures_come_from_the_config():
+    distill = config_from_dict({"distill": {"label_aware_temperature": 0.5}}).distill
+    assert distill.temperature("label-aware") == 0.5
+    assert distill.temperature("confidence") == 0.1
+    assert distill.temperature("uniform") is None

@@ -9,11 +9,12 @@ import prokd.training.loop as train_module
 from prokd.data.cache import PreprocessedVolume
 from prokd.data.io import Geometry
 from prokd.data.preprocess import PreprocessSettings
+from prokd.data.slices import SliceDataset
 from prokd.errors import ConfigError, ProkdError
 from prokd.inference.trained import BEST, load_trained_model
 from prokd.training.checkpoints import LAST
 from prokd.training.config import config_from_dict
-from prokd.training.loop import TrainJob, run_training, sample_slices
+from prokd.training.loop import TrainJob, batch_order, run_training, sample_slices
 
 SETTINGS = PreprocessSettings(size=32, fov_mm=32.0)
 GRID = Geometry((32, 32, 4), (1.0, 1.0, 3.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
@@ -216,3 +217,55 @@ def test_teacher_with_other_preprocessing_is_refused(tmp_path):
     other.settings = PreprocessSettings(size=32, fov_mm=64.0)
     with pytest.raises(ConfigError, match=r"t.pt: teacher preprocessing differs .*fov_mm"):
         _job(tmp_path / "s", teachers=[other])
+
+
+def test_batch_order_puts_the_unlabelled_share_in_every_batch():
+    volumes = [_volume(i) for i in range(3)] + [_volume(5).without_mask() for _ in range(2)]
+    dataset = SliceDataset(volumes)
+    labelled = dataset.labelled()
+    assert labelled.sum() == 12 and (~labelled).sum() == 8
+    order = batch_order(dataset, 22, 8, 0.5, 0.25, np.random.default_rng(0))
+    batches = [order[i : i + 8] for i in range(0, 22, 8)]
+    assert [int((~labelled[b]).sum()) for b in batches] == [2, 2, 2]  # round(6 * 0.25) = 2
+    assert len(order) == 22
+    # Without unlabelled volumes, or with share 0, only labelled slices are drawn.
+    no_share = batch_order(dataset, 16, 8, 0.5, 0.0, np.random.default_rng(0))
+    assert labelled[no_share].all()
+    plain = SliceDataset(volumes[:3])
+    rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
+    assert np.array_equal(
+        batch_order(plain, 10, 4, 0.6, 0.5, rng_a),
+        sample_slices(plain.has_gland(), 10, 0.6, rng_b),
+    )
+
+
+def test_unlabelled_volumes_reach_distilled_students_only(tmp_path):
+    run_training(_job(tmp_path / "teacher", epochs=1, model="unet-w8"), progress=False)
+    teachers = [load_trained_model(tmp_path / "teacher")]
+    config = config_from_dict({"preprocess": {"size": 32, "fov_mm": 32.0}})
+    unlabelled = [_volume(7).without_mask()]
+    alone = TrainJob.from_config(
+        config, tmp_path / "a", [_volume(0)], [], unlabelled_volumes=unlabelled
+    )
+    assert alone.unlabelled_volumes == []
+
+    def student(name, volumes):
+        job = TrainJob.from_config(
+            config.replace(train={"epochs": 1, "batch_size": 4, "slices_per_epoch": 8}),
+            tmp_path / name,
+            [_volume(0)],
+            [_volume(10)],
+            teachers=teachers,
+            weighting="label-aware",
+            unlabelled_volumes=volumes,
+        )
+        return run_training(job, progress=False)
+
+    summary = student("s", unlabelled)
+    assert summary["unlabelled_cases"] == ["c7"] and summary["train_slices"] == 8
+    # Whatever mask an unlabelled volume carries is never read: training is the same.
+    garbage = [replace(unlabelled[0], mask=np.ones_like(unlabelled[0].mask))]
+    student("g", garbage)
+    weights = [torch.load(tmp_path / n / BEST, weights_only=False)["state_dict"] for n in "sg"]
+    for key, value in weights[0].items():
+        assert torch.equal(value, weights[1][key]), key

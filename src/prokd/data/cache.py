@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +21,21 @@ CACHE_FORMAT = 2  # bump when the stored arrays or the preprocessing code change
 
 @dataclass
 class PreprocessedVolume:
-    """A case on its slice grid: normalised image and mask, (z, size, size)."""
+    """A case on its slice grid: normalised image and mask, (z, size, size).
+
+    An unlabelled volume (``labelled`` false) carries an all-zero mask that no loss reads.
+    """
 
     case_id: str
     site: str
     image: np.ndarray
     mask: np.ndarray
     grid: Geometry
+    labelled: bool = True
+
+    def without_mask(self) -> PreprocessedVolume:
+        """The same volume used as unlabelled data: its mask zeroed and never read."""
+        return replace(self, mask=np.zeros_like(self.mask), labelled=False)
 
     @property
     def gland_slices(self) -> np.ndarray:
@@ -50,7 +58,7 @@ def case_fingerprint(case: Case, settings: PreprocessSettings) -> str:
     """SHA-256 over the bytes of the image and reference mask files, channel and settings."""
     digest = hashlib.sha256()
     digest.update(f"{CACHE_FORMAT}|{case.image_channel}|{settings.fingerprint()}".encode())
-    for path in (case.image, case.masks[0]):
+    for path in (case.image, *case.masks[:1]):
         for data_file in _data_files(Path(path)):
             file_sha256(data_file, digest)
     return digest.hexdigest()
@@ -79,7 +87,10 @@ class PreprocessCache:
         path = self.path_for(case, settings)
         if not path.exists():
             loaded = load_case(case)
-            image, mask, grid = preprocess_volume(loaded.image, loaded.mask, settings)
+            reference = loaded.mask if case.labelled else None
+            image, mask, grid = preprocess_volume(loaded.image, reference, settings)
+            if mask is None:
+                mask = np.zeros(image.shape, dtype=np.uint8)
             with atomic_path(path) as tmp:
                 np.savez(
                     tmp,
@@ -99,4 +110,6 @@ class PreprocessCache:
                 tuple(float(v) for v in entry["origin"]),
                 tuple(float(v) for v in entry["direction"]),
             )
-            return PreprocessedVolume(case.case_id, case.site, entry["image"], entry["mask"], grid)
+            return PreprocessedVolume(
+                case.case_id, case.site, entry["image"], entry["mask"], grid, case.labelled
+            )

@@ -18,13 +18,14 @@ from prokd.errors import DataError
 
 @dataclass(frozen=True)
 class Case:
-    """One labelled 3D volume of a dataset.
+    """One 3D volume of a dataset, labelled (with masks) or not.
 
     Attributes:
         case_id: unique within the dataset (``SITE/CaseNN`` where names repeat across sites).
         site: acquisition site (centre or scanner) the case comes from.
         image: path to the T2w image.
         masks: expert masks; the first is the reference, any others are further readers.
+            Empty for an unlabelled volume.
         image_channel: channel of a 4D image that holds T2 (``None`` for 3D images).
         allowed_labels: label values the masks may contain.
         group: patient key; cases of one group always land in the same split.
@@ -42,6 +43,11 @@ class Case:
     def patient(self) -> str:
         """Grouping key for splits (the case id unless a group is set)."""
         return self.group or self.case_id
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the case has a reference mask."""
+        return bool(self.masks)
 
 
 @dataclass(frozen=True)
@@ -252,3 +258,63 @@ def find_cases(root: str | Path, layout: str | None = None) -> tuple[str, list[C
     if len(set(ids)) != len(ids):
         raise DataError(root, "duplicate case ids in the dataset")
     return layout, cases
+
+
+# --- unlabelled volumes: a known layout read without masks, or a plain folder ---------------
+
+# Names that mark a label volume in the known layouts, and prokd's own outputs.
+MASK_MARKERS = ("_segmentation", "_probabilities", "_anatomy_reader", "_label", "_mask")
+
+
+def is_image_file(path: Path) -> bool:
+    """A volume file that is not a mask: no mask marker in its name, not under ``labels*``."""
+    if not (path.is_file() and is_volume_file(path)):
+        return False
+    stem = volume_stem(path).lower()
+    in_labels = any(part.lower().startswith("labels") for part in path.parent.parts)
+    return not in_labels and not any(marker in stem for marker in MASK_MARKERS)
+
+
+def image_volumes(folder: str | Path) -> list[tuple[Path, int | None]]:
+    """The image volumes of a folder as (path, T2 channel) pairs.
+
+    A folder in a known layout gives its cases' images (the T2 channel of 4D MSD images);
+    any other folder is searched recursively for volume files, skipping files named like
+    masks (``*_segmentation``, ``*_mask``, ``labels*/`` ...).
+
+    Raises:
+        DataError: the folder is missing, or holds no image volume.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "folder not found")
+    if detected_layout(folder):
+        _, cases = find_cases(folder)
+        found = [(case.image, case.image_channel) for case in cases]
+    else:
+        found = [(p, None) for p in sorted(folder.rglob("*")) if is_image_file(p)]
+    if not found:
+        raise DataError(folder, "no image volumes found (mask files are skipped)")
+    return found
+
+
+def unlabelled_cases(folder: str | Path) -> list[Case]:
+    """Every image volume of ``folder`` as an unlabelled case (its masks, if any, unused).
+
+    Case ids are ``<folder name>/<case id in the layout>`` for a known layout (whose sites
+    are kept), and ``<folder name>/<path inside the folder>`` for a plain folder (whose site
+    is the folder's name). Each volume is its own patient.
+
+    Raises:
+        DataError: the folder is missing, or holds no image volume.
+    """
+    folder = Path(folder)
+    name = folder.resolve().name
+    if folder.is_dir() and detected_layout(folder):
+        _, cases = find_cases(folder)
+        return [Case(f"{name}/{c.case_id}", c.site, c.image, (), c.image_channel) for c in cases]
+    cases = []
+    for path, channel in image_volumes(folder):
+        inner = path.resolve().relative_to(folder.resolve())
+        cases.append(Case(f"{name}/{inner.parent / volume_stem(path)}", name, path, (), channel))
+    return cases

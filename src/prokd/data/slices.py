@@ -81,6 +81,11 @@ class SliceDataset(Dataset):
             self.augment.set_random_state(seed)
         return self[index]
 
+    def labelled(self) -> np.ndarray:
+        """Boolean per item: does the slice come from a labelled volume?"""
+        flags = [np.full(len(vol.image), vol.labelled) for vol in self.volumes]
+        return np.concatenate(flags) if flags else np.zeros(0, dtype=bool)
+
     def has_gland(self) -> np.ndarray:
         """Boolean per item: does the slice contain gland (for foreground-aware sampling)."""
         flags = [vol.gland_slices for vol in self.volumes]

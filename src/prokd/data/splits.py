@@ -1,4 +1,5 @@
-"""Case-level splits: per-site train/val/test, leave-one-site-out, limit-trained subsets.
+"""Case-level splits: per-site train/val/test, leave-one-site-out, labels held back,
+limit-trained subsets.
 
 Splits are made by patient (``Case.patient``), never by slice, and are seeded.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,16 @@ from prokd.io_atomic import atomic_path
 
 @dataclass(frozen=True)
 class Split:
-    """Case ids of each part; the parts are disjoint."""
+    """Case ids of each part; the parts are disjoint.
+
+    ``unlabelled`` holds training cases whose labels are held back: students read them as
+    unlabelled volumes, and no model ever sees their masks.
+    """
 
     train: tuple[str, ...]
     val: tuple[str, ...]
     test: tuple[str, ...]
+    unlabelled: tuple[str, ...] = ()
 
     def save(self, path: str | Path) -> Path:
         """Write the split as JSON (atomically)."""
@@ -38,7 +44,12 @@ class Split:
         """Read a split written by :meth:`save`."""
         try:
             data = json.loads(Path(path).read_text())
-            return cls(tuple(data["train"]), tuple(data["val"]), tuple(data["test"]))
+            return cls(
+                tuple(data["train"]),
+                tuple(data["val"]),
+                tuple(data["test"]),
+                tuple(data.get("unlabelled", ())),
+            )
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
             raise DataError(path, f"not a valid split file ({err})") from None
 
@@ -104,6 +115,39 @@ def leave_one_site_out(
         test = tuple(sorted(c.case_id for c in cases if c.site == site))
         splits[site] = Split(inner.train, inner.val, test)
     return splits
+
+
+def held_out_site(cases: list[Case], site: str, val_fraction: float = 0.2, seed: int = 0) -> Split:
+    """The leave-one-site-out split that tests on ``site``.
+
+    Raises:
+        ConfigError: no case comes from ``site``.
+    """
+    sites = sorted({c.site for c in cases})
+    if site not in sites:
+        raise ConfigError(f"split.test_site: unknown site {site!r} (sites: {', '.join(sites)})")
+    return leave_one_site_out(cases, val_fraction, seed)[site]
+
+
+def hold_back_labels(cases: list[Case], split: Split, per_site: int, seed: int = 0) -> Split:
+    """Keep the labels of ``per_site`` training patients per site; hold back the others'.
+
+    The held-back cases move from ``train`` to ``unlabelled``. A site with ``per_site`` or
+    fewer training patients keeps them all.
+
+    Raises:
+        ConfigError: ``per_site`` below 1.
+    """
+    if per_site < 1:
+        raise ConfigError(f"split.labelled_per_site: must be at least 1, got {per_site}")
+    train = [c for c in cases if c.case_id in set(split.train)]
+    keep: list[str] = []
+    for site in sorted({c.site for c in train}):
+        groups = _groups([c for c in train if c.site == site])
+        order = _shuffled(sorted(groups), seed, f"labelled:{site}")
+        keep.extend(cid for key in order[:per_site] for cid in groups[key])
+    held = tuple(sorted(set(split.train) - set(keep)))
+    return replace(split, train=tuple(sorted(keep)), unlabelled=held)
 
 
 def limit_trained_subsets(

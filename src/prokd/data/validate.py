@@ -15,7 +15,9 @@ from prokd.errors import DataError
 
 @dataclass
 class LoadedCase:
-    """A validated case: the T2 image and whole-gland masks (uint8 0/1) on the image grid."""
+    """A validated case: the T2 image and whole-gland masks (uint8 0/1) on the image grid.
+
+    An unlabelled case has no masks."""
 
     case: Case
     image: sitk.Image
@@ -24,7 +26,13 @@ class LoadedCase:
 
     @property
     def mask(self) -> sitk.Image:
-        """The reference (first reader's) whole-gland mask."""
+        """The reference (first reader's) whole-gland mask.
+
+        Raises:
+            DataError: the case is unlabelled.
+        """
+        if not self.masks:
+            raise DataError(self.case.image, "no mask for this image (an unlabelled case)")
         return self.masks[0]
 
     def gland_volume_ml(self, reader: int = 0) -> float:
@@ -66,7 +74,7 @@ def load_whole_gland_mask(case: Case, reader: int, image: sitk.Image) -> sitk.Im
 
 
 def load_case(case: Case) -> LoadedCase:
-    """Read and validate a case's image and every reader's mask.
+    """Read and validate a case's image and every reader's mask (none for an unlabelled case).
 
     An empty mask is a warning (a volume may truly contain no gland), not an error.
 
@@ -75,8 +83,6 @@ def load_case(case: Case) -> LoadedCase:
     """
     image = read_volume(case.image, case.image_channel)
     check_finite(image, case.image, case.image_channel)
-    if not case.masks:
-        raise DataError(case.image, "no mask for this image")
     masks = [load_whole_gland_mask(case, r, image) for r in range(len(case.masks))]
     loaded = LoadedCase(case, image, masks)
     for path, mask in zip(case.masks, masks, strict=True):

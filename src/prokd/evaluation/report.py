@@ -66,6 +66,26 @@ def results_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def comparison_rows(comparisons: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of paired per-volume comparisons (see ``evaluation.stats``)."""
+    header = ["comparison", "a", "b", "volumes", "mean a - b", "std", "95% CI", "a wins", "p"]
+    body = [
+        [
+            label,
+            c["a"],
+            c["b"],
+            str(c["n"]),
+            f"{c['mean']:+.3f}",
+            f"{c['std']:.3f}",
+            f"[{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}]",
+            f"{c['wins']}/{c['n']}",
+            f"{c['wilcoxon_p']:.3g}",
+        ]
+        for label, c in comparisons.items()
+    ]
+    return header, body
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     """A markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -161,6 +181,16 @@ def experiment_blocks(run_dir: Path, figures: Path) -> list[Block]:
             f"Procedure-2 weighting chosen on validation Dice (not on test): {chosen or 'none'}.",
         ),
     ]
+    if "teacher_gap" in results:
+        blocks += [
+            (
+                "p",
+                f"Teacher minus no-KD student, test Dice: {results['teacher_gap']:+.3f} "
+                "(the most KD could give). Paired comparisons over the test volumes: Dice "
+                "difference a - b, bootstrap 95% CI of its mean, Wilcoxon signed-rank p.",
+            ),
+            ("table", *comparison_rows(results["comparisons"])),
+        ]
     if results.get("strategies_skipped"):
         blocks.append(
             (

@@ -19,7 +19,7 @@ from prokd.data.io import (
     volume_stem,
     write_volume,
 )
-from prokd.data.layouts import detected_layout, find_cases
+from prokd.data.layouts import image_volumes
 from prokd.data.validate import check_finite
 from prokd.errors import DataError, warn_all
 from prokd.inference.model_files import LoadedModel, load_model_file
@@ -75,29 +75,10 @@ def plan_outputs(source: str | Path, target: str | Path) -> list[tuple[Path, Pat
         raise DataError(source, "input not found")
     if is_volume_file(target):
         raise DataError(target, "a folder input needs an output folder, not a file name")
-    if detected_layout(source):
-        _, cases = find_cases(source)
-        inputs = [(case.image, case.image_channel) for case in cases]
-    else:
-        inputs = [(p, None) for p in sorted(source.rglob("*")) if _is_image_file(p)]
-    if not inputs:
-        raise DataError(source, "no image volumes found (mask files are skipped)")
+    inputs = image_volumes(source)
     return [
         (p, target / p.resolve().relative_to(source.resolve()), channel) for p, channel in inputs
     ]
-
-
-# Names that mark a label volume in the known layouts, and prokd's own outputs.
-MASK_MARKERS = ("_segmentation", "_probabilities", "_anatomy_reader", "_label", "_mask")
-
-
-def _is_image_file(path: Path) -> bool:
-    """A volume file that is not a mask: no mask marker in its name, not under ``labels*``."""
-    if not (path.is_file() and is_volume_file(path)):
-        return False
-    stem = volume_stem(path).lower()
-    in_labels = any(part.lower().startswith("labels") for part in path.parent.parts)
-    return not in_labels and not any(marker in stem for marker in MASK_MARKERS)
 
 
 def check_overwrite(

@@ -75,14 +75,23 @@ class CompositeLoss(nn.Module):
         self.dice = DiceLoss(include_background=False, to_onehot_y=True, softmax=True, batch=True)
 
     def supervised_parts(
-        self, student_logits: torch.Tensor, labels: torch.Tensor
+        self,
+        student_logits: torch.Tensor,
+        labels: torch.Tensor,
+        labelled: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The ground-truth terms (Dice, Lovász) of a batch, weighted.
 
         Both are batch-level (not means over samples): in data-parallel training they are
-        computed on the batch gathered from every rank.
+        computed on the batch gathered from every rank. ``labelled`` (B,) bool restricts them
+        to the slices with real labels; a batch without any gives zero terms.
         """
         w = self.weights
+        if labelled is not None:
+            student_logits, labels = student_logits[labelled], labels[labelled]
+            if not len(labels):
+                zero = student_logits.sum() * 0.0
+                return {"dice": zero, "lovasz": zero}
         return {
             "dice": w.dice * self.dice(student_logits, labels),
             "lovasz": w.lovasz
@@ -123,6 +132,7 @@ class CompositeLoss(nn.Module):
         teacher_features: list[dict[str, torch.Tensor]] | None = None,
         teacher_weights: torch.Tensor | None = None,
         kl_mask: torch.Tensor | None = None,
+        labelled: torch.Tensor | None = None,
     ) -> LossParts:
         """Compute every active term.
 
@@ -135,8 +145,9 @@ class CompositeLoss(nn.Module):
             teacher_weights: (K,), (B, K) or (B, K, H, W), summing to 1 over teachers;
                 ``None`` for uniform.
             kl_mask: optional pixels to include in the KL term.
+            labelled: (B,) bool, the slices the ground-truth terms apply to (default: all).
         """
-        parts = self.supervised_parts(student_logits, labels)
+        parts = self.supervised_parts(student_logits, labels, labelled)
         if teacher_logits:
             parts.update(
                 self.teacher_parts(

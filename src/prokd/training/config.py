@@ -31,15 +31,23 @@ class DataConfig:
     root: str | None = None
     layout: str | None = None
     cache_dir: str | None = None  # default: $PROKD_CACHE or ~/.cache/prokd
+    unlabelled: tuple[str, ...] = ()  # folders of volumes distilled students use without masks
 
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Per-site train/val/test fractions (by patient) and the split seed."""
+    """Per-site train/val/test fractions (by patient), the split seed, and the regime.
+
+    ``test_site`` set: leave-one-site-out (test on that site, train and validate on the
+    others; ``test_fraction`` unused). ``labelled_per_site`` > 0: only that many training
+    patients per site keep their labels; the others' volumes become unlabelled data.
+    """
 
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     seed: int = 0
+    test_site: str | None = None
+    labelled_per_site: int = 0  # 0: every training case is labelled
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # torch threads; 0 keeps torch's default
     amp: bool = False  # bfloat16 autocast of the forward pass on CUDA (ignored on CPU)
+    unlabelled_share: float = 0.5  # share of each batch from unlabelled slices (distilled runs)
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,17 @@ class DistillConfig:
     weighting: str = "uniform"
     soft_target_cache: bool = False  # teacher outputs computed once and reused
     augmented_views: int = 0  # with augmentation: views per slice the cache holds
+    validation_temperature: float = 0.05  # softmax temperature of each strategy's weights
+    confidence_temperature: float = 0.1
+    label_aware_temperature: float = 1.0
+
+    def temperature(self, weighting: str) -> float | None:
+        """The configured temperature of a weighting strategy (``None``: it has none)."""
+        return {
+            "validation": self.validation_temperature,
+            "confidence": self.confidence_temperature,
+            "label-aware": self.label_aware_temperature,
+        }.get(weighting)
 
 
 @dataclass(frozen=True)
@@ -154,6 +174,11 @@ CHECKS: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
     "train.slices_per_epoch": ("must be >= 0", lambda v: v >= 0),
     "train.foreground_fraction": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
     "train.threads": ("must be >= 0", lambda v: v >= 0),
+    "train.unlabelled_share": ("must be in [0, 1)", lambda v: 0 <= v < 1),
+    "split.labelled_per_site": ("must be >= 0", lambda v: v >= 0),
+    "distill.validation_temperature": ("must be positive", lambda v: v > 0),
+    "distill.confidence_temperature": ("must be positive", lambda v: v > 0),
+    "distill.label_aware_temperature": ("must be positive", lambda v: v > 0),
     "loss.temperature": ("must be positive", lambda v: v > 0),
     "loss.feature_norm": ("must be 'pixel' or 'channel'", lambda v: v in ("pixel", "channel")),
     "loss.lovasz_classes": ("must be 'present' or 'all'", lambda v: v in ("present", "all")),

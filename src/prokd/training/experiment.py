@@ -8,6 +8,7 @@ per 3D volume and per site -> ``results.json`` and ``report.md``. Finished steps
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from prokd.distill.ensemble import ProbabilityAverage
 from prokd.errors import ConfigError
 from prokd.evaluation.evaluate import evaluate_cases, write_evaluation
 from prokd.evaluation.report import build_report
+from prokd.evaluation.stats import paired_comparison
 from prokd.inference.trained import TrainedModel, load_trained_model
 from prokd.io_atomic import atomic_path, remove_stale_temporaries
 from prokd.models.profile import count_parameters
@@ -111,13 +113,15 @@ class ExperimentModel:
 
 @dataclass
 class EvaluatedModel:
-    """A model of the experiment as evaluated: its role, size and test summary."""
+    """A model of the experiment as evaluated: its role, size, test summary and per-volume
+    test Dice (case id -> Dice)."""
 
     name: str
     role: str
     params: int
     summary: dict[str, Any]
     val_dice: float | None
+    dice: dict[str, float]
 
 
 def _check_same_config(out: Path, config: Config) -> None:
@@ -144,6 +148,7 @@ class Experiment:
         split = data.split
         self.train_volumes = data.volumes(split.train, "preprocess train")
         self.val_volumes = data.volumes(split.val, "preprocess val")
+        self.unlabelled_volumes = data.unlabelled_volumes()
 
     def trained(self, name: str) -> TrainedModel:
         """The trained model of a finished step."""
@@ -172,6 +177,7 @@ class Experiment:
             weighting=step.weighting,
             teacher_val_dice=None if None in scores else scores,
             soft_target_dir=self.soft_target_dir(step),
+            unlabelled_volumes=self.unlabelled_volumes,
         )
 
     def run_step(self, step: Step) -> None:
@@ -212,7 +218,9 @@ class Experiment:
             summary = json.loads(summaries[m.name].read_text())
             val = _val_dice(m.members[0]) if len(m.members) == 1 else None
             params = sum(count_parameters(member.network) for member in m.members)
-            evaluated.append(EvaluatedModel(m.name, m.role, params, summary, val))
+            with open(summaries[m.name].parent / "metrics.csv", newline="") as handle:
+                dice = {row["case"]: float(row["dice"]) for row in csv.DictReader(handle)}
+            evaluated.append(EvaluatedModel(m.name, m.role, params, summary, val, dice))
         return evaluated
 
 
@@ -337,11 +345,36 @@ def _results(
         )
     p2 = [r for r in rows if r["model"].startswith("student-kd-p2-") and r["val_dice"] is not None]
     chosen = max(p2, key=lambda r: r["val_dice"])["model"] if p2 else None
+    teacher = next(r for r in rows if r["model"] == "teacher")["dice"]["mean"]
     return {
         "rows": rows,
         "limit_subsets": {k: len(v) for k, v in subsets.items()},
         "strategy_selected_on_validation": chosen,
         "strategies_skipped": skipped,
+        "teacher_gap": teacher - nokd["mean"],
+        "comparisons": _comparisons(evaluated, chosen),
         "test_cases": evaluated[0].summary["overall"]["dice"]["n"],
         "config": config.to_dict(),
     }
+
+
+# (name, model a, model b): "chosen" is the procedure-2 student chosen on validation.
+COMPARISONS = (
+    ("p1 vs no-KD", "student-kd-p1", "student-nokd"),
+    ("chosen p2 vs no-KD", "chosen", "student-nokd"),
+    ("chosen p2 vs uniform", "chosen", "student-kd-p2-uniform"),
+    ("chosen p2 vs p1", "chosen", "student-kd-p1"),
+)
+
+
+def _comparisons(evaluated: list[EvaluatedModel], chosen: str | None) -> dict[str, Any]:
+    """Paired per-volume test-Dice comparisons (difference a - b) of the protocol's models."""
+    dice = {m.name: m.dice for m in evaluated}
+    out = {}
+    for label, a, b in COMPARISONS:
+        a = chosen if a == "chosen" else a
+        if a in dice and b in dice and a != b:
+            cases = sorted(dice[a])
+            scores = [[dice[name][c] for c in cases] for name in (a, b)]
+            out[label] = {"a": a, "b": b, **paired_comparison(*scores)}
+    return out

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.transforms import Compose
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -61,6 +62,7 @@ class TrainJob:
     weighting: TeacherWeighting = field(default_factory=UniformWeighting)
     soft_target_dir: Path | None = None  # opt-in soft-target cache
     augmented_views: int = 0  # views per slice in that cache when augmentation is on
+    unlabelled_volumes: list[PreprocessedVolume] = field(default_factory=list)  # teacher terms only
 
     @classmethod
     def from_config(
@@ -76,8 +78,12 @@ class TrainJob:
         weighting: str = "uniform",
         teacher_val_dice: list[float] | None = None,
         soft_target_dir: Path | None = None,
+        unlabelled_volumes: list[PreprocessedVolume] | None = None,
     ) -> TrainJob:
         """The job a config describes; ``model`` and ``epochs`` override the config's.
+
+        ``unlabelled_volumes`` are used by distilled runs only (a run without teachers has
+        nothing to learn from them).
 
         Raises:
             ConfigError: a teacher was trained with other preprocessing than the config's
@@ -102,10 +108,17 @@ class TrainJob:
             train=train,
             loss=config.loss,
             teachers=teachers,
-            weighting=build_weighting(weighting, teacher_val_dice),
+            weighting=build_weighting(
+                weighting, teacher_val_dice, config.distill.temperature(weighting)
+            ),
             soft_target_dir=soft_target_dir if teachers else None,
             augmented_views=config.distill.augmented_views,
+            unlabelled_volumes=list(unlabelled_volumes or []) if teachers else [],
         )
+
+    def training_slices(self, augment: Compose | None = None) -> SliceDataset:
+        """The slices a run trains on: the labelled volumes', then the unlabelled ones'."""
+        return SliceDataset(self.train_volumes + self.unlabelled_volumes, augment)
 
 
 def settings_mismatch(teacher: PreprocessSettings, student: PreprocessSettings) -> str | None:
@@ -122,6 +135,38 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def batch_order(
+    dataset: SliceDataset,
+    count: int,
+    batch_size: int,
+    foreground_fraction: float,
+    unlabelled_share: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Slice indices for one epoch, batch after batch.
+
+    Each batch of ``batch_size`` holds ``round(batch_size * unlabelled_share)`` slices of
+    unlabelled volumes (none when there are none), drawn uniformly; the labelled rest follow
+    :func:`sample_slices`.
+    """
+    labelled = dataset.labelled()
+    known, unknown = np.flatnonzero(labelled), np.flatnonzero(~labelled)
+    if not len(unknown) or not unlabelled_share:
+        fg = dataset.has_gland() & labelled
+        pool = known if len(unknown) else np.arange(len(dataset))
+        return pool[sample_slices(fg[pool], count, foreground_fraction, rng)]
+    sizes = [min(batch_size, count - start) for start in range(0, count, batch_size)]
+    extra = [int(round(size * unlabelled_share)) if len(known) else size for size in sizes]
+    drawn = sample_slices(dataset.has_gland()[known], count - sum(extra), foreground_fraction, rng)
+    labelled_rows = iter(known[drawn])
+    unlabelled_rows = iter(rng.choice(unknown, size=sum(extra), replace=sum(extra) > len(unknown)))
+    order = []
+    for size, n in zip(sizes, extra, strict=True):
+        order += [next(labelled_rows) for _ in range(size - n)]
+        order += [next(unlabelled_rows) for _ in range(n)]
+    return np.asarray(order, dtype=int)
 
 
 def sample_slices(
@@ -235,6 +280,7 @@ class _Setup:
     taps: dict[str, str]
     ensemble: TeacherEnsemble | None
     soft_targets: SoftTargetCache | None
+    labelled: np.ndarray  # per training slice: from a labelled volume?
 
 
 def _new_state() -> dict[str, Any]:
@@ -248,7 +294,7 @@ def _set_up(job: TrainJob, progress: bool, context: Context = ONE_PROCESS) -> _S
     """
     cfg = job.train
     _check_soft_target_settings(job)
-    dataset = SliceDataset(job.train_volumes, None)
+    dataset = job.training_slices()
     if len(dataset) == 0:
         raise ProkdError(f"{job.run_dir}: no training slices")
     seed_everything(cfg.seed)
@@ -287,6 +333,7 @@ def _set_up(job: TrainJob, progress: bool, context: Context = ONE_PROCESS) -> _S
         taps,
         ensemble,
         soft_targets,
+        dataset.labelled(),
     )
 
 
@@ -319,7 +366,7 @@ def build_soft_targets(job: TrainJob, progress: bool = True) -> SoftTargetCache:
     _check_soft_target_settings(job)
     augment = training_augmentation(job.train.seed) if job.train.augment else None
     ensemble = TeacherEnsemble(job.teachers, job.loss.feature > 0)
-    return _open_soft_targets(job, ensemble, SliceDataset(job.train_volumes, augment), progress)
+    return _open_soft_targets(job, ensemble, job.training_slices(augment), progress)
 
 
 def _parallelise(setup: _Setup, context: Context) -> None:
@@ -374,8 +421,9 @@ def _step_loss(
         logits = setup.model(images)
     logits = logits.float()
     sizes = context.shard_sizes(len(batch))
+    labelled = torch.from_numpy(setup.labelled[batch]).to(context.device)
     parts = setup.criterion.supervised_parts(
-        context.gather(logits, sizes), context.gather(labels, sizes)
+        context.gather(logits, sizes), context.gather(labels, sizes), labelled
     )
     share = len(mine) * context.world_size / len(batch)
     teacher_logits, teacher_features = None, None
@@ -390,7 +438,7 @@ def _step_loss(
             tapped.features,
             teacher_logits,
             teacher_features,
-            job.weighting(teacher_logits, labels),
+            job.weighting(teacher_logits, labels, labelled[torch.from_numpy(mine)]),
         )
     total = torch.stack(list(parts.values()) + [share * v for v in local.values()]).sum()
     logged = {k: float(v.detach()) * len(batch) for k, v in parts.items()}
@@ -413,7 +461,14 @@ def _train_epoch(
     torch.manual_seed(epoch_seed)
     per_epoch = cfg.slices_per_epoch or len(setup.dataset)
     rng = np.random.default_rng([cfg.seed, epoch])
-    order = sample_slices(setup.dataset.has_gland(), per_epoch, cfg.foreground_fraction, rng)
+    order = batch_order(
+        setup.dataset,
+        per_epoch,
+        cfg.batch_size,
+        cfg.foreground_fraction,
+        cfg.unlabelled_share,
+        rng,
+    )
     rows = order
     cached = setup.soft_targets
     if cached is not None and cached.views:  # each slice shown as one of its cached views
@@ -508,6 +563,7 @@ def _write_summary(
         "epoch_seconds_mean": float(np.mean([r["train_seconds"] for r in history])),
         "train_slices": slices,
         "train_cases": [v.case_id for v in job.train_volumes],
+        "unlabelled_cases": [v.case_id for v in job.unlabelled_volumes],
         "val_cases": [v.case_id for v in job.val_volumes],
         "teachers": [str(t.path) for t in job.teachers],
         "weighting": job.weighting.name if job.teachers else None,

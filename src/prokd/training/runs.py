@@ -16,8 +16,8 @@ import yaml
 from tqdm import tqdm
 
 from prokd.data.cache import PreprocessCache, PreprocessedVolume
-from prokd.data.layouts import Case, find_cases
-from prokd.data.splits import Split, split_by_site
+from prokd.data.layouts import Case, find_cases, unlabelled_cases
+from prokd.data.splits import Split, held_out_site, hold_back_labels, split_by_site
 from prokd.errors import ConfigError
 from prokd.io_atomic import atomic_path
 from prokd.training.config import Config, save_config
@@ -32,13 +32,18 @@ def default_cache_dir() -> Path:
 
 @dataclass
 class PreparedData:
-    """Cases, their split, and a loader of preprocessed volumes."""
+    """Cases, their split, and a loader of preprocessed volumes.
+
+    ``unlabelled`` are the volumes of the ``data.unlabelled`` folders; together with the
+    split's held-back training cases they are the unlabelled data of distilled students.
+    """
 
     layout: str
     cases: list[Case]
     split: Split
     cache: PreprocessCache
     config: Config
+    unlabelled: list[Case]
 
     def volumes(
         self, case_ids: tuple[str, ...] | list[str], desc: str = "preprocess"
@@ -51,26 +56,46 @@ class PreparedData:
             for i in tqdm(ids, desc=desc, unit="case", leave=False, disable=len(ids) < 4)
         ]
 
+    def unlabelled_volumes(self) -> list[PreprocessedVolume]:
+        """Held-back training cases (masks dropped) and the unlabelled folders' volumes."""
+        held = [v.without_mask() for v in self.volumes(self.split.unlabelled, "preprocess")]
+        ids = [c.case_id for c in self.unlabelled]
+        disable = len(ids) < 4
+        return held + [
+            self.cache.load(c, self.config.preprocess)
+            for c in tqdm(self.unlabelled, desc="unlabelled", leave=False, disable=disable)
+        ]
+
     def case(self, case_id: str) -> Case:
         """The manifest entry of a case id."""
         return next(c for c in self.cases if c.case_id == case_id)
 
 
 def prepare_data(config: Config, data_root: str | None = None) -> PreparedData:
-    """Find the cases of the configured dataset and split them.
+    """Find the cases of the configured dataset, split them, and list the unlabelled volumes.
 
     Raises:
-        ConfigError: no data folder given in the config or on the command line.
-        DataError: unreadable dataset.
+        ConfigError: no data folder given in the config or on the command line, or an
+            unknown ``split.test_site``.
+        DataError: unreadable dataset or unlabelled folder.
     """
     root = data_root or config.data.root
     if not root:
         raise ConfigError("data.root is not set: give --data DIR or set data.root in the config")
     layout, cases = find_cases(root, config.data.layout)
     s = config.split
-    split = split_by_site(cases, s.val_fraction, s.test_fraction, s.seed)
+    if s.test_site is not None:
+        split = held_out_site(cases, s.test_site, s.val_fraction, s.seed)
+    else:
+        split = split_by_site(cases, s.val_fraction, s.test_fraction, s.seed)
+    if s.labelled_per_site:
+        split = hold_back_labels(cases, split, s.labelled_per_site, s.seed)
+    unlabelled = [case for folder in config.data.unlabelled for case in unlabelled_cases(folder)]
+    ids = [c.case_id for c in cases + unlabelled]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("data.unlabelled: two folders give the same case ids; rename one")
     cache = PreprocessCache(config.data.cache_dir or default_cache_dir())
-    return PreparedData(layout, cases, split, cache, config)
+    return PreparedData(layout, cases, split, cache, config, unlabelled)
 
 
 def git_commit() -> str | None:
