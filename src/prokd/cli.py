@@ -112,6 +112,19 @@ def _experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("study")
+def _study(args: argparse.Namespace) -> int:
+    from prokd.training.study import load_study, run_study
+
+    study = load_study(args.study)
+    out = Path(args.out or Path("runs") / Path(args.study).stem)
+    start = time.perf_counter()
+    run_study(study, out, args.data, jobs=args.jobs)
+    print((out / "study.md").read_text())
+    print(f"study finished in {time.perf_counter() - start:.0f} s; summary: {out / 'study.md'}")
+    return 0
+
+
 @command("predict")
 def _predict(args: argparse.Namespace) -> int:
     from prokd.inference.segment import segment_inputs
@@ -243,6 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
         "the cores (default 1)",
     )
     _device_argument(p)
+
+    p = sub.add_parser(
+        "study",
+        help="a grid of regimes x seeds (one experiment each) with paired tests and plots",
+    )
+    p.add_argument("study", metavar="STUDY", help="YAML study file (base config, seeds, regimes)")
+    p.add_argument("--out", metavar="DIR", help="study folder (default runs/<study>)")
+    p.add_argument("--data", metavar="DIR", help="dataset folder (overrides data.root)")
+    p.add_argument(
+        "--jobs", type=int, default=1, help="parallel training steps within each experiment"
+    )
 
     p = sub.add_parser("predict", help="segment volumes: masks with the input's exact geometry")
     p.add_argument("model", metavar="MODEL", help="checkpoint, run folder, .onnx or .ts file")

@@ -104,3 +104,44 @@ def overlay_figure(cases: list[dict[str, np.ndarray | str]], path: Path) -> Path
             ax.set_title(f"{case['title']}: {column}" if column == "image" else column, fontsize=8)
             ax.axis("off")
     return _save(fig, path)
+
+
+def regime_plot(summary: dict, path: Path) -> Path:
+    """Bars of mean test Dice per regime for the no-KD student, procedure 1, the chosen
+    procedure-2 student and the teacher, with the std over seeds as error bars."""
+    regimes = summary["regimes"]
+    series = {
+        "no-KD student": lambda r: r["dice"].get("student-nokd"),
+        "procedure 1": lambda r: r["dice"].get("student-kd-p1"),
+        "chosen procedure 2": lambda r: r["chosen_p2_dice"],
+        "teacher": lambda r: r["dice"].get("teacher"),
+    }
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(regimes) + 2), 4.0))
+    width = 0.8 / len(series)
+    for s, (label, pick) in enumerate(series.items()):
+        cells = [pick(r) or {"mean": np.nan, "std": 0.0} for r in regimes.values()]
+        x = np.arange(len(regimes)) + (s - (len(series) - 1) / 2) * width
+        ax.bar(
+            x, [c["mean"] for c in cells], width * 0.9, yerr=[c["std"] for c in cells], label=label
+        )
+    ax.set_xticks(np.arange(len(regimes)), list(regimes), rotation=20, ha="right")
+    means = [c["mean"] for r in regimes.values() for c in r["dice"].values()]
+    ax.set_ylim(max(0.0, min(means) - 0.1), min(1.0, max(means) + 0.05))
+    ax.set_ylabel("test Dice (mean ± std over seeds)")
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def pareto_plot(points: list[dict], path: Path) -> Path:
+    """Student Dice against onnxruntime ms per volume, without and with KD (arrows)."""
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for p in points:
+        ax.annotate("", (p["ms"], p["kd"]), (p["ms"], p["nokd"]), arrowprops={"arrowstyle": "->"})
+        ax.annotate(f"{p['regime']}\n{p['student']}", (p["ms"], p["kd"]), fontsize=7)
+    ax.scatter([p["ms"] for p in points], [p["nokd"] for p in points], label="no KD")
+    ax.scatter([p["ms"] for p in points], [p["kd"] for p in points], label="KD (chosen p2)")
+    ax.set_xscale("log")
+    ax.set_xlabel("onnxruntime ms per volume")
+    ax.set_ylabel("test Dice (mean over seeds)")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,246 @@
+"""``prokd study``: a grid of regimes x seeds, one experiment per cell, and the evidence.
+
+A study file names a base experiment config, the seeds, and the regimes (each a set of
+overrides of the base config). Every cell is a whole ``prokd experiment`` in
+``<out>/<regime>/seed<N>``; finished cells are skipped and an interrupted one resumes. The
+summary gives, per regime, mean ± std over seeds of test Dice for every model, and paired
+per-volume comparisons pooled over seeds (Wilcoxon signed-rank, bootstrap 95% CI).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from prokd.errors import ConfigError
+from prokd.evaluation.bench import VOLUME_SLICES, bench_model, bench_subject, cpu_model
+from prokd.evaluation.stats import paired_comparison
+from prokd.evaluation.study_report import write_study_report
+from prokd.io_atomic import atomic_path
+from prokd.training.config import Config, config_from_dict, load_config
+from prokd.training.experiment import COMPARISONS, run_experiment
+
+STUDY_KEYS = ("base", "seeds", "regimes", "description")
+CELL_TIME = "cell_seconds.json"  # wall time of the invocation that finished the cell
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One experiment of the grid: a regime's config with one seed."""
+
+    regime: str
+    seed: int
+    config: Config
+
+    @property
+    def folder(self) -> str:
+        """The cell's folder inside the study folder."""
+        return f"{self.regime}/seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class Study:
+    """A parsed study file."""
+
+    path: Path
+    description: str
+    base: Path
+    seeds: tuple[int, ...]
+    cells: tuple[Cell, ...]
+
+    @property
+    def regimes(self) -> list[str]:
+        """Regime names in the file's order."""
+        return list(dict.fromkeys(c.regime for c in self.cells))
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study file; every regime's config is validated up front.
+
+    Raises:
+        ConfigError: ``<path>: <key>: <problem>`` for a missing file, bad YAML, unknown keys,
+            no seeds or regimes, or a regime whose overrides make an invalid config.
+    """
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: study file not found") from None
+    except yaml.YAMLError:
+        raise ConfigError(f"{path}: invalid YAML") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping with base, seeds and regimes")
+    unknown = sorted(set(values) - set(STUDY_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: {unknown[0]}: unknown key (known: {', '.join(STUDY_KEYS)})")
+    if "base" not in values:
+        raise ConfigError(f"{path}: base: missing (the experiment config the regimes change)")
+    base = path.parent / str(values["base"])
+    load_config(base)  # a clear error for a missing or invalid base
+    base_values = yaml.safe_load(base.read_text())
+    seeds = values.get("seeds")
+    if not (isinstance(seeds, list) and seeds and all(type(s) is int for s in seeds)):
+        raise ConfigError(f"{path}: seeds: expected a non-empty list of integers, got {seeds!r}")
+    regimes = values.get("regimes")
+    if not (isinstance(regimes, dict) and regimes):
+        raise ConfigError(f"{path}: regimes: expected a mapping of name -> config overrides")
+    cells = []
+    for name, overrides in regimes.items():
+        if not isinstance(overrides, dict | type(None)):
+            raise ConfigError(f"{path}: regimes.{name}: expected a mapping of config overrides")
+        merged = _merge(base_values or {}, overrides or {})
+        for seed in seeds:
+            seeded = _merge(merged, {"split": {"seed": seed}, "train": {"seed": seed}})
+            try:
+                config = config_from_dict(seeded)
+            except ConfigError as err:
+                raise ConfigError(f"{path}: regimes.{name}: {err}") from None
+            cells.append(Cell(str(name), seed, config))
+    return Study(path, str(values.get("description", "")), base, tuple(seeds), tuple(cells))
+
+
+def _finished(cell_dir: Path) -> dict[str, Any] | None:
+    results = cell_dir / "results.json"
+    return json.loads(results.read_text()) if results.exists() else None
+
+
+def run_study(
+    study: Study,
+    out: str | Path,
+    data_root: str | None = None,
+    progress: bool = True,
+    jobs: int = 1,
+) -> dict[str, Any]:
+    """Run every unfinished cell, then summarise all cells into ``<out>/study.json``,
+    ``study.md`` and plots. Returns the summary."""
+    out = Path(out)
+    started = time.perf_counter()
+    for index, cell in enumerate(study.cells):
+        cell_dir = out / cell.folder
+        if _finished(cell_dir) is None:
+            if progress:
+                print(f"study cell {index + 1}/{len(study.cells)}: {cell.folder}", flush=True)
+            tick = time.perf_counter()
+            run_experiment(cell.config, cell_dir, data_root, progress=progress, jobs=jobs)
+            with atomic_path(cell_dir / CELL_TIME) as tmp:
+                tmp.write_text(json.dumps({"seconds": time.perf_counter() - tick}))
+    summary = summarise_study(study, out)
+    summary["latency"] = student_latency(summary)
+    summary["seconds_this_session"] = time.perf_counter() - started
+    with atomic_path(out / "study.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1))
+    write_study_report(summary, out)
+    return summary
+
+
+def student_latency(summary: dict[str, Any], runs: int = 10) -> dict[str, Any]:
+    """onnxruntime ms per volume of every regime's student network, measured side by side in
+    this process with the machine's threads (weights do not change the cost)."""
+    students = sorted({r["config"]["experiment"]["student"] for r in summary["regimes"].values()})
+    sizes = {r["config"]["preprocess"]["size"] for r in summary["regimes"].values()}
+    threads = torch.get_num_threads()
+    rows = {
+        f"{name}@{size}": bench_model(bench_subject(name), size, threads, runs)
+        for name in students
+        for size in sorted(sizes)
+    }
+    return {
+        "threads": threads,
+        "cpu": cpu_model(),
+        "volume_slices": VOLUME_SLICES,
+        "ms_per_volume": {k: r["onnx_volume"]["median_ms"] for k, r in rows.items()},
+        "params": {k: r["params"] for k, r in rows.items()},
+    }
+
+
+def _per_volume(cell_dir: Path, model: str) -> dict[str, float]:
+    with open(cell_dir / "evaluation" / model / "metrics.csv", newline="") as handle:
+        return {row["case"]: float(row["dice"]) for row in csv.DictReader(handle)}
+
+
+def summarise_study(study: Study, out: Path) -> dict[str, Any]:
+    """Per regime: mean ± std over seeds of every model's test Dice, and pooled paired
+    comparisons over (seed, volume) pairs; from the cells' stored results only."""
+    regimes = {}
+    for regime in study.regimes:
+        cells = [c for c in study.cells if c.regime == regime]
+        results = {c.seed: _finished(out / c.folder) for c in cells}
+        done = {seed: r for seed, r in results.items() if r is not None}
+        if not done:
+            continue
+        models: dict[str, list[float]] = {}
+        for r in done.values():
+            for row in r["rows"]:
+                models.setdefault(row["model"], []).append(row["dice"]["mean"])
+        chosen = [r["strategy_selected_on_validation"] for r in done.values()]
+        pooled = {}
+        for label, a, b in COMPARISONS:
+            pairs_a, pairs_b = [], []
+            for seed, r in done.items():
+                name_a = r["strategy_selected_on_validation"] if a == "chosen" else a
+                names = {row["model"] for row in r["rows"]}
+                if name_a not in names or b not in names or name_a == b:
+                    continue
+                cell_dir = out / f"{regime}/seed{seed}"
+                scores_a, scores_b = _per_volume(cell_dir, name_a), _per_volume(cell_dir, b)
+                cases = sorted(scores_a)
+                pairs_a += [scores_a[c] for c in cases]
+                pairs_b += [scores_b[c] for c in cases]
+            if pairs_a:
+                pooled[label] = {"a": a, "b": b, **paired_comparison(pairs_a, pairs_b)}
+        gaps = [r["teacher_gap"] for r in done.values()]
+        timed = [out / c.folder / CELL_TIME for c in cells if c.seed in done]
+        seconds = [json.loads(t.read_text())["seconds"] for t in timed if t.exists()]
+        teacher = np.mean(models["teacher"])
+        chosen_dice = [
+            next(row["dice"]["mean"] for row in r["rows"] if row["model"] == name)
+            for r, name in zip(done.values(), chosen, strict=True)
+            if name
+        ]
+        regimes[regime] = {
+            "seeds": sorted(done),
+            "seeds_missing": sorted(set(results) - set(done)),
+            "dice": {m: _mean_std(v) for m, v in models.items()},
+            "chosen_strategies": chosen,
+            "chosen_p2_dice": _mean_std(chosen_dice) if chosen_dice else None,
+            "chosen_p2_over_teacher": float(np.mean(chosen_dice) / teacher)
+            if chosen_dice
+            else None,
+            "teacher_gap": _mean_std(gaps),
+            "comparisons": pooled,
+            "cell_seconds": sum(seconds),
+            "config": next(iter(done.values()))["config"],
+        }
+    return {
+        "study": str(study.path),
+        "description": study.description,
+        "seeds": list(study.seeds),
+        "regimes": regimes,
+    }
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    array = np.asarray(values, dtype=float)
+    return {
+        "mean": float(array.mean()),
+        "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
+        "n": len(array),
+    }

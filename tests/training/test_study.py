@@ -1,0 +1,104 @@
+"""A tiny study grid end to end: 2 regimes x 2 seeds, resumed, summarised and reported."""
+
+import json
+
+import pytest
+import yaml
+
+from prokd.cli import main
+from prokd.errors import ConfigError
+from prokd.training.study import load_study, run_study
+from tests.conftest import tiny_phantom
+
+BASE = {
+    "preprocess": {"size": 32, "fov_mm": 128.0},
+    "split": {"val_fraction": 0.25, "test_fraction": 0.25},
+    "train": {"epochs": 1, "batch_size": 8, "slices_per_epoch": 8, "augment": False},
+    "experiment": {
+        "teacher": "unet-w4",
+        "limit_teacher": "unet-w4",
+        "student": "unet-w4",
+        "limit_mode": "site",
+        "strategies": ["uniform", "confidence"],
+    },
+}
+
+
+def _study_file(tmp_path, regimes, seeds=(0, 1)):
+    tmp_path.mkdir(exist_ok=True)
+    base = {**BASE, "data": {"cache_dir": str(tmp_path / "cache")}}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    study = {"base": "base.yaml", "seeds": list(seeds), "regimes": regimes}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return path
+
+
+def test_tiny_study_runs_resumes_and_reports(tmp_path_factory, tmp_path, capsys):
+    data = tiny_phantom(tmp_path_factory.mktemp("phantom"), sites=2, cases_per_site=4, seed=2)
+    regimes = {"all-labelled": {}, "one-labelled": {"split": {"labelled_per_site": 1}}}
+    grid = load_study(_study_file(tmp_path / "grid", regimes))
+    assert [c.folder for c in grid.cells] == [
+        "all-labelled/seed0",
+        "all-labelled/seed1",
+        "one-labelled/seed0",
+        "one-labelled/seed1",
+    ]
+    assert grid.cells[1].config.split.seed == 1 and grid.cells[1].config.train.seed == 1
+    assert grid.cells[2].config.split.labelled_per_site == 1
+    assert grid.cells[0].config.split.labelled_per_site == 0
+    study = load_study(_study_file(tmp_path, {"one-labelled": regimes["one-labelled"]}))
+    out = tmp_path / "out"
+    summary = run_study(study, out, str(data), progress=False)
+    small = summary["regimes"]["one-labelled"]
+    assert small["seeds"] == [0, 1] and small["dice"]["student-nokd"]["n"] == 2
+    # held-back cases reach the distilled students only, never the teachers
+    split = json.loads((out / "one-labelled/seed0/split.json").read_text())
+    assert len(split["unlabelled"]) == 2
+    models = out / "one-labelled/seed0/models"
+    teacher = json.loads((models / "teacher/train_summary.json").read_text())
+    student = json.loads((models / "student-kd-p1/train_summary.json").read_text())
+    assert teacher["unlabelled_cases"] == [] and student["unlabelled_cases"] == split["unlabelled"]
+    for regime in summary["regimes"].values():
+        chosen = regime["comparisons"]["chosen p2 vs no-KD"]
+        assert chosen["n"] == 4  # 2 test volumes x 2 seeds, pooled
+        assert chosen["ci95"][0] <= chosen["mean"] <= chosen["ci95"][1]
+        assert set(regime["chosen_strategies"]) <= {
+            "student-kd-p2-uniform",
+            "student-kd-p2-confidence",
+        }
+    assert set(summary["latency"]["ms_per_volume"]) == {"unet-w4@32"}
+    report = (out / "study.md").read_text()
+    assert "| one-labelled | 2 |" in report and "chosen p2 vs uniform" in report
+    assert "Wall time of the cells" in report
+    assert (out / "figures" / "study_dice.png").stat().st_size > 0
+    assert (out / "figures" / "pareto.png").stat().st_size > 0
+    # Finished cells are skipped: a second run trains nothing and gives the same numbers.
+    stamp = (models / "teacher" / "best.pt").stat().st_mtime_ns
+    assert main(["study", str(study.path), "--out", str(out), "--data", str(data)]) == 0
+    assert (models / "teacher" / "best.pt").stat().st_mtime_ns == stamp
+    again = json.loads((out / "study.json").read_text())
+    assert again["regimes"] == summary["regimes"]
+    assert "| one-labelled | 2 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("study", "message"),
+    [
+        ({"seeds": [0], "regimes": {"a": {}}}, "base: missing"),
+        ({"base": "base.yaml", "seeds": [], "regimes": {"a": {}}}, "seeds: expected"),
+        ({"base": "base.yaml", "seeds": [0], "regimes": {}}, "regimes: expected"),
+        (
+            {"base": "base.yaml", "seeds": [0], "regimes": {"a": {"train": {"epochs": 0}}}},
+            "regimes.a: train.epochs: must be at least 1",
+        ),
+        ({"base": "base.yaml", "seeds": [0], "regimes": {"a": {}}, "grid": 1}, "grid: unknown"),
+        ({"base": "nope.yaml", "seeds": [0], "regimes": {"a": {}}}, "nope.yaml: config file"),
+    ],
+)
+def test_bad_study_files_are_refused(tmp_path, study, message):
+    _study_file(tmp_path, {"a": {}})
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(study))
+    with pytest.raises(ConfigError, match=message):
+        load_study(path)
