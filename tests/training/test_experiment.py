@@ -12,7 +12,8 @@ from prokd.cli import main
 from prokd.errors import ConfigError, DataWarning
 from prokd.evaluation.report import build_report
 from prokd.training.config import load_config, save_config
-from prokd.training.experiment import run_experiment
+from prokd.training.experiment import Experiment, Step, run_experiment
+from prokd.training.runs import prepare_data
 from tests.conftest import tiny_phantom
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -218,3 +219,15 @@ def test_parallel_steps_give_the_numbers_of_one_job(phantom, tmp_path, capsys):
 
     assert numbers(outs["2"]) == numbers(outs["1"])
     assert not (outs["2"] / "soft_targets").exists()
+
+
+def test_students_may_train_without_the_teachers_augmentation(phantom, tmp_path):
+    config = _tiny_demo(tmp_path).replace(
+        train={"augment": True}, experiment={"student_augment": False}
+    )
+    exp = Experiment(config, tmp_path / "run", prepare_data(config, str(phantom)), False)
+    assert exp.job(Step("teacher", "unet-w4", student=False)).train.augment is True
+    assert exp.job(Step("student-nokd", "unet-w4", student=True)).train.augment is False
+    same = _tiny_demo(tmp_path).replace(train={"augment": True})
+    exp = Experiment(same, tmp_path / "run2", prepare_data(same, str(phantom)), False)
+    assert exp.job(Step("student-nokd", "unet-w4", student=True)).train.augment is True

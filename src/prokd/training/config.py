@@ -112,6 +112,7 @@ class ExperimentConfig:
     strategies: tuple[str, ...] = ("uniform", "validation", "confidence", "label-aware")
     teacher_epochs: int = 0  # 0: train.epochs
     student_epochs: int = 0  # 0: train.epochs
+    student_augment: bool | None = None  # None: train.augment (students may differ from teachers)
 
 
 @dataclass(frozen=True)

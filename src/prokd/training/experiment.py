@@ -166,8 +166,11 @@ class Experiment:
         teachers = [self.trained(name) for name in step.teachers]
         volumes = self.train_volumes if step.case_ids is None else self.data.volumes(step.case_ids)
         scores = [_val_dice(t) for t in teachers]
+        config = self.config
+        if step.student and e.student_augment is not None:
+            config = config.replace(train={"augment": e.student_augment})
         return TrainJob.from_config(
-            self.config,
+            config,
             self.out / "models" / step.name,
             volumes,
             self.val_volumes,
