@@ -119,7 +119,7 @@ def _study(args: argparse.Namespace) -> int:
     study = load_study(args.study)
     out = Path(args.out or Path("runs") / Path(args.study).stem)
     start = time.perf_counter()
-    run_study(study, out, args.data, jobs=args.jobs)
+    run_study(study, out, args.data, jobs=args.jobs, publish=args.publish)
     print((out / "study.md").read_text())
     print(f"study finished in {time.perf_counter() - start:.0f} s; summary: {out / 'study.md'}")
     return 0
@@ -202,6 +202,20 @@ def _device_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _protocol_arguments(parser: argparse.ArgumentParser, name: str, what: str) -> None:
+    """The file, ``--out``, ``--data`` and ``--jobs`` of ``experiment`` and ``study``."""
+    parser.add_argument(name, metavar=name.upper(), help=what)
+    parser.add_argument("--out", metavar="DIR", help=f"output folder (default runs/<{name}>)")
+    parser.add_argument("--data", metavar="DIR", help="dataset folder (overrides data.root)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="independent training steps of an experiment run as this many parallel "
+        "processes, splitting the cores (default 1)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from prokd.data.layouts import LAYOUTS
@@ -245,27 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
         "experiment",
         help="run the whole protocol: teachers, baselines, procedures 1 and 2, evaluation, report",
     )
-    p.add_argument("config", metavar="CONFIG", help="YAML experiment config")
-    p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<config>)")
-    p.add_argument("--data", metavar="DIR", help="dataset folder (overrides data.root)")
-    p.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        help="independent training steps run as this many parallel processes, splitting "
-        "the cores (default 1)",
-    )
+    _protocol_arguments(p, "config", "YAML experiment config")
     _device_argument(p)
 
     p = sub.add_parser(
         "study",
         help="a grid of regimes x seeds (one experiment each) with paired tests and plots",
     )
-    p.add_argument("study", metavar="STUDY", help="YAML study file (base config, seeds, regimes)")
-    p.add_argument("--out", metavar="DIR", help="study folder (default runs/<study>)")
-    p.add_argument("--data", metavar="DIR", help="dataset folder (overrides data.root)")
+    _protocol_arguments(p, "study", "YAML study file (base config, seeds, regimes)")
     p.add_argument(
-        "--jobs", type=int, default=1, help="parallel training steps within each experiment"
+        "--publish",
+        metavar="DIR",
+        help="also write the summary as DIR/<study>.md with JSON and figures beside it",
     )
 
     p = sub.add_parser("predict", help="segment volumes: masks with the input's exact geometry")

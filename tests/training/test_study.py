@@ -71,14 +71,22 @@ def test_tiny_study_runs_resumes_and_reports(tmp_path_factory, tmp_path, capsys)
     report = (out / "study.md").read_text()
     assert "| one-labelled | 2 |" in report and "chosen p2 vs uniform" in report
     assert "Wall time of the cells" in report
-    assert (out / "figures" / "study_dice.png").stat().st_size > 0
-    assert (out / "figures" / "pareto.png").stat().st_size > 0
+    assert (out / "study_figures" / "study_dice.png").stat().st_size > 0
+    assert (out / "study_figures" / "pareto.png").stat().st_size > 0
+    assert json.loads((out / "study.json").read_text())["command"] == "run_study()"
     # Finished cells are skipped: a second run trains nothing and gives the same numbers.
     stamp = (models / "teacher" / "best.pt").stat().st_mtime_ns
-    assert main(["study", str(study.path), "--out", str(out), "--data", str(data)]) == 0
+    published = tmp_path / "docs"
+    argv = ["study", str(study.path), "--out", str(out), "--data", str(data)]
+    assert main([*argv, "--publish", str(published)]) == 0
     assert (models / "teacher" / "best.pt").stat().st_mtime_ns == stamp
     again = json.loads((out / "study.json").read_text())
     assert again["regimes"] == summary["regimes"]
+    page = (published / "study.md").read_text()
+    assert page.startswith("# prokd study: study") and "Made by `prokd study " in page
+    assert "](study_figures/pareto.png)" in page
+    assert (published / "study_figures" / "pareto.png").exists()
+    assert json.loads((published / "study.json").read_text())["regimes"] == summary["regimes"]
     assert "| one-labelled | 2 |" in capsys.readouterr().out
 
 

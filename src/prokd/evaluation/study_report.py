@@ -7,7 +7,7 @@ from typing import Any
 
 from prokd.evaluation.plots import pareto_plot, regime_plot
 from prokd.evaluation.report import comparison_rows, markdown_table
-from prokd.io_atomic import atomic_path
+from prokd.io_atomic import write_json_and_markdown
 
 # Models of every cell, in table order; procedure-2 students follow.
 FIXED_MODELS = ("teacher", "ensemble-limit", "student-nokd", "student-kd-p1")
@@ -64,14 +64,17 @@ def pareto_points(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return points
 
 
-def write_study_report(summary: dict[str, Any], out: str | Path) -> Path:
-    """Write ``study.md`` with its figures under ``out/figures``; returns its path."""
+def write_study_report(summary: dict[str, Any], out: str | Path, name: str = "study") -> Path:
+    """Write ``<name>.md`` and ``<name>.json`` with the figures under ``<name>_figures/``
+    into ``out``; returns the markdown's path."""
     out = Path(out)
-    figures = out / "figures"
+    figures = out / f"{name}_figures"
     lines = [
-        "# prokd study",
+        f"# prokd study: {name}",
         "",
         f"Study file: `{summary['study']}`. {summary['description']}".strip(),
+        "",
+        f"Made by `{summary['command']}` on {summary['machine']}.",
         "",
         f"Seeds: {', '.join(str(s) for s in summary['seeds'])} (split and training seed). "
         "Test Dice per 3D volume, averaged per cell, then mean ± std over seeds. "
@@ -116,7 +119,4 @@ def write_study_report(summary: dict[str, Any], out: str | Path) -> Path:
     total = sum(r["cell_seconds"] for r in regimes.values())
     per_regime = ", ".join(f"{n} {r['cell_seconds'] / 60:.0f} min" for n, r in regimes.items())
     lines += [f"Wall time of the cells: {total / 3600:.2f} h in all ({per_regime})."]
-    path = out / "study.md"
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    return path
+    return write_json_and_markdown(out / name, summary, "\n".join(lines))[1]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,9 +130,11 @@ def run_study(
     data_root: str | None = None,
     progress: bool = True,
     jobs: int = 1,
+    publish: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run every unfinished cell, then summarise all cells into ``<out>/study.json``,
-    ``study.md`` and plots. Returns the summary."""
+    ``study.md`` and plots; with ``publish``, also as ``<publish>/<study name>.md`` (JSON
+    and figures beside it). Returns the summary."""
     out = Path(out)
     started = time.perf_counter()
     for index, cell in enumerate(study.cells):
@@ -144,10 +148,12 @@ def run_study(
                 tmp.write_text(json.dumps({"seconds": time.perf_counter() - tick}))
     summary = summarise_study(study, out)
     summary["latency"] = student_latency(summary)
+    summary["command"] = "prokd " + " ".join(sys.argv[1:]) if sys.argv[1:] else "run_study()"
+    summary["machine"] = f"{cpu_model()}, {os.cpu_count()} cores"
     summary["seconds_this_session"] = time.perf_counter() - started
-    with atomic_path(out / "study.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=1))
     write_study_report(summary, out)
+    if publish is not None:
+        write_study_report(summary, publish, study.path.stem)
     return summary
 
 
