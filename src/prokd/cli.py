@@ -119,7 +119,9 @@ def _study(args: argparse.Namespace) -> int:
     study = load_study(args.study)
     out = Path(args.out or Path("runs") / Path(args.study).stem)
     start = time.perf_counter()
-    run_study(study, out, args.data, jobs=args.jobs, publish=args.publish)
+    run_study(
+        study, out, args.data, jobs=args.jobs, publish=args.publish, run_cells=not args.summarise
+    )
     print((out / "study.md").read_text())
     print(f"study finished in {time.perf_counter() - start:.0f} s; summary: {out / 'study.md'}")
     return 0
@@ -271,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--publish",
         metavar="DIR",
         help="also write the summary as DIR/<study>.md with JSON and figures beside it",
+    )
+    p.add_argument(
+        "--summarise",
+        action="store_true",
+        help="summarise the finished cells only; run none (the summary lists missing seeds)",
     )
 
     p = sub.add_parser("predict", help="segment volumes: masks with the input's exact geometry")

@@ -49,6 +49,9 @@ def test_tiny_study_runs_resumes_and_reports(tmp_path_factory, tmp_path, capsys)
     assert grid.cells[0].config.split.labelled_per_site == 0
     study = load_study(_study_file(tmp_path, {"one-labelled": regimes["one-labelled"]}))
     out = tmp_path / "out"
+    argv = ["study", str(study.path), "--out", str(out), "--data", str(data)]
+    assert main([*argv, "--summarise"]) == 2
+    assert "no finished cell to summarise" in capsys.readouterr().err
     summary = run_study(study, out, str(data), progress=False)
     small = summary["regimes"]["one-labelled"]
     assert small["seeds"] == [0, 1] and small["dice"]["student-nokd"]["n"] == 2
@@ -77,7 +80,6 @@ def test_tiny_study_runs_resumes_and_reports(tmp_path_factory, tmp_path, capsys)
     # Finished cells are skipped: a second run trains nothing and gives the same numbers.
     stamp = (models / "teacher" / "best.pt").stat().st_mtime_ns
     published = tmp_path / "docs"
-    argv = ["study", str(study.path), "--out", str(out), "--data", str(data)]
     assert main([*argv, "--publish", str(published)]) == 0
     assert (models / "teacher" / "best.pt").stat().st_mtime_ns == stamp
     again = json.loads((out / "study.json").read_text())

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import yaml
 
-from prokd.errors import ConfigError
+from prokd.errors import ConfigError, ProkdError
 from prokd.evaluation.bench import VOLUME_SLICES, bench_model, bench_subject, cpu_model
 from prokd.evaluation.stats import paired_comparison
 from prokd.evaluation.study_report import write_study_report
@@ -131,13 +131,18 @@ def run_study(
     progress: bool = True,
     jobs: int = 1,
     publish: str | Path | None = None,
+    run_cells: bool = True,
 ) -> dict[str, Any]:
-    """Run every unfinished cell, then summarise all cells into ``<out>/study.json``,
-    ``study.md`` and plots; with ``publish``, also as ``<publish>/<study name>.md`` (JSON
-    and figures beside it). Returns the summary."""
+    """Run every unfinished cell (unless ``run_cells`` is false), then summarise the finished
+    cells into ``<out>/study.json``, ``study.md`` and plots; with ``publish``, also as
+    ``<publish>/<study name>.md`` (JSON and figures beside it). Returns the summary.
+
+    Raises:
+        ProkdError: no cell has finished.
+    """
     out = Path(out)
     started = time.perf_counter()
-    for index, cell in enumerate(study.cells):
+    for index, cell in enumerate(study.cells if run_cells else ()):
         cell_dir = out / cell.folder
         if _finished(cell_dir) is None:
             if progress:
@@ -147,6 +152,8 @@ def run_study(
             with atomic_path(cell_dir / CELL_TIME) as tmp:
                 tmp.write_text(json.dumps({"seconds": time.perf_counter() - tick}))
     summary = summarise_study(study, out)
+    if not summary["regimes"]:
+        raise ProkdError(f"{out}: no finished cell to summarise")
     summary["latency"] = student_latency(summary)
     summary["command"] = "prokd " + " ".join(sys.argv[1:]) if sys.argv[1:] else "run_study()"
     summary["machine"] = f"{cpu_model()}, {os.cpu_count()} cores"
