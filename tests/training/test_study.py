@@ -55,6 +55,7 @@ def test_tiny_study_runs_resumes_and_reports(tmp_path_factory, tmp_path, capsys)
     summary = run_study(study, out, str(data), progress=False)
     small = summary["regimes"]["one-labelled"]
     assert small["seeds"] == [0, 1] and small["dice"]["student-nokd"]["n"] == 2
+    assert small["val_dice"]["student-nokd"]["n"] == 2 and "ensemble-limit" not in small["val_dice"]
     # held-back cases reach the distilled students only, never the teachers
     split = json.loads((out / "one-labelled/seed0/split.json").read_text())
     assert len(split["unlabelled"]) == 2
@@ -73,7 +74,7 @@ def test_tiny_study_runs_resumes_and_reports(tmp_path_factory, tmp_path, capsys)
     assert set(summary["latency"]["ms_per_volume"]) == {"unet-w4@32"}
     report = (out / "study.md").read_text()
     assert "| one-labelled | 2 |" in report and "chosen p2 vs uniform" in report
-    assert "Wall time of the cells" in report
+    assert "Wall time of the cells" in report and "Validation Dice (best epoch" in report
     assert (out / "study_figures" / "study_dice.png").stat().st_size > 0
     assert (out / "study_figures" / "pareto.png").stat().st_size > 0
     assert json.loads((out / "study.json").read_text())["command"] == "run_study()"

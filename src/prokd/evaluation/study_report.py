@@ -44,6 +44,16 @@ def dice_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def validation_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: per regime, mean ± std over seeds of each model's validation Dice
+    (what tuning compares: never the test columns)."""
+    regimes = summary["regimes"]
+    models = list(dict.fromkeys(m for r in regimes.values() for m in r["val_dice"]))
+    header = ["regime", *models]
+    rows = [[name, *[_pm(r["val_dice"].get(m)) for m in models]] for name, r in regimes.items()]
+    return header, rows
+
+
 def pareto_points(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """Per regime: its student's onnxruntime ms per volume, no-KD and chosen-KD Dice."""
     latency = summary.get("latency", {}).get("ms_per_volume", {})
@@ -82,6 +92,10 @@ def write_study_report(summary: dict[str, Any], out: str | Path, name: str = "st
         "in its cell (never chosen on test). 'teacher - no-KD': the most KD could give.",
         "",
         markdown_table(*dice_table(summary)),
+        "",
+        "Validation Dice (best epoch of each run; what model selection and tuning read):",
+        "",
+        markdown_table(*validation_table(summary)),
         "",
     ]
     for name, r in summary["regimes"].items():

@@ -200,9 +200,12 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
         if not done:
             continue
         models: dict[str, list[float]] = {}
+        validation: dict[str, list[float]] = {}
         for r in done.values():
             for row in r["rows"]:
                 models.setdefault(row["model"], []).append(row["dice"]["mean"])
+                if row["val_dice"] is not None:
+                    validation.setdefault(row["model"], []).append(row["val_dice"])
         chosen = [r["strategy_selected_on_validation"] for r in done.values()]
         pooled = {}
         for label, a, b in COMPARISONS:
@@ -232,6 +235,7 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
             "seeds": sorted(done),
             "seeds_missing": sorted(set(results) - set(done)),
             "dice": {m: _mean_std(v) for m, v in models.items()},
+            "val_dice": {m: _mean_std(v) for m, v in validation.items()},
             "chosen_strategies": chosen,
             "chosen_p2_dice": _mean_std(chosen_dice) if chosen_dice else None,
             "chosen_p2_over_teacher": float(np.mean(chosen_dice) / teacher)
