@@ -55,9 +55,16 @@ def _phantom(args: argparse.Namespace) -> int:
 
 @command("inspect")
 def _inspect(args: argparse.Namespace) -> int:
-    from prokd.data.inventory import format_inventory, inspect_dataset
+    from prokd.data.inventory import format_inventory, inspect_cases, inspect_dataset
 
-    layout, records = inspect_dataset(args.data_dir, args.layout)
+    if Path(args.data_dir).suffix in (".yaml", ".yml"):
+        from prokd.training.config import load_config
+        from prokd.training.runs import prepare_data
+
+        data = prepare_data(load_config(args.data_dir))
+        layout, records = data.layout, inspect_cases(data.cases + data.unlabelled)
+    else:
+        layout, records = inspect_dataset(args.data_dir, args.layout)
     print(format_inventory(layout, records))
     return 1 if any(r.error for r in records) else 0
 
@@ -331,7 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="experiment or training run folder")
 
     p = sub.add_parser("inspect", help="list cases, shapes, spacings, gland volumes and problems")
-    p.add_argument("data_dir", metavar="DATA_DIR", help="dataset folder")
+    p.add_argument(
+        "data_dir",
+        metavar="DATA_DIR",
+        help="dataset folder, or a YAML config (its data.root and data.sources)",
+    )
     p.add_argument("--layout", choices=sorted(LAYOUTS), help="dataset layout (default: detect)")
     return parser
 

@@ -47,8 +47,12 @@ def inspect_dataset(root: str | Path, layout: str | None = None) -> tuple[str, l
         DataError: missing folder, unknown layout or no cases.
     """
     layout, cases = find_cases(root, layout)
-    records = [inventory_case(c) for c in tqdm(cases, desc="inspect", unit="case", leave=False)]
-    return layout, records
+    return layout, inspect_cases(cases)
+
+
+def inspect_cases(cases: list[Case]) -> list[CaseInventory]:
+    """The inventory of every case (labelled or not), with a progress bar."""
+    return [inventory_case(c) for c in tqdm(cases, desc="inspect", unit="case", leave=False)]
 
 
 def format_inventory(layout: str, records: list[CaseInventory]) -> str:
@@ -56,17 +60,18 @@ def format_inventory(layout: str, records: list[CaseInventory]) -> str:
     lines = [f"layout: {layout}"]
     sites = Counter(r.case.site for r in records)
     lines.append("cases per site: " + ", ".join(f"{s} {n}" for s, n in sorted(sites.items())))
+    w = max([24, *(len(r.case.case_id) for r in records)])
     lines.append(
-        f"{'case':<24} {'site':<12} {'shape (z,y,x)':<16} {'spacing mm (z,y,x)':<20} gland ml"
+        f"{'case':<{w}} {'site':<12} {'shape (z,y,x)':<16} {'spacing mm (z,y,x)':<20} gland ml"
     )
     for r in records:
         if r.error:
-            lines.append(f"{r.case.case_id:<24} {r.case.site:<12} UNUSABLE")
+            lines.append(f"{r.case.case_id:<{w}} {r.case.site:<12} UNUSABLE")
             continue
         shape = "x".join(str(v) for v in r.shape)
         spacing = "x".join(f"{v:.3g}" for v in r.spacing)
-        ml = " / ".join(f"{v:.1f}" for v in r.gland_ml)
-        lines.append(f"{r.case.case_id:<24} {r.case.site:<12} {shape:<16} {spacing:<20} {ml}")
+        ml = " / ".join(f"{v:.1f}" for v in r.gland_ml) if r.case.labelled else "unlabelled"
+        lines.append(f"{r.case.case_id:<{w}} {r.case.site:<12} {shape:<16} {spacing:<20} {ml}")
     problems = [f"error: {r.error}" for r in records if r.error]
     problems += [f"warning: {w}" for r in records for w in r.warnings]
     usable = sum(r.error is None for r in records)

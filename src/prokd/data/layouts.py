@@ -298,12 +298,13 @@ def image_volumes(folder: str | Path) -> list[tuple[Path, int | None]]:
     return found
 
 
-def unlabelled_cases(folder: str | Path) -> list[Case]:
+def unlabelled_cases(folder: str | Path, channel: int | None = None) -> list[Case]:
     """Every image volume of ``folder`` as an unlabelled case (its masks, if any, unused).
 
     Case ids are ``<folder name>/<case id in the layout>`` for a known layout (whose sites
     are kept), and ``<folder name>/<path inside the folder>`` for a plain folder (whose site
-    is the folder's name). Each volume is its own patient.
+    is the folder's name; ``channel`` is the T2 channel of its 4D images). Each volume is its
+    own patient.
 
     Raises:
         DataError: the folder is missing, or holds no image volume.
@@ -314,7 +315,7 @@ def unlabelled_cases(folder: str | Path) -> list[Case]:
         _, cases = find_cases(folder)
         return [Case(f"{name}/{c.case_id}", c.site, c.image, (), c.image_channel) for c in cases]
     cases = []
-    for path, channel in image_volumes(folder):
+    for path, _ in image_volumes(folder):
         inner = path.resolve().relative_to(folder.resolve())
         cases.append(Case(f"{name}/{inner.parent / volume_stem(path)}", name, path, (), channel))
     return cases

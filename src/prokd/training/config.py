@@ -7,6 +7,7 @@ types and impossible values are one-line ``ConfigError``s naming the file and th
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -25,13 +26,27 @@ from prokd.models import MODELS
 
 
 @dataclass(frozen=True)
+class SourceConfig:
+    """One more dataset folder: its layout (detected when unset), the site name its cases
+    get (the layout's sites when unset), and whether its masks are used."""
+
+    root: str
+    layout: str | None = None
+    site: str | None = None
+    labelled: bool = True
+    channel: int | None = None  # T2 channel of 4D images in a plain folder (MSD imagesTs: 0)
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    """Where the cases are. ``root`` may be given on the command line (``--data``)."""
+    """Where the cases are. ``root`` may be given on the command line (``--data``);
+    ``sources`` add labelled or unlabelled folders to it (or replace it)."""
 
     root: str | None = None
     layout: str | None = None
     cache_dir: str | None = None  # default: $PROKD_CACHE or ~/.cache/prokd
     unlabelled: tuple[str, ...] = ()  # folders of volumes distilled students use without masks
+    sources: tuple[SourceConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -162,6 +177,7 @@ def _all_known(registry: dict[str, Any], what: str) -> tuple[str, typing.Callabl
 CHECKS: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
     "model": _known(MODELS, "model"),
     "data.layout": _known(LAYOUTS, "layout"),
+    "data.sources[].layout": _known(LAYOUTS, "layout"),
     "distill.weighting": _known(WEIGHTINGS, "teacher weighting"),
     "experiment.teacher": _known(MODELS, "model"),
     "experiment.limit_teacher": _known(MODELS, "model"),
@@ -227,6 +243,8 @@ def _convert(value: Any, kind: Any, key: str) -> Any:
         return tuple(
             _convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
         )
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, f"{key}.")
     if kind is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
@@ -252,6 +270,15 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{prefix}{missing[0]}: missing (required here)")
     for key, value in values.items():
         path = f"{prefix}{key}"
         if key not in names:
@@ -262,8 +289,9 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
             kwargs[key] = _build(kind, value, f"{path}.")
         else:
             kwargs[key] = _convert(value, kind, path)
-            if path in CHECKS and kwargs[key] is not None:
-                message, ok = CHECKS[path]
+            check = CHECKS.get(re.sub(r"\[\d+\]", "[]", path))
+            if check and kwargs[key] is not None:
+                message, ok = check
                 if not ok(kwargs[key]):
                     raise ConfigError(f"{path}: {message}, got {value!r}")
     return cls(**kwargs)

@@ -7,7 +7,7 @@ import os
 import platform
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from prokd.data.layouts import Case, find_cases, unlabelled_cases
 from prokd.data.splits import Split, held_out_site, hold_back_labels, split_by_site
 from prokd.errors import ConfigError
 from prokd.io_atomic import atomic_path
-from prokd.training.config import Config, save_config
+from prokd.training.config import Config, SourceConfig, save_config
 
 PACKAGES = ("torch", "monai", "numpy", "SimpleITK", "nibabel", "scipy", "onnxruntime", "prokd")
 
@@ -71,6 +71,32 @@ class PreparedData:
         return next(c for c in self.cases if c.case_id == case_id)
 
 
+def source_cases(source: SourceConfig) -> list[Case]:
+    """The cases of one ``data.sources`` entry: labelled (its layout's cases) or not (every
+    image volume, masks unused). A source with a ``site`` puts all its cases in that site,
+    their ids prefixed with it.
+
+    Raises:
+        DataError: unreadable folder or layout.
+    """
+    cases = (
+        find_cases(source.root, source.layout)[1]
+        if source.labelled
+        else unlabelled_cases(source.root, source.channel)
+    )
+    if source.site is None:
+        return cases
+    return [
+        replace(
+            c,
+            case_id=f"{source.site}/{c.case_id}",
+            site=source.site,
+            group=f"{source.site}/{c.patient}",
+        )
+        for c in cases
+    ]
+
+
 def prepare_data(config: Config, data_root: str | None = None) -> PreparedData:
     """Find the cases of the configured dataset, split them, and list the unlabelled volumes.
 
@@ -80,9 +106,14 @@ def prepare_data(config: Config, data_root: str | None = None) -> PreparedData:
         DataError: unreadable dataset or unlabelled folder.
     """
     root = data_root or config.data.root
-    if not root:
-        raise ConfigError("data.root is not set: give --data DIR or set data.root in the config")
-    layout, cases = find_cases(root, config.data.layout)
+    sources = config.data.sources
+    if not root and not any(source.labelled for source in sources):
+        raise ConfigError(
+            "data.root is not set: give --data DIR, set data.root, or add a labelled "
+            "data.sources entry"
+        )
+    layout, cases = find_cases(root, config.data.layout) if root else ("sources", [])
+    cases += [case for source in sources if source.labelled for case in source_cases(source)]
     s = config.split
     if s.test_site is not None:
         split = held_out_site(cases, s.test_site, s.val_fraction, s.seed)
@@ -91,9 +122,13 @@ def prepare_data(config: Config, data_root: str | None = None) -> PreparedData:
     if s.labelled_per_site:
         split = hold_back_labels(cases, split, s.labelled_per_site, s.seed)
     unlabelled = [case for folder in config.data.unlabelled for case in unlabelled_cases(folder)]
+    unlabelled += [c for source in sources if not source.labelled for c in source_cases(source)]
     ids = [c.case_id for c in cases + unlabelled]
     if len(set(ids)) != len(ids):
-        raise ConfigError("data.unlabelled: two folders give the same case ids; rename one")
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise ConfigError(
+            f"data: case id {duplicate!r} comes from two folders; give the sources a site name"
+        )
     cache = PreprocessCache(config.data.cache_dir or default_cache_dir())
     return PreparedData(layout, cases, split, cache, config, unlabelled)
 
