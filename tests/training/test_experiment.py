@@ -35,14 +35,22 @@ def _tiny(config, tmp_path, **experiment):
 
 
 def _tiny_demo(tmp_path, teacher="unet-w4"):
-    """The demo protocol with tiny networks, one limit-trained teacher per site."""
+    """The demo protocol with tiny networks, one limit-trained teacher per site, every
+    strategy, all training cases labelled and the same training for every model."""
+    demo = load_config(CONFIGS / "demo.yaml").replace(
+        split={"labelled_per_site": 0}, train={"augment": False}
+    )
     return _tiny(
-        load_config(CONFIGS / "demo.yaml"),
+        demo,
         tmp_path,
         teacher=teacher,
         limit_teacher="unet-w4",
         student="unet-w4",
         limit_mode="site",
+        strategies=("uniform", "validation", "confidence", "label-aware"),
+        teacher_epochs=0,
+        student_epochs=0,
+        student_augment=None,
     )
 
 

@@ -93,14 +93,19 @@ def write_study_report(summary: dict[str, Any], out: str | Path, name: str = "st
         "",
         markdown_table(*dice_table(summary)),
         "",
+        *(
+            [f"Regimes with no finished cell yet: {', '.join(summary['regimes_not_run'])}.", ""]
+            if summary["regimes_not_run"]
+            else []
+        ),
         "Validation Dice (best epoch of each run; what model selection and tuning read):",
         "",
         markdown_table(*validation_table(summary)),
         "",
     ]
-    for name, r in summary["regimes"].items():
+    for regime, r in summary["regimes"].items():
         lines += [
-            f"## {name}",
+            f"## {regime}",
             "",
             f"Seeds run: {r['seeds']}"
             + (f"; missing: {r['seeds_missing']}" if r["seeds_missing"] else "")

@@ -251,6 +251,7 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
         "description": study.description,
         "seeds": list(study.seeds),
         "regimes": regimes,
+        "regimes_not_run": [r for r in study.regimes if r not in regimes],
     }
 
 
