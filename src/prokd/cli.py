@@ -127,11 +127,26 @@ def _study(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("runs") / Path(args.study).stem)
     start = time.perf_counter()
     run_study(
-        study, out, args.data, jobs=args.jobs, publish=args.publish, run_cells=not args.summarise
+        study,
+        out,
+        args.data,
+        jobs=args.jobs,
+        publish=args.publish,
+        run_cells=not args.summarise,
+        command=_study_command(args, out),
     )
     print((out / "study.md").read_text())
     print(f"study finished in {time.perf_counter() - start:.0f} s; summary: {out / 'study.md'}")
     return 0
+
+
+def _study_command(args: argparse.Namespace, out: Path) -> str:
+    """The ``prokd study`` command line these arguments make (recorded in the summary)."""
+    words = ["prokd", "study", args.study, "--out", str(out)]
+    words += ["--data", args.data] if args.data else []
+    words += ["--jobs", str(args.jobs)] if args.jobs != 1 else []
+    words += ["--publish", args.publish] if args.publish else []
+    return " ".join(words + (["--summarise"] if args.summarise else []))
 
 
 @command("predict")

@@ -86,7 +86,8 @@ def test_tiny_study_runs_resumes_and_reports(tmp_path_factory, tmp_path, capsys)
     again = json.loads((out / "study.json").read_text())
     assert again["regimes"] == summary["regimes"]
     page = (published / "study.md").read_text()
-    assert page.startswith("# prokd study: study") and "Made by `prokd study " in page
+    assert page.startswith("# prokd study: study")
+    assert f"Made by `prokd study {study.path} --out {out} --data {data} --publish" in page
     assert "](study_figures/pareto.png)" in page
     assert (published / "study_figures" / "pareto.png").exists()
     assert json.loads((published / "study.json").read_text())["regimes"] == summary["regimes"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,10 +131,12 @@ def run_study(
     jobs: int = 1,
     publish: str | Path | None = None,
     run_cells: bool = True,
+    command: str = "run_study()",
 ) -> dict[str, Any]:
     """Run every unfinished cell (unless ``run_cells`` is false), then summarise the finished
     cells into ``<out>/study.json``, ``study.md`` and plots; with ``publish``, also as
-    ``<publish>/<study name>.md`` (JSON and figures beside it). Returns the summary.
+    ``<publish>/<study name>.md`` (JSON and figures beside it); ``command`` is how the
+    summary says it was made. Returns the summary.
 
     Raises:
         ProkdError: no cell has finished.
@@ -155,7 +156,7 @@ def run_study(
     if not summary["regimes"]:
         raise ProkdError(f"{out}: no finished cell to summarise")
     summary["latency"] = student_latency(summary)
-    summary["command"] = "prokd " + " ".join(sys.argv[1:]) if sys.argv[1:] else "run_study()"
+    summary["command"] = command
     summary["machine"] = f"{cpu_model()}, {os.cpu_count()} cores"
     summary["seconds_this_session"] = time.perf_counter() - started
     write_study_report(summary, out)
