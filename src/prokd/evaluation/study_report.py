@@ -84,7 +84,8 @@ def write_study_report(summary: dict[str, Any], out: str | Path, name: str = "st
         "",
         f"Study file: `{summary['study']}`. {summary['description']}".strip(),
         "",
-        f"Made by `{summary['command']}` on {summary['machine']}.",
+        f"Made by `{summary['command']}` on {summary['machine']}. Each cell is one "
+        "`prokd experiment` run by `prokd study` (without `--summarise`).",
         "",
         f"Seeds: {', '.join(str(s) for s in summary['seeds'])} (split and training seed). "
         "Test Dice per 3D volume, averaged per cell, then mean ± std over seeds. "
@@ -137,5 +138,9 @@ def write_study_report(summary: dict[str, Any], out: str | Path, name: str = "st
     regimes = summary["regimes"]
     total = sum(r["cell_seconds"] for r in regimes.values())
     per_regime = ", ".join(f"{n} {r['cell_seconds'] / 60:.0f} min" for n, r in regimes.items())
-    lines += [f"Wall time of the cells: {total / 3600:.2f} h in all ({per_regime})."]
+    lines += [
+        f"Wall time of the cells: {total / 3600:.2f} h in all ({per_regime}); each cell is "
+        "timed by the invocation that finished it (a resumed cell counts its last part only), "
+        "on a machine that may have run other work beside it."
+    ]
     return write_json_and_markdown(out / name, summary, "\n".join(lines))[1]
