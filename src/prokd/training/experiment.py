@@ -221,8 +221,7 @@ class Experiment:
             summary = json.loads(summaries[m.name].read_text())
             val = _val_dice(m.members[0]) if len(m.members) == 1 else None
             params = sum(count_parameters(member.network) for member in m.members)
-            with open(summaries[m.name].parent / "metrics.csv", newline="") as handle:
-                dice = {row["case"]: float(row["dice"]) for row in csv.DictReader(handle)}
+            dice = case_dice(summaries[m.name].parent)
             evaluated.append(EvaluatedModel(m.name, m.role, params, summary, val, dice))
         return evaluated
 
@@ -370,14 +369,30 @@ COMPARISONS = (
 )
 
 
-def _comparisons(evaluated: list[EvaluatedModel], chosen: str | None) -> dict[str, Any]:
-    """Paired per-volume test-Dice comparisons (difference a - b) of the protocol's models."""
-    dice = {m.name: m.dice for m in evaluated}
-    out = {}
+def case_dice(evaluation_dir: Path) -> dict[str, float]:
+    """Test Dice per case (case id -> Dice) from an evaluation's ``metrics.csv``."""
+    with open(Path(evaluation_dir) / "metrics.csv", newline="") as handle:
+        return {row["case"]: float(row["dice"]) for row in csv.DictReader(handle)}
+
+
+def paired_scores(
+    dice: dict[str, dict[str, float]], chosen: str | None
+) -> dict[str, tuple[str, str, list[float], list[float]]]:
+    """For each of :data:`COMPARISONS` whose models were evaluated: the names of models a
+    ("chosen" resolved) and b, and their Dice over the same cases, in one order."""
+    pairs = {}
     for label, a, b in COMPARISONS:
         a = chosen if a == "chosen" else a
         if a in dice and b in dice and a != b:
             cases = sorted(dice[a])
-            scores = [[dice[name][c] for c in cases] for name in (a, b)]
-            out[label] = {"a": a, "b": b, **paired_comparison(*scores)}
-    return out
+            pairs[label] = (a, b, [dice[a][c] for c in cases], [dice[b][c] for c in cases])
+    return pairs
+
+
+def _comparisons(evaluated: list[EvaluatedModel], chosen: str | None) -> dict[str, Any]:
+    """Paired per-volume test-Dice comparisons (difference a - b) of the protocol's models."""
+    pairs = paired_scores({m.name: m.dice for m in evaluated}, chosen)
+    return {
+        label: {"a": a, "b": b, **paired_comparison(scores_a, scores_b)}
+        for label, (a, b, scores_a, scores_b) in pairs.items()
+    }

@@ -9,7 +9,6 @@ per-volume comparisons pooled over seeds (Wilcoxon signed-rank, bootstrap 95% CI
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import time
@@ -27,7 +26,7 @@ from prokd.evaluation.stats import paired_comparison
 from prokd.evaluation.study_report import write_study_report
 from prokd.io_atomic import atomic_path
 from prokd.training.config import Config, config_from_dict, load_config
-from prokd.training.experiment import COMPARISONS, run_experiment
+from prokd.training.experiment import COMPARISONS, case_dice, paired_scores, run_experiment
 
 STUDY_KEYS = ("base", "seeds", "regimes", "description")
 CELL_TIME = "cell_seconds.json"  # wall time of the invocation that finished the cell
@@ -185,11 +184,6 @@ def student_latency(summary: dict[str, Any], runs: int = 10) -> dict[str, Any]:
     }
 
 
-def _per_volume(cell_dir: Path, model: str) -> dict[str, float]:
-    with open(cell_dir / "evaluation" / model / "metrics.csv", newline="") as handle:
-        return {row["case"]: float(row["dice"]) for row in csv.DictReader(handle)}
-
-
 def summarise_study(study: Study, out: Path) -> dict[str, Any]:
     """Per regime: mean ± std over seeds of every model's test Dice, and pooled paired
     comparisons over (seed, volume) pairs; from the cells' stored results only."""
@@ -208,21 +202,21 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
                 if row["val_dice"] is not None:
                     validation.setdefault(row["model"], []).append(row["val_dice"])
         chosen = [r["strategy_selected_on_validation"] for r in done.values()]
-        pooled = {}
-        for label, a, b in COMPARISONS:
-            pairs_a, pairs_b = [], []
-            for seed, r in done.items():
-                name_a = r["strategy_selected_on_validation"] if a == "chosen" else a
-                names = {row["model"] for row in r["rows"]}
-                if name_a not in names or b not in names or name_a == b:
-                    continue
-                cell_dir = out / f"{regime}/seed{seed}"
-                scores_a, scores_b = _per_volume(cell_dir, name_a), _per_volume(cell_dir, b)
-                cases = sorted(scores_a)
-                pairs_a += [scores_a[c] for c in cases]
-                pairs_b += [scores_b[c] for c in cases]
-            if pairs_a:
-                pooled[label] = {"a": a, "b": b, **paired_comparison(pairs_a, pairs_b)}
+        pooled_scores: dict[str, tuple[list[float], list[float]]] = {}
+        for seed, r in done.items():
+            evaluation = out / f"{regime}/seed{seed}" / "evaluation"
+            dice = {row["model"]: case_dice(evaluation / row["model"]) for row in r["rows"]}
+            for label, (_, _, a, b) in paired_scores(
+                dice, r["strategy_selected_on_validation"]
+            ).items():
+                pooled = pooled_scores.setdefault(label, ([], []))
+                pooled[0].extend(a)
+                pooled[1].extend(b)
+        pooled = {
+            label: {"a": a, "b": b, **paired_comparison(*pooled_scores[label])}
+            for label, a, b in COMPARISONS
+            if label in pooled_scores
+        }
         gaps = [r["teacher_gap"] for r in done.values()]
         timed = [out / c.folder / CELL_TIME for c in cells if c.seed in done]
         seconds = [json.loads(t.read_text())["seconds"] for t in timed if t.exists()]
