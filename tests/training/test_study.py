@@ -114,3 +114,28 @@ def test_bad_study_files_are_refused(tmp_path, study, message):
     path.write_text(yaml.safe_dump(study))
     with pytest.raises(ConfigError, match=message):
         load_study(path)
+
+
+def test_cells_reuse_steps_that_train_the_same_model(tmp_path_factory, tmp_path):
+    """A regime that changes only a strategy's temperature copies every other step (with its
+    evaluation) from the finished cell and trains that strategy's student anew."""
+    data = tiny_phantom(tmp_path_factory.mktemp("phantom"), sites=2, cases_per_site=4, seed=2)
+    regimes = {"base": {}, "warmer": {"distill": {"confidence_temperature": 0.5}}}
+    study = load_study(_study_file(tmp_path, regimes, seeds=(0,)))
+    out = tmp_path / "out"
+    summary = run_study(study, out, str(data), progress=False)
+    base, warmer = out / "base/seed0", out / "warmer/seed0"
+    for name in ("teacher", "limit-SiteA", "student-nokd", "student-kd-p2-uniform"):
+        for part in (f"models/{name}/best.pt", f"evaluation/{name}/metrics.csv"):
+            assert (warmer / part).stat().st_mtime_ns == (base / part).stat().st_mtime_ns, part
+    confidence = "models/student-kd-p2-confidence"
+    trained = (warmer / confidence / "best.pt").stat().st_mtime_ns
+    assert trained > (base / confidence / "best.pt").stat().st_mtime_ns
+    key = json.loads((warmer / confidence / "step_key.json").read_text())["key"]
+    assert key["temperature"] == 0.5 and key["weighting"] == "confidence"
+    rows = {r: summary["regimes"][r]["dice"] for r in regimes}
+    assert rows["warmer"]["student-nokd"] == rows["base"]["student-nokd"]
+    assert summary["best_on_validation"] in regimes
+    best = summary["regimes"][summary["best_on_validation"]]["chosen_p2_val_dice"]["mean"]
+    assert all(r["chosen_p2_val_dice"]["mean"] <= best for r in summary["regimes"].values())
+    assert "the regime a tuning study picks" in (out / "study.md").read_text()

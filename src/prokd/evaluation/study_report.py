@@ -49,8 +49,11 @@ def validation_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]
     (what tuning compares: never the test columns)."""
     regimes = summary["regimes"]
     models = list(dict.fromkeys(m for r in regimes.values() for m in r["val_dice"]))
-    header = ["regime", *models]
-    rows = [[name, *[_pm(r["val_dice"].get(m)) for m in models]] for name, r in regimes.items()]
+    header = ["regime", "chosen p2", *models]
+    rows = [
+        [name, _pm(r["chosen_p2_val_dice"]), *[_pm(r["val_dice"].get(m)) for m in models]]
+        for name, r in regimes.items()
+    ]
     return header, rows
 
 
@@ -104,6 +107,12 @@ def write_study_report(summary: dict[str, Any], out: str | Path, name: str = "st
         markdown_table(*validation_table(summary)),
         "",
     ]
+    if summary.get("best_on_validation") and len(summary["regimes"]) > 1:
+        lines += [
+            f"Highest validation Dice of the validation-chosen procedure-2 student: "
+            f"**{summary['best_on_validation']}** (the regime a tuning study picks).",
+            "",
+        ]
     for regime, r in summary["regimes"].items():
         lines += [
             f"## {regime}",
@@ -141,6 +150,8 @@ def write_study_report(summary: dict[str, Any], out: str | Path, name: str = "st
     lines += [
         f"Wall time of the cells: {total / 3600:.2f} h in all ({per_regime}); each cell is "
         "timed by the invocation that finished it (a resumed cell counts its last part only), "
-        "on a machine that may have run other work beside it."
+        "on a machine that may have run other work beside it. A step whose twin (the same "
+        "network, data, seed and settings) had already finished in another cell was copied "
+        "from there, not trained again, so later cells cost less."
     ]
     return write_json_and_markdown(out / name, summary, "\n".join(lines))[1]

@@ -9,7 +9,9 @@ per 3D volume and per site -> ``results.json`` and ``report.md``. Finished steps
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ from prokd.evaluation.evaluate import evaluate_cases, write_evaluation
 from prokd.evaluation.report import build_report
 from prokd.evaluation.stats import paired_comparison
 from prokd.inference.trained import TrainedModel, load_trained_model
-from prokd.io_atomic import atomic_path, remove_stale_temporaries
+from prokd.io_atomic import atomic_path, remove_stale_temporaries, temporary_name
 from prokd.models.profile import count_parameters
 from prokd.training.checkpoints import LAST
 from prokd.training.config import Config
@@ -41,6 +43,7 @@ from prokd.training.runs import (
 )
 
 OVERLAY_CASES = 3
+STEP_KEY = "step_key.json"  # in a finished step's run folder: what its training depended on
 
 
 @dataclass(frozen=True)
@@ -142,9 +145,10 @@ class Experiment:
         data: PreparedData,
         progress: bool,
         context: Context = ONE_PROCESS,
+        reuse_from: tuple[Path, ...] = (),
     ) -> None:
         self.config, self.out, self.data, self.progress = config, out, data, progress
-        self.context = context
+        self.context, self.reuse_from = context, reuse_from
         split = data.split
         self.train_volumes = data.volumes(split.train, "preprocess train")
         self.val_volumes = data.volumes(split.val, "preprocess val")
@@ -183,16 +187,65 @@ class Experiment:
             unlabelled_volumes=self.unlabelled_volumes,
         )
 
+    def step_key(self, step: Step, job: TrainJob) -> dict[str, Any]:
+        """What a step's trained model and its test evaluation depend on: steps with equal
+        keys give the same model (training is seeded), so one can stand for the other."""
+        distilled = bool(job.teachers)
+        loss = dataclasses.asdict(job.loss)
+        if not distilled:  # the teacher terms and their options do not act
+            loss = {k: v for k, v in loss.items() if k == "dice" or k.startswith("lovasz")}
+        split = self.data.split
+        return {
+            "model": job.model_name,
+            "data": dataclasses.asdict(self.config.data),
+            "settings": dataclasses.asdict(job.settings),
+            "train": dataclasses.asdict(job.train),
+            "loss": loss,
+            "train_cases": [v.case_id for v in job.train_volumes],
+            "val_cases": list(split.val),
+            "test_cases": list(split.test),
+            "unlabelled_cases": [v.case_id for v in job.unlabelled_volumes],
+            "teachers": [file_sha256(t.path) for t in job.teachers],
+            "weighting": step.weighting if distilled else None,
+            "temperature": self.config.distill.temperature(step.weighting) if distilled else None,
+            "soft_targets": job.soft_target_dir is not None,
+            "augmented_views": job.augmented_views if distilled else 0,
+        }
+
+    def _twin(self, name: str, key: dict[str, Any]) -> Path | None:
+        """A finished run of the same step with an equal key in another experiment folder."""
+        for folder in self.reuse_from:
+            run_dir = folder / "models" / name
+            saved = run_dir / STEP_KEY
+            if training_finished(run_dir) and saved.exists():
+                if json.loads(saved.read_text())["key"] == _plain_json(key):
+                    return folder
+        return None
+
     def run_step(self, step: Step) -> None:
-        """Train (or finish) one step's model under ``models/<name>``; skip it if done."""
+        """Train (or finish) one step's model under ``models/<name>``; skip it if done.
+
+        A step not started yet whose twin (same name, equal :meth:`step_key`) has finished
+        in one of ``reuse_from`` is copied from there, with its test evaluation.
+        """
         run_dir = self.out / "models" / step.name
-        if not training_finished(run_dir):
-            run_training(
-                self.job(step),
-                resume=(run_dir / LAST).exists(),
-                progress=self.progress,
-                context=self.context,
-            )
+        if training_finished(run_dir):
+            return
+        job = self.job(step)
+        key = self.step_key(step, job)
+        twin = None if run_dir.exists() else self._twin(step.name, key)
+        if twin is not None:
+            for part in ("models", "evaluation"):
+                if (twin / part / step.name).is_dir():
+                    _copy_folder(twin / part / step.name, self.out / part / step.name)
+            if self.progress:
+                print(f"{step.name}: reused from {twin}", flush=True)
+            return
+        resume = (run_dir / LAST).exists()
+        run_training(job, resume=resume, progress=self.progress, context=self.context)
+        if self.context.is_main:
+            with atomic_path(run_dir / STEP_KEY) as tmp:
+                tmp.write_text(json.dumps({"key": _plain_json(key)}, indent=1))
 
     def evaluate(self, models: list[ExperimentModel]) -> list[EvaluatedModel]:
         """Test-set metrics of every model (an averaged ensemble when several members).
@@ -226,6 +279,21 @@ class Experiment:
         return evaluated
 
 
+def _plain_json(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists)."""
+    return json.loads(json.dumps(value))
+
+
+def _copy_folder(source: Path, target: Path) -> None:
+    """Copy a folder whole: it appears under ``target`` only once complete."""
+    tmp = target.parent / f"{temporary_name(target)}copy"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+
+
 def _evaluated(summary: Path, fingerprint: list[str]) -> bool:
     return summary.exists() and json.loads(summary.read_text()).get("checkpoints") == fingerprint
 
@@ -243,8 +311,12 @@ def run_experiment(
     progress: bool = True,
     context: Context = ONE_PROCESS,
     jobs: int = 1,
+    reuse_from: tuple[Path, ...] = (),
 ) -> dict[str, Any] | None:
     """Run (or continue) the whole protocol into ``out``; returns the results.
+
+    A step whose twin has finished in one of the experiment folders ``reuse_from`` is copied
+    instead of trained (see :meth:`Experiment.run_step`).
 
     With ``jobs`` > 1 independent steps (the teachers, the no-KD student, and the students
     once their teachers exist) run as parallel processes, splitting the cores. Under
@@ -265,7 +337,7 @@ def run_experiment(
     if context.is_main:
         write_run_metadata(out, config, data)
     e = config.experiment
-    exp = Experiment(config, out, data, progress and context.is_main, context)
+    exp = Experiment(config, out, data, progress and context.is_main, context, reuse_from)
 
     subsets = limit_trained_subsets(
         data.cases,

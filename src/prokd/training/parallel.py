@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from prokd.training.experiment import Experiment, Step
 
 
-def _run_step(config: dict[str, Any], out: str, step: Step, threads: int) -> float:
+def _run_step(
+    config: dict[str, Any], out: str, step: Step, threads: int, reuse_from: tuple[Path, ...]
+) -> float:
     """Child process: rebuild the experiment (preprocessed volumes come from the cache) and
     train one step with ``threads`` torch threads; returns its wall time."""
     from prokd.training.experiment import Experiment
@@ -35,7 +37,8 @@ def _run_step(config: dict[str, Any], out: str, step: Step, threads: int) -> flo
     torch.set_num_threads(threads)
     start = time.perf_counter()
     resolved = config_from_dict(config)
-    Experiment(resolved, Path(out), prepare_data(resolved), progress=False).run_step(step)
+    data = prepare_data(resolved)
+    Experiment(resolved, Path(out), data, False, reuse_from=reuse_from).run_step(step)
     return time.perf_counter() - start
 
 
@@ -66,7 +69,8 @@ def run_parallel(exp: Experiment, steps: list[Step], jobs: int) -> None:
             for step in ready[: jobs - len(running)]:
                 if exp.soft_target_dir(step) is not None:
                     build_soft_targets(exp.job(step), progress=False)
-                running[pool.submit(_run_step, config, str(exp.out), step, threads)] = step
+                args = (config, str(exp.out), step, threads, exp.reuse_from)
+                running[pool.submit(_run_step, *args)] = step
                 pending.remove(step)
             complete, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in complete:

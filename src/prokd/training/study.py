@@ -2,7 +2,9 @@
 
 A study file names a base experiment config, the seeds, and the regimes (each a set of
 overrides of the base config). Every cell is a whole ``prokd experiment`` in
-``<out>/<regime>/seed<N>``; finished cells are skipped and an interrupted one resumes. The
+``<out>/<regime>/seed<N>``; finished cells are skipped and an interrupted one resumes. A
+step that would train the same model as a finished step of another cell under ``<out>`` (equal
+network, data, seed and settings; see ``Experiment.step_key``) is copied instead. The
 summary gives, per regime, mean ± std over seeds of test Dice for every model, and paired
 per-volume comparisons pooled over seeds (Wilcoxon signed-rank, bootstrap 95% CI).
 """
@@ -148,7 +150,8 @@ def run_study(
             if progress:
                 print(f"study cell {index + 1}/{len(study.cells)}: {cell.folder}", flush=True)
             tick = time.perf_counter()
-            run_experiment(cell.config, cell_dir, data_root, progress=progress, jobs=jobs)
+            others = tuple(p for p in sorted(out.glob("*/seed*")) if p != cell_dir)
+            run_experiment(cell.config, cell_dir, data_root, progress, jobs=jobs, reuse_from=others)
             with atomic_path(cell_dir / CELL_TIME) as tmp:
                 tmp.write_text(json.dumps({"seconds": time.perf_counter() - tick}))
     summary = summarise_study(study, out)
@@ -221,11 +224,12 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
         timed = [out / c.folder / CELL_TIME for c in cells if c.seed in done]
         seconds = [json.loads(t.read_text())["seconds"] for t in timed if t.exists()]
         teacher = np.mean(models["teacher"])
-        chosen_dice = [
-            next(row["dice"]["mean"] for row in r["rows"] if row["model"] == name)
+        chosen_rows = [
+            next(row for row in r["rows"] if row["model"] == name)
             for r, name in zip(done.values(), chosen, strict=True)
             if name
         ]
+        chosen_dice = [row["dice"]["mean"] for row in chosen_rows]
         regimes[regime] = {
             "seeds": sorted(done),
             "seeds_missing": sorted(set(results) - set(done)),
@@ -233,6 +237,9 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
             "val_dice": {m: _mean_std(v) for m, v in validation.items()},
             "chosen_strategies": chosen,
             "chosen_p2_dice": _mean_std(chosen_dice) if chosen_dice else None,
+            "chosen_p2_val_dice": _mean_std([row["val_dice"] for row in chosen_rows])
+            if chosen_rows
+            else None,
             "chosen_p2_over_teacher": float(np.mean(chosen_dice) / teacher)
             if chosen_dice
             else None,
@@ -241,8 +248,10 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
             "cell_seconds": sum(seconds),
             "config": next(iter(done.values()))["config"],
         }
+    scored = {n: r["chosen_p2_val_dice"]["mean"] for n, r in regimes.items() if r["seeds"]}
     return {
         "study": str(study.path),
+        "best_on_validation": max(scored, key=scored.get) if scored else None,
         "description": study.description,
         "seeds": list(study.seeds),
         "regimes": regimes,
