@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TAPS_STAMP := $(VENV)/.taps
 DEMO_DATA ?= data/phantom
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv taps clean
 
 venv: $(STAMP)
 
@@ -16,13 +17,23 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
+# Opt-in: TAPS (lavlab-taps, a public pretrained 3D model) as a teacher. --no-deps, since it
+# declares onnxruntime-gpu (and torch) that it does not need here; its real dependencies
+# (monai, nibabel, numpy, onnxruntime, scipy, torch) are already installed.
+taps: $(TAPS_STAMP)
+
+$(TAPS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps lavlab-taps==1.1.2
+	touch $(TAPS_STAMP)
+
 # The synthetic benchmark (generated once), then the whole protocol on it.
 demo: $(STAMP)
 	test -f $(DEMO_DATA)/phantom.json || $(BIN)/prokd phantom $(DEMO_DATA) --preview
 	$(BIN)/prokd experiment configs/demo.yaml --data $(DEMO_DATA) --out runs/demo
 
-# pytest exits 5 when it collects no test: that is a failed run, not a pass.
-test: $(STAMP)
+# pytest exits 5 when it collects no test: that is a failed run, not a pass. The tests
+# include the TAPS adapter's, so TAPS is installed first.
+test: $(STAMP) $(TAPS_STAMP)
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc

@@ -88,7 +88,10 @@ def target_grid(image: sitk.Image, settings: PreprocessSettings) -> Geometry:
     )
 
 
-def _resample(image: sitk.Image, grid: Geometry, interpolator: int, default: float) -> sitk.Image:
+def resample_to_grid(
+    image: sitk.Image, grid: Geometry, interpolator: int, default: float
+) -> sitk.Image:
+    """``image`` resampled onto ``grid`` in physical space (float32, ``default`` outside)."""
     return sitk.Resample(
         image,
         grid.size,
@@ -144,13 +147,13 @@ def preprocess_volume(
     normalised = normalise_intensity(sitk.GetArrayViewFromImage(image), settings)
     source = Geometry.of(image).apply_to(sitk.GetImageFromArray(normalised))
     background = float(normalised.min())
-    resampled = _resample(
+    resampled = resample_to_grid(
         _antialias(source, settings.spacing_mm), grid, sitk.sitkLinear, background
     )
     out_image = sitk.GetArrayFromImage(resampled)
     out_mask = None
     if mask is not None:
-        soft = _resample(sitk.Cast(mask, sitk.sitkFloat32), grid, sitk.sitkLinear, 0.0)
+        soft = resample_to_grid(sitk.Cast(mask, sitk.sitkFloat32), grid, sitk.sitkLinear, 0.0)
         out_mask = (sitk.GetArrayFromImage(soft) >= 0.5).astype(np.uint8)
     return out_image, out_mask, grid
 
