@@ -37,3 +37,21 @@ def test_augmentation_is_seeded_and_keeps_binary_labels():
         assert set(x["label"].unique().tolist()) <= {0, 1}
         changed |= not torch.equal(x["image"], torch.from_numpy(a.volumes[0].image[1][None]))
     assert changed
+
+
+def test_volume_teacher_maps_move_with_the_augmented_image():
+    """A teacher map equal to the mask, augmented with it (bilinear vs nearest), stays on
+    the augmented label: the map undergoes the image's spatial transform."""
+    volume = _volume(0)
+    with_map = volume.with_teacher_maps([volume.mask.astype(np.float32)])
+    plain = SliceDataset([volume], training_augmentation(seed=3))
+    mapped = SliceDataset([with_map], training_augmentation(seed=3))
+    moved = False
+    for seed in range(8):
+        a, b = plain.view(1, seed), mapped.view(1, seed)
+        torch.testing.assert_close(a["image"], b["image"])  # the map changes no draw
+        assert b["teacher"].shape == (1, 16, 16)
+        agree = ((b["teacher"] >= 0.5).long() == b["label"]).float().mean()
+        assert agree > 0.97
+        moved |= not torch.equal(b["label"][0], torch.from_numpy(volume.mask[1]).long())
+    assert moved

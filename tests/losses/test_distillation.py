@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from prokd.distill.ensemble import logits_from_probabilities
 from prokd.losses.distillation import (
     FeatureDistillation,
     expand_teacher_weights,
@@ -130,3 +131,27 @@ def test_feature_loss_mixes_teachers_with_weights():
     mixed = two({"b": s}, [{"b": t0}, {"b": t1}], only_first)["b"]
     single = one({"b": s}, [{"b": t0}], torch.ones(2, 1, 8, 8))["b"]
     assert float(mixed) == pytest.approx(float(single), rel=1e-6)
+
+
+def test_a_teacher_without_taps_adds_no_feature_error():
+    """A black-box teacher (a volume teacher) has no adapters; the tapped teacher's error is
+    weighted by its own share of the per-pixel weights."""
+    torch.manual_seed(0)
+    mixed = FeatureDistillation({"b": 3}, [{"b": 4}, {}]).eval()
+    one = FeatureDistillation({"b": 3}, [{"b": 4}]).eval()
+    one.adapters[0].load_state_dict(mixed.adapters[0].state_dict())
+    assert len(mixed.adapters[1]) == 0
+    s, t = torch.randn(2, 3, 4, 4), torch.randn(2, 4, 4, 4)
+    half = torch.full((2, 2, 8, 8), 0.5)
+    out = mixed({"b": s}, [{"b": t}, {}], half)["b"]
+    single = one({"b": s}, [{"b": t}], torch.ones(2, 1, 8, 8))["b"]
+    assert float(out) == pytest.approx(0.5 * float(single), rel=1e-6)
+
+
+def test_logits_from_probabilities_soften_like_the_teacher_probabilities():
+    p = torch.tensor([0.1, 0.5, 0.93]).view(1, 1, 3, 1)
+    logits = logits_from_probabilities(p)
+    torch.testing.assert_close(torch.softmax(logits, 1)[:, 1:], p)
+    softened = torch.softmax(logits / 2.0, 1)[0, 1, :, 0]
+    root = p.flatten().sqrt()
+    torch.testing.assert_close(softened, root / (root + (1 - p.flatten()).sqrt()))

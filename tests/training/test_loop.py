@@ -174,11 +174,11 @@ def test_cached_views_are_exactly_the_images_the_student_sees(tmp_path, monkeypa
     plain: list[torch.Tensor] = []
 
     def recording_collate(dataset, indices, seeds):
-        images, labels = collate(dataset, indices, seeds)
+        images, labels, maps = collate(dataset, indices, seeds)
         seen.append(images.clone())
         stored = [dataset.volumes[v].image[z] for v, z in (dataset.index[i] for i in indices)]
         plain.append(torch.from_numpy(np.stack(stored)[:, None]))
-        return images, labels
+        return images, labels, maps
 
     def recording_fetch(self, rows, device=None):
         logits, features = fetch(self, rows, device)

@@ -24,6 +24,8 @@ class PreprocessedVolume:
     """A case on its slice grid: normalised image and mask, (z, size, size).
 
     An unlabelled volume (``labelled`` false) carries an all-zero mask that no loss reads.
+    ``teacher_maps`` holds, per volume teacher of a distilled run, its gland probabilities
+    on the same grid (see :mod:`prokd.distill.volume_teachers`).
     """
 
     case_id: str
@@ -32,6 +34,20 @@ class PreprocessedVolume:
     mask: np.ndarray
     grid: Geometry
     labelled: bool = True
+    teacher_maps: tuple[np.ndarray, ...] = ()
+
+    def with_teacher_maps(self, maps: list[np.ndarray]) -> PreprocessedVolume:
+        """The same volume with volume teachers' probabilities on its grid.
+
+        Raises:
+            ValueError: a map's shape is not the image's.
+        """
+        for gland in maps:
+            if gland.shape != self.image.shape:
+                raise ValueError(
+                    f"{self.case_id}: teacher map {gland.shape} != image {self.image.shape}"
+                )
+        return replace(self, teacher_maps=tuple(np.asarray(m, np.float32) for m in maps))
 
     def without_mask(self) -> PreprocessedVolume:
         """The same volume used as unlabelled data: its mask zeroed and never read."""

@@ -19,23 +19,25 @@ from prokd.data.cache import PreprocessedVolume
 
 
 def training_augmentation(seed: int = 0) -> Compose:
-    """Spatial and intensity augmentation for 2D slices (keys ``image`` and ``label``).
+    """Spatial and intensity augmentation for 2D slices (keys ``image``, ``label`` and, when
+    present, ``teacher``: volume teachers' probabilities, moved with the image).
 
     Left-right flips, small rotations/scaling/shifts, and the intensity changes that differ
     between sites: contrast curve, scale, blur and noise.
     """
-    keys = ["image", "label"]
+    keys = ["image", "label", "teacher"]
     augment = Compose(
         [
-            RandFlipd(keys, prob=0.5, spatial_axis=1),
+            RandFlipd(keys, prob=0.5, spatial_axis=1, allow_missing_keys=True),
             RandAffined(
                 keys,
                 prob=0.7,
                 rotate_range=0.2,
                 scale_range=0.12,
                 translate_range=(10, 10),
-                mode=("bilinear", "nearest"),
+                mode=("bilinear", "nearest", "bilinear"),
                 padding_mode="border",
+                allow_missing_keys=True,
             ),
             RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5)),
             RandScaleIntensityd("image", factors=0.15, prob=0.5),
@@ -61,7 +63,8 @@ def view_seed(seed: int, index: int, view: int) -> int:
 
 
 class SliceDataset(Dataset):
-    """Every axial slice of a list of volumes as ``{"image": (1,H,W), "label": (1,H,W)}``.
+    """Every axial slice of a list of volumes as ``{"image": (1,H,W), "label": (1,H,W)}``,
+    plus ``"teacher": (K,H,W)`` when the volumes carry K volume teachers' maps.
 
     Items also carry ``volume`` (index into ``volumes``) and ``slice`` so predictions can be
     stacked back into volumes.
@@ -98,6 +101,9 @@ class SliceDataset(Dataset):
             "image": torch.from_numpy(np.ascontiguousarray(vol.image[z][None], dtype=np.float32)),
             "label": torch.from_numpy(np.ascontiguousarray(vol.mask[z][None], dtype=np.float32)),
         }
+        if vol.teacher_maps:
+            maps = np.stack([gland[z] for gland in vol.teacher_maps])
+            sample["teacher"] = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))
         if self.augment is not None:
             sample = self.augment(sample)
             sample = {

@@ -56,6 +56,13 @@ class TeacherEnsemble:
         return logits, features
 
 
+def logits_from_probabilities(gland: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Two-class logits (B, 2, H, W) whose softmax is (1 - p, p) for gland probabilities
+    (B, 1, H, W): how a volume teacher's output enters the KL term."""
+    p = gland.clamp(eps, 1 - eps)
+    return torch.log(torch.cat([1 - p, p], dim=1))
+
+
 class ProbabilityAverage(torch.nn.Module):
     """Several networks as one: logits whose softmax is the mean of their softmaxes."""
 

@@ -258,6 +258,16 @@ def _preprocessing_from(values: dict[str, Any], path: Path) -> VolumePreprocessi
     return p
 
 
+def is_volume_teacher(spec: str) -> bool:
+    """Whether a ``distill.teachers`` entry names a volume teacher (``taps``, a ``.yaml``
+    file or ``module:function``) rather than a prokd run folder or checkpoint."""
+    return (
+        spec == "taps"
+        or spec.endswith((".yaml", ".yml"))
+        or (":" in spec and not Path(spec).exists())
+    )
+
+
 def load_volume_teacher(spec: str) -> VolumeTeacher:
     """The volume teacher ``spec`` names: ``taps``, a YAML file declaring an ONNX model and
     its preprocessing, or ``module:function``.

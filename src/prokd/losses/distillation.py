@@ -90,7 +90,8 @@ def _normalise(features: torch.Tensor, mode: str) -> torch.Tensor:
 class FeatureDistillation(nn.Module):
     """Feature distillation at named taps, one learned adapter per (teacher, tap).
 
-    Each adapter (1x1 conv + batch norm) maps student channels to that teacher's channels;
+    Each adapter (1x1 conv + batch norm) maps student channels to that teacher's channels (a
+    teacher without taps, such as a volume teacher, has none and adds no feature error);
     the adapted student map is resized to the teacher's spatial size (bilinear), both are
     L2-normalised per pixel (over channels) or per channel (over pixels), and the squared
     error is averaged over channels. Per-pixel teacher weights (resized to the map) mix the
@@ -116,6 +117,7 @@ class FeatureDistillation(nn.Module):
                         nn.BatchNorm2d(channels[tap]),
                     )
                     for tap in self.taps
+                    if tap in channels
                 }
             )
             for channels in teacher_channels
@@ -145,6 +147,8 @@ class FeatureDistillation(nn.Module):
             for k, (adapters, features) in enumerate(
                 zip(self.adapters, teacher_features, strict=True)
             ):
+                if tap not in adapters:  # a teacher without this tap (a black box)
+                    continue
                 target = features[tap].detach()
                 adapted = adapters[tap](student)
                 if adapted.shape[-2:] != target.shape[-2:]:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from prokd.data.cache import PreprocessedVolume
 from prokd.data.preprocess import PreprocessSettings
 from prokd.data.slices import SliceDataset, training_augmentation, view_seed
-from prokd.distill.ensemble import TeacherEnsemble
+from prokd.distill.ensemble import TeacherEnsemble, logits_from_probabilities
 from prokd.distill.soft_targets import SoftTargetCache
 from prokd.distill.weighting import TeacherWeighting, UniformWeighting, build_weighting
 from prokd.errors import ConfigError, ProkdError
@@ -63,6 +63,12 @@ class TrainJob:
     soft_target_dir: Path | None = None  # opt-in soft-target cache
     augmented_views: int = 0  # views per slice in that cache when augmentation is on
     unlabelled_volumes: list[PreprocessedVolume] = field(default_factory=list)  # teacher terms only
+    volume_teachers: list[str] = field(default_factory=list)  # their maps are on the volumes
+
+    @property
+    def distilled(self) -> bool:
+        """Whether the run learns from teachers (trained networks or volume teachers)."""
+        return bool(self.teachers or self.volume_teachers)
 
     @classmethod
     def from_config(
@@ -79,11 +85,13 @@ class TrainJob:
         teacher_val_dice: list[float] | None = None,
         soft_target_dir: Path | None = None,
         unlabelled_volumes: list[PreprocessedVolume] | None = None,
+        volume_teachers: list[str] | None = None,
     ) -> TrainJob:
         """The job a config describes; ``model`` and ``epochs`` override the config's.
 
         ``unlabelled_volumes`` are used by distilled runs only (a run without teachers has
-        nothing to learn from them).
+        nothing to learn from them). ``volume_teachers`` names the volume teachers whose
+        maps the training and unlabelled volumes carry, after the trained ``teachers``.
 
         Raises:
             ConfigError: a teacher was trained with other preprocessing than the config's
@@ -99,6 +107,8 @@ class TrainJob:
                     f"({problem}); train the student with the teacher's preprocessing"
                 )
         train = config.train if epochs is None else replace(config.train, epochs=epochs)
+        volume_teachers = list(volume_teachers or [])
+        distilled = bool(teachers or volume_teachers)
         return cls(
             run_dir=Path(run_dir),
             model_name=model or config.model,
@@ -113,7 +123,8 @@ class TrainJob:
             ),
             soft_target_dir=soft_target_dir if teachers else None,
             augmented_views=config.distill.augmented_views,
-            unlabelled_volumes=list(unlabelled_volumes or []) if teachers else [],
+            unlabelled_volumes=list(unlabelled_volumes or []) if distilled else [],
+            volume_teachers=volume_teachers,
         )
 
     def training_slices(self, augment: Compose | None = None) -> SliceDataset:
@@ -207,11 +218,17 @@ def validation_dice(
 
 def _collate(
     dataset: SliceDataset, indices: np.ndarray, seeds: np.ndarray
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack slices; each augmented with its own seed, so a slice's augmentation does not
-    depend on which rank draws it or what came before it."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Stack slices (images, labels, and volume teachers' maps if any); each augmented with
+    its own seed, so a slice's augmentation does not depend on which rank draws it or what
+    came before it."""
     items = [dataset.view(int(i), int(s)) for i, s in zip(indices, seeds, strict=True)]
-    return torch.stack([it["image"] for it in items]), torch.stack([it["label"] for it in items])
+    maps = torch.stack([it["teacher"] for it in items]) if "teacher" in items[0] else None
+    return (
+        torch.stack([it["image"] for it in items]),
+        torch.stack([it["label"] for it in items]),
+        maps,
+    )
 
 
 def _write_log(run_dir: Path, history: list[dict[str, Any]]) -> None:
@@ -247,7 +264,7 @@ class _TensorBoard:
 def _build_loss(job: TrainJob, ensemble: TeacherEnsemble | None) -> CompositeLoss:
     cfg = job.loss
     feature_loss = None
-    if ensemble is not None and cfg.feature > 0:
+    if ensemble is not None and cfg.feature > 0:  # volume teachers have no taps: {} each
         size = job.settings.size
         student = {
             t: s[0]
@@ -256,7 +273,9 @@ def _build_loss(job: TrainJob, ensemble: TeacherEnsemble | None) -> CompositeLos
             ).items()
         }
         feature_loss = FeatureDistillation(
-            student, ensemble.feature_channels(size), cfg.feature_norm
+            student,
+            ensemble.feature_channels(size) + [{} for _ in job.volume_teachers],
+            cfg.feature_norm,
         )
     return CompositeLoss(
         cfg, cfg.temperature, feature_loss, cfg.lovasz_per_image, cfg.lovasz_classes
@@ -412,7 +431,7 @@ def _step_loss(
     gradient average then gives exactly the gradient of the one-process loss.
     """
     mine = context.shard(np.arange(len(batch)))
-    images, labels = _collate(setup.dataset, batch[mine], seeds[mine])
+    images, labels, maps = _collate(setup.dataset, batch[mine], seeds[mine])
     images, labels = images.to(context.device), labels.to(context.device)
     with (
         torch.autocast(context.device.type, dtype=torch.bfloat16, enabled=amp),
@@ -431,6 +450,10 @@ def _step_loss(
         teacher_logits, teacher_features = setup.soft_targets.fetch(rows[mine], context.device)
     elif setup.ensemble is not None:
         teacher_logits, teacher_features = setup.ensemble(images)
+    if maps is not None:  # volume teachers: KL targets from their probabilities, no features
+        external = [logits_from_probabilities(maps[:, k : k + 1]) for k in range(maps.shape[1])]
+        teacher_logits = (teacher_logits or []) + [z.to(context.device) for z in external]
+        teacher_features = (teacher_features or []) + [{} for _ in external]
     local: dict[str, torch.Tensor] = {}
     if teacher_logits is not None:
         local = setup.criterion.teacher_parts(
@@ -566,7 +589,8 @@ def _write_summary(
         "unlabelled_cases": [v.case_id for v in job.unlabelled_volumes],
         "val_cases": [v.case_id for v in job.val_volumes],
         "teachers": [str(t.path) for t in job.teachers],
-        "weighting": job.weighting.name if job.teachers else None,
+        "volume_teachers": job.volume_teachers,
+        "weighting": job.weighting.name if job.distilled else None,
         "world_size": context.world_size,
         "device": str(context.device),
     }

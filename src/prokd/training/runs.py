@@ -18,6 +18,7 @@ from tqdm import tqdm
 from prokd.data.cache import PreprocessCache, PreprocessedVolume
 from prokd.data.layouts import Case, find_cases, unlabelled_cases
 from prokd.data.splits import Split, held_out_site, hold_back_labels, split_by_site
+from prokd.distill.volume_teachers import VolumeTeacher, slice_grid_probabilities
 from prokd.errors import ConfigError
 from prokd.io_atomic import atomic_path
 from prokd.training.config import Config, SourceConfig, save_config
@@ -67,8 +68,24 @@ class PreparedData:
         ]
 
     def case(self, case_id: str) -> Case:
-        """The manifest entry of a case id."""
-        return next(c for c in self.cases if c.case_id == case_id)
+        """The manifest entry of a case id (labelled, or from an unlabelled folder)."""
+        return next(c for c in [*self.cases, *self.unlabelled] if c.case_id == case_id)
+
+    def with_teacher_maps(
+        self, volumes: list[PreprocessedVolume], teachers: list[VolumeTeacher]
+    ) -> list[PreprocessedVolume]:
+        """The volumes carrying every volume teacher's probabilities on their slice grid
+        (computed once per volume and teacher, then read from the cache)."""
+        settings = self.config.preprocess
+        return [
+            v.with_teacher_maps(
+                [
+                    slice_grid_probabilities(t, self.case(v.case_id), settings, self.cache.root)
+                    for t in teachers
+                ]
+            )
+            for v in tqdm(volumes, desc="volume teachers", unit="case", leave=False)
+        ]
 
 
 def source_cases(source: SourceConfig) -> list[Case]:

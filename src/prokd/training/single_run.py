@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from prokd.distill.volume_teachers import is_volume_teacher, load_volume_teacher
 from prokd.errors import ConfigError, ProkdError
 from prokd.inference.trained import load_trained_model
 from prokd.io_atomic import remove_stale_temporaries
@@ -48,26 +49,40 @@ def train_single(
 ) -> dict[str, Any]:
     """Train ``config.model`` (distilled from ``distill.teachers`` if any) into ``out``.
 
-    Validation scores of the teachers feed the ``validation`` weighting. Under ``torchrun``
-    every rank calls this; rank 0 alone writes. Returns the training summary.
+    Teachers are prokd run folders or checkpoints, and volume teachers (``taps``, a YAML
+    file declaring a 3D ONNX model, or ``module:function``), which come after them in the
+    teacher order and give KL targets only. Distilled runs also learn from the unlabelled
+    volumes (held-back training cases and ``data.unlabelled``). Validation scores of the
+    teachers feed the ``validation`` weighting (not available with volume teachers). Under
+    ``torchrun`` every rank calls this; rank 0 alone writes. Returns the training summary.
     """
     out = Path(out)
     check_run_folder(out, config, resume)
     if resume and context.is_main:
         remove_stale_temporaries(out)  # left by the killed run this one continues
     data = prepare_data(config)
-    teachers = [load_trained_model(t) for t in config.distill.teachers]
+    specs = config.distill.teachers
+    teachers = [load_trained_model(t) for t in specs if not is_volume_teacher(t)]
+    volume_teachers = [load_volume_teacher(t) for t in specs if is_volume_teacher(t)]
     val = data.volumes(data.split.val, "preprocess val")
     scores = [validation_dice(t.network, val) for t in teachers] if val and teachers else None
+    train = data.volumes(data.split.train, "preprocess train")
+    unlabelled = data.unlabelled_volumes() if specs else []
+    if volume_teachers:
+        scores = None  # volume teachers have no validation score
+        train = data.with_teacher_maps(train, volume_teachers)
+        unlabelled = data.with_teacher_maps(unlabelled, volume_teachers)
     job = TrainJob.from_config(
         config,
         out,
-        data.volumes(data.split.train, "preprocess train"),
+        train,
         val,
         teachers=teachers,
         weighting=config.distill.weighting,
         teacher_val_dice=scores,
         soft_target_dir=out / "soft_targets" if config.distill.soft_target_cache else None,
+        unlabelled_volumes=unlabelled,
+        volume_teachers=[t.name for t in volume_teachers],
     )
     if context.is_main:
         write_run_metadata(out, config, data)
