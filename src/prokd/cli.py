@@ -152,7 +152,6 @@ def _study_command(args: argparse.Namespace, out: Path) -> str:
 @command("predict")
 def _predict(args: argparse.Namespace) -> int:
     from prokd.inference.segment import segment_inputs
-    from prokd.training.distributed import resolve_device
 
     for done in segment_inputs(
         args.model,
@@ -163,7 +162,7 @@ def _predict(args: argparse.Namespace) -> int:
         args.channel,
         args.batch_size,
         args.overwrite,
-        resolve_device(args.device),
+        args.device,
     ):
         print(f"{done.mask}: {done.qc.gland_ml:.1f} ml, {done.seconds:.2f} s")
     return 0

@@ -2,6 +2,8 @@
 
 import csv
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -181,3 +183,26 @@ def test_evaluate_reports_an_empty_reference_mask(checkpoint, tmp_path, capsys):
     assert code == 0
     err = capsys.readouterr().err
     assert "prokd evaluate: warning: " in err and "Case00_segmentation.nii.gz: empty mask" in err
+
+
+def test_an_onnx_model_predicts_without_importing_torch_or_monai(
+    checkpoint, phantom_volume, tmp_path
+):
+    """The cold-start path: `prokd predict model.onnx` never imports torch or MONAI, and its
+    mask equals the one the checkpoint gives."""
+    exported = tmp_path / "model.onnx"
+    assert main(["export", str(checkpoint), "--format", "onnx", "--out", str(exported)]) == 0
+    out = tmp_path / "mask.nii.gz"
+    script = (
+        "import sys; from prokd.cli import main; "
+        f"code = main(['predict', {str(exported)!r}, {str(phantom_volume)!r}, {str(out)!r}]); "
+        "print(code, 'torch' in sys.modules, 'monai' in sys.modules)"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.stdout.split()[-3:] == ["0", "False", "False"], run.stderr
+    reference = tmp_path / "reference.nii.gz"
+    assert main(["predict", str(checkpoint), str(phantom_volume), str(reference)]) == 0
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(sitk.ReadImage(str(out))),
+        sitk.GetArrayFromImage(sitk.ReadImage(str(reference))),
+    )

@@ -16,12 +16,11 @@ from pathlib import Path
 import onnx
 import torch
 
+from prokd.inference.model_files import METADATA_KEY, TORCHSCRIPT_EXTRA
 from prokd.inference.trained import TrainedModel
 from prokd.io_atomic import atomic_path
 
 FORMATS = ("onnx", "torchscript")
-METADATA_KEY = "prokd"
-TORCHSCRIPT_EXTRA = "prokd.json"
 ONNX_OPSET = 17
 
 

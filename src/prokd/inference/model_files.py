@@ -1,20 +1,28 @@
-"""Load any model a user can pass: checkpoint, run folder, ONNX or TorchScript file."""
+"""Load any model a user can pass: checkpoint, run folder, ONNX or TorchScript file.
+
+An ONNX model loads without importing torch or MONAI (a fast cold start); torch comes in
+only for checkpoints, run folders and TorchScript files.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
-import torch
 
 from prokd.data.preprocess import PreprocessSettings
 from prokd.errors import DataError, error_summary
-from prokd.inference.export import METADATA_KEY, TORCHSCRIPT_EXTRA
-from prokd.inference.predict import SliceModel, torch_slice_model
-from prokd.inference.trained import load_trained_model
+from prokd.inference.predict import SliceModel
+
+if TYPE_CHECKING:
+    import torch
+
+METADATA_KEY = "prokd"  # ONNX metadata_props key of the embedded settings
+TORCHSCRIPT_EXTRA = "prokd.json"  # TorchScript extra file of the embedded settings
 
 
 @dataclass
@@ -100,7 +108,21 @@ def _onnx(path: Path) -> LoadedModel:
     return LoadedModel(name, "onnx", run, settings, path)
 
 
+def _torch_device(device: torch.device | str | None) -> torch.device:
+    import torch
+
+    from prokd.training.distributed import resolve_device
+
+    if isinstance(device, str):
+        return resolve_device(device)
+    return device or torch.device("cpu")
+
+
 def _torchscript(path: Path, device: torch.device) -> LoadedModel:
+    import torch
+
+    from prokd.inference.predict import torch_slice_model
+
     extra = {TORCHSCRIPT_EXTRA: ""}
     try:
         module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
@@ -110,10 +132,11 @@ def _torchscript(path: Path, device: torch.device) -> LoadedModel:
     return LoadedModel(name, "torchscript", torch_slice_model(module), settings, path, module)
 
 
-def load_model_file(path: str | Path, device: torch.device | None = None) -> LoadedModel:
+def load_model_file(path: str | Path, device: torch.device | str | None = None) -> LoadedModel:
     """A checkpoint (``.pt``), run folder, ONNX (``.onnx``) or TorchScript (``.ts``) file.
 
-    Torch models run on ``device`` (default CPU); ONNX models on onnxruntime's CPU provider.
+    Torch models run on ``device`` (a device, or a ``--device`` choice; default CPU); ONNX
+    models on onnxruntime's CPU provider.
 
     Raises:
         DataError: missing or unreadable model.
@@ -126,8 +149,11 @@ def load_model_file(path: str | Path, device: torch.device | None = None) -> Loa
     if path.suffix in (".ts", ".torchscript"):
         if not path.is_file():
             raise DataError(path, "model file not found")
-        return _torchscript(path, device or torch.device("cpu"))
-    trained = load_trained_model(path, device)
+        return _torchscript(path, _torch_device(device))
+    from prokd.inference.predict import torch_slice_model
+    from prokd.inference.trained import load_trained_model
+
+    trained = load_trained_model(path, _torch_device(device))
     return LoadedModel(
         trained.name,
         "checkpoint",

@@ -7,9 +7,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from prokd.data.io import (
     VOLUME_SUFFIXES,
@@ -26,6 +26,9 @@ from prokd.inference.model_files import LoadedModel, load_model_file
 from prokd.inference.postprocess import MaskQC, postprocess_mask, quality_control
 from prokd.inference.predict import predict_volume
 from prokd.io_atomic import atomic_path
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -141,7 +144,7 @@ def segment_inputs(
     channel: int | None = None,
     batch_size: int = 32,
     overwrite: bool = False,
-    device: torch.device | None = None,
+    device: torch.device | str | None = None,
 ) -> Iterator[Segmented]:
     """``prokd predict``: load the model once, then segment every input in turn.
 
