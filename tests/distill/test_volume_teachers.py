@@ -1,6 +1,8 @@
 """3D volume teachers: a tiny ONNX model made here, callables, TAPS against `taps segment`,
 resampling onto the slice grid, and the per-volume cache."""
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -8,17 +10,24 @@ import torch
 import yaml
 from scipy import ndimage
 
+from prokd.cli import main
 from prokd.data.io import read_volume
 from prokd.data.layouts import Case
 from prokd.data.preprocess import PreprocessSettings, target_grid
 from prokd.distill.volume_teachers import (
     TAPS_THRESHOLD,
     VolumePreprocessing,
+    is_volume_teacher,
     load_volume_teacher,
     slice_grid_probabilities,
     to_slice_grid,
 )
 from prokd.errors import ConfigError
+from prokd.inference.model_files import load_model_file
+from prokd.inference.predict import predict_volume
+from prokd.inference.trained import model_payload
+from prokd.models import build_model
+from prokd.training.checkpoints import save_checkpoint
 from tests.conftest import make_volume, write
 
 FLIPPED = (-1, 0, 0, 0, 1, 0, 0, 0, 1)  # not RAS: the teacher must reorient and map back
@@ -192,3 +201,37 @@ def test_taps_preset_matches_taps_segment(tmp_path, shared_data):
     assert expected.sum() > 1000  # the gland is in the crop
     dice = 2 * (mask & expected).sum() / (mask.sum() + expected.sum())
     assert dice >= 0.99
+
+
+def test_slice_model_files_teach_as_prokd_predicts(tmp_path):
+    """prokd's own ONNX export, and a bare ONNX file with declared preprocessing, give the
+    probabilities `prokd predict` computes with the checkpoint."""
+    torch.manual_seed(0)
+    settings = PreprocessSettings(size=32, fov_mm=16.0)
+    network = build_model("unet-w4").eval()
+    checkpoint = save_checkpoint(model_payload(network, "unet-w4", settings), tmp_path / "best.pt")
+    exported = tmp_path / "student.onnx"
+    assert main(["export", str(checkpoint), "--format", "onnx", "--out", str(exported)]) == 0
+    bare = tmp_path / "bare.onnx"
+    axes = {0: "batch", 2: "height", 3: "width"}
+    torch.onnx.export(
+        network,
+        torch.zeros(1, 1, 32, 32),
+        str(bare),
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": axes, "logits": axes},
+        dynamo=False,
+    )
+    spec = tmp_path / "bare.yaml"
+    spec.write_text(yaml.safe_dump({"slice_onnx": "bare.onnx", "preprocess": asdict(settings)}))
+    image = make_volume(_intensities(), spacing=(0.5, 0.5, 3.0), direction=FLIPPED)
+    expected = predict_volume(load_model_file(checkpoint).slice_model, image, settings)
+    for teacher_spec in (str(exported), str(spec)):
+        assert is_volume_teacher(teacher_spec)
+        teacher = load_volume_teacher(teacher_spec)
+        np.testing.assert_allclose(teacher.probabilities(image), expected, atol=1e-4)
+    spec.write_text(yaml.safe_dump({"slice_onnx": "bare.onnx"}))
+    with pytest.raises(ConfigError, match="bare.yaml: preprocess: missing"):
+        load_volume_teacher(str(spec))
+    assert not is_volume_teacher(str(checkpoint))  # a checkpoint teaches with its features

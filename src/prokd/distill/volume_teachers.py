@@ -1,7 +1,7 @@
 """Teachers prokd did not train that segment a whole 3D volume, and their probabilities on a
 student's slice grid.
 
-A volume teacher maps a T2 volume to gland probabilities on that volume's own grid. Three
+A volume teacher maps a T2 volume to gland probabilities on that volume's own grid. Four
 kinds:
 
 - an ONNX file with declared preprocessing (:class:`VolumePreprocessing`: orientation,
@@ -10,6 +10,9 @@ kinds:
   transforms; declared in a YAML file (``onnx: model.onnx`` plus preprocessing keys);
 - a Python callable named ``module:function`` that takes a ``SimpleITK.Image`` and returns
   probabilities as a (z, y, x) array on the image's grid;
+- a 2D slice model file: prokd's own ONNX or TorchScript export (preprocessing embedded),
+  or an ONNX file with declared preprocessing (``slice_onnx: model.onnx`` and
+  ``preprocess:`` settings in a YAML file), run slice by slice as ``prokd predict`` does;
 - ``taps``: TAPS (lavlab-taps 1.1.2, a MONAI SegResNetDS shipped as ONNX) with its own
   preprocessing, so that its probabilities thresholded as ``taps segment`` does give the mask
   ``taps segment`` writes (install it with ``make taps``).
@@ -218,7 +221,34 @@ class CallableVolumeTeacher:
         return result
 
 
-VolumeTeacher = OnnxVolumeTeacher | CallableVolumeTeacher
+class SliceModelTeacher:
+    """A 2D slice model run slice by slice on its own preprocessing, as prokd predicts: a
+    file exported by ``prokd export`` (ONNX or TorchScript, settings embedded), or an ONNX
+    file with declared preprocessing settings (no prokd metadata)."""
+
+    def __init__(self, path: str | Path, settings: PreprocessSettings | None = None) -> None:
+        from prokd.inference.model_files import load_model_file, load_onnx_slice_model
+
+        self.path = Path(path)
+        if settings is None:
+            self.loaded = load_model_file(self.path)
+        else:
+            self.loaded = load_onnx_slice_model(self.path, settings)
+        self.name = self.path.stem
+
+    def fingerprint(self) -> str:
+        """Contents of the model file and the preprocessing it runs with."""
+        return f"{file_sha256(self.path)}:{self.loaded.settings.fingerprint()}"
+
+    def probabilities(self, image: sitk.Image) -> np.ndarray:
+        """Gland probabilities (z, y, x) on ``image``'s grid."""
+        from prokd.inference.predict import predict_volume
+
+        return predict_volume(self.loaded.slice_model, image, self.loaded.settings)
+
+
+VolumeTeacher = OnnxVolumeTeacher | CallableVolumeTeacher | SliceModelTeacher
+SLICE_MODEL_SUFFIXES = (".onnx", ".ts", ".torchscript")
 
 
 def taps_model_file() -> Path:
@@ -235,6 +265,20 @@ def taps_model_file() -> Path:
             f"(pip install --no-deps lavlab-taps=={TAPS_VERSION})"
         )
     return model
+
+
+def _slice_teacher_from(values: dict[str, Any], path: Path) -> SliceModelTeacher:
+    unknown = sorted(set(values) - {"slice_onnx", "preprocess"})
+    if unknown:
+        raise ConfigError(f"{path}: {unknown[0]}: unknown key (known: slice_onnx, preprocess)")
+    preprocess = values.get("preprocess")
+    if not isinstance(preprocess, dict):
+        raise ConfigError(f"{path}: preprocess: missing (the settings the model expects)")
+    try:
+        settings = PreprocessSettings.from_dict(preprocess)
+    except (ConfigError, TypeError, ValueError) as err:
+        raise ConfigError(f"{path}: preprocess: {err}") from None
+    return SliceModelTeacher(path.parent / str(values["slice_onnx"]), settings)
 
 
 def _preprocessing_from(values: dict[str, Any], path: Path) -> VolumePreprocessing:
@@ -260,10 +304,11 @@ def _preprocessing_from(values: dict[str, Any], path: Path) -> VolumePreprocessi
 
 def is_volume_teacher(spec: str) -> bool:
     """Whether a ``distill.teachers`` entry names a volume teacher (``taps``, a ``.yaml``
-    file or ``module:function``) rather than a prokd run folder or checkpoint."""
+    file, an exported slice model or ``module:function``) rather than a prokd run folder or
+    checkpoint."""
     return (
         spec == "taps"
-        or spec.endswith((".yaml", ".yml"))
+        or spec.endswith((".yaml", ".yml", *SLICE_MODEL_SUFFIXES))
         or (":" in spec and not Path(spec).exists())
     )
 
@@ -286,14 +331,22 @@ def load_volume_teacher(spec: str) -> VolumeTeacher:
             raise ConfigError(f"{path}: volume teacher file not found") from None
         except yaml.YAMLError:
             raise ConfigError(f"{path}: invalid YAML") from None
+        if isinstance(values, dict) and "slice_onnx" in values:
+            return _slice_teacher_from(values, path)
         if not isinstance(values, dict) or "onnx" not in values:
-            raise ConfigError(f"{path}: onnx: missing (the model file, relative to this file)")
+            raise ConfigError(
+                f"{path}: onnx: missing (a 3D model file relative to this file, or slice_onnx "
+                "for a 2D one)"
+            )
         model = path.parent / str(values.pop("onnx"))
         return OnnxVolumeTeacher(model, _preprocessing_from(values, path), name=path.stem)
+    if spec.endswith(SLICE_MODEL_SUFFIXES):
+        return SliceModelTeacher(spec)
     if ":" in spec:
         return CallableVolumeTeacher(spec)
     raise ConfigError(
-        f"{spec}: not a volume teacher (expected taps, a .yaml file or module:function)"
+        f"{spec}: not a volume teacher (expected taps, a .yaml file, an exported .onnx or "
+        ".ts slice model, or module:function)"
     )
 
 

@@ -93,12 +93,15 @@ def _check_slice_model(session: ort.InferenceSession, path: Path) -> None:
         )
 
 
-def _onnx(path: Path) -> LoadedModel:
+def _onnx(path: Path, declared: PreprocessSettings | None = None) -> LoadedModel:
     session = onnx_session(path)
-    metadata = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    if metadata is None:
-        raise DataError(path, "ONNX model without prokd metadata (export it with prokd export)")
-    name, settings = _settings(metadata, path)
+    if declared is None:
+        metadata = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if metadata is None:
+            raise DataError(path, "ONNX model without prokd metadata (export it with prokd export)")
+        name, settings = _settings(metadata, path)
+    else:
+        name, settings = path.stem, declared
     _check_slice_model(session, path)
     input_name = session.get_inputs()[0].name
 
@@ -130,6 +133,19 @@ def _torchscript(path: Path, device: torch.device) -> LoadedModel:
         raise DataError(path, f"cannot load TorchScript model ({error_summary(err)})") from None
     name, settings = _settings(extra[TORCHSCRIPT_EXTRA], path)
     return LoadedModel(name, "torchscript", torch_slice_model(module), settings, path, module)
+
+
+def load_onnx_slice_model(path: str | Path, settings: PreprocessSettings) -> LoadedModel:
+    """A 2D ONNX slice model that carries no prokd metadata, run with the declared
+    preprocessing ``settings``: one (B, 1, H, W) input, (B, 2, H, W) logits.
+
+    Raises:
+        DataError: missing, unreadable, or not a slice model of that shape.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "model file not found")
+    return _onnx(path, settings)
 
 
 def load_model_file(path: str | Path, device: torch.device | str | None = None) -> LoadedModel:
