@@ -11,6 +11,7 @@ import SimpleITK as sitk
 import torch
 
 from prokd.cli import main
+from prokd.data.layouts import find_cases
 from prokd.data.phantom import SITES, generate_case
 from prokd.data.preprocess import PreprocessSettings
 from prokd.inference.model_files import load_model_file
@@ -18,7 +19,7 @@ from prokd.inference.predict import predict_volume
 from prokd.inference.trained import model_payload
 from prokd.models import build_model
 from prokd.training.checkpoints import save_checkpoint
-from tests.conftest import ball_case, make_volume, write
+from tests.conftest import ball_case, make_volume, tiny_phantom, write
 
 SETTINGS = PreprocessSettings(size=64, fov_mm=128.0)
 
@@ -206,3 +207,26 @@ def test_an_onnx_model_predicts_without_importing_torch_or_monai(
         sitk.GetArrayFromImage(sitk.ReadImage(str(out))),
         sitk.GetArrayFromImage(sitk.ReadImage(str(reference))),
     )
+
+
+def everywhere(image: sitk.Image) -> np.ndarray:
+    """A volume model that calls every voxel gland."""
+    return np.ones(tuple(reversed(image.GetSize())), np.float32)
+
+
+def test_evaluate_a_volume_model(tmp_path, capsys):
+    """`prokd evaluate module:function` scores a volume model (as for `taps`): calling
+    everything gland gives Dice 2|T| / (|T| + N) per case."""
+    data = tiny_phantom(tmp_path, sites=1, cases_per_site=2, seed=1)
+    out = tmp_path / "eval"
+    spec = f"{__name__}:everywhere"
+    argv = ["evaluate", spec, "--data", str(data), "--out", str(out), "--no-postprocess"]
+    assert main(argv) == 0
+    assert "(volume model)" in capsys.readouterr().out
+    _, cases = find_cases(data)
+    with open(out / "metrics.csv", newline="") as handle:
+        rows = {row["case"]: row for row in csv.DictReader(handle)}
+    for case in cases:
+        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(case.masks[0]))) > 0
+        expected = 2 * truth.sum() / (truth.sum() + truth.size)
+        assert float(rows[case.case_id]["dice"]) == pytest.approx(expected, rel=1e-6)

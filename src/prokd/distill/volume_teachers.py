@@ -93,13 +93,18 @@ class OnnxVolumeTeacher:
     """A 3D ONNX segmentation model with declared preprocessing (see the module docstring)."""
 
     def __init__(
-        self, path: str | Path, preprocessing: VolumePreprocessing, name: str = ""
+        self,
+        path: str | Path,
+        preprocessing: VolumePreprocessing,
+        name: str = "",
+        threshold: float = 0.5,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise ConfigError(f"{self.path}: ONNX model file not found")
         self.preprocessing = preprocessing
         self.name = name or self.path.stem
+        self.threshold = threshold  # probability at which its own masks are cut
         self._session = None
 
     def fingerprint(self) -> str:
@@ -199,6 +204,7 @@ class CallableVolumeTeacher:
         if not callable(function):
             raise ConfigError(f"{spec}: module {module_name!r} has no function {function_name!r}")
         self.name, self.function = spec, function
+        self.threshold = 0.5
         self.source = Path(module.__file__) if getattr(module, "__file__", None) else None
 
     def fingerprint(self) -> str:
@@ -235,6 +241,7 @@ class SliceModelTeacher:
         else:
             self.loaded = load_onnx_slice_model(self.path, settings)
         self.name = self.path.stem
+        self.threshold = 0.5
 
     def fingerprint(self) -> str:
         """Contents of the model file and the preprocessing it runs with."""
@@ -322,7 +329,7 @@ def load_volume_teacher(spec: str) -> VolumeTeacher:
             values, TAPS not installed, or a callable that cannot be imported.
     """
     if spec == "taps":
-        return OnnxVolumeTeacher(taps_model_file(), TAPS_PREPROCESSING, name="taps")
+        return OnnxVolumeTeacher(taps_model_file(), TAPS_PREPROCESSING, "taps", TAPS_THRESHOLD)
     if spec.endswith((".yaml", ".yml")):
         path = Path(spec)
         try:

@@ -18,6 +18,12 @@ from prokd.data.io import Geometry
 from prokd.data.layouts import Case, find_cases
 from prokd.data.preprocess import PreprocessSettings, preprocess_volume, to_original_grid
 from prokd.data.validate import load_case
+from prokd.distill.volume_teachers import (
+    SLICE_MODEL_SUFFIXES,
+    VolumeTeacher,
+    is_volume_teacher,
+    load_volume_teacher,
+)
 from prokd.errors import warn_all
 from prokd.evaluation.metrics import METRIC_NAMES, volume_metrics
 from prokd.inference.model_files import load_model_file
@@ -45,7 +51,7 @@ def _largest_gland_slice(truth: np.ndarray) -> int:
 
 
 def evaluate_cases(
-    models: dict[str, tuple[SliceModel, PreprocessSettings]],
+    models: dict[str, tuple[SliceModel, PreprocessSettings] | VolumeTeacher],
     cases: list[Case],
     progress: bool = True,
     postprocess: bool = True,
@@ -54,7 +60,10 @@ def evaluate_cases(
     """Per model, one row per case: site, metrics against the first reader, inference time.
 
     Each case is read and preprocessed once (per distinct preprocessing) and predicted by
-    every model; ``seconds`` is the model's prediction time plus the preprocessing time.
+    every model; ``seconds`` is the model's prediction time plus the preprocessing time. A
+    model may also be a volume teacher (:mod:`prokd.distill.volume_teachers`), which maps
+    the whole volume itself (its time is all of it) and is thresholded at its own
+    ``threshold``.
     Where a case has a second reader, ``reader2_*`` columns hold the inter-reader metrics
     (reader 2 scored against reader 1): the human ceiling for that case. Masks are
     post-processed (largest component, holes filled) as ``prokd predict`` writes them,
@@ -76,18 +85,26 @@ def evaluate_cases(
             metrics = volume_metrics(reader2, truth, spacing).as_dict()
             ceiling = {f"reader2_{k}": metrics[k] for k in METRIC_NAMES}
         prepared: dict[PreprocessSettings, tuple[np.ndarray, Geometry, float]] = {}
-        for name, (slice_model, settings) in models.items():
-            if settings not in prepared:
+        for name, model in models.items():
+            threshold = 0.5
+            if isinstance(model, tuple):
+                slice_model, settings = model
+                if settings not in prepared:
+                    start = time.perf_counter()
+                    slices, _, grid = preprocess_volume(loaded.image, None, settings)
+                    prepared[settings] = (slices, grid, time.perf_counter() - start)
+                slices, grid, preprocess_seconds = prepared[settings]
                 start = time.perf_counter()
-                slices, _, grid = preprocess_volume(loaded.image, None, settings)
-                prepared[settings] = (slices, grid, time.perf_counter() - start)
-            slices, grid, preprocess_seconds = prepared[settings]
-            start = time.perf_counter()
-            probabilities = to_original_grid(
-                predict_slices(slice_model, slices), grid, loaded.image
-            )
-            seconds = time.perf_counter() - start + preprocess_seconds
-            mask = probabilities >= 0.5
+                probabilities = to_original_grid(
+                    predict_slices(slice_model, slices), grid, loaded.image
+                )
+                seconds = time.perf_counter() - start + preprocess_seconds
+            else:
+                start = time.perf_counter()
+                probabilities = model.probabilities(loaded.image)
+                seconds = time.perf_counter() - start
+                threshold = model.threshold
+            mask = probabilities >= threshold
             if postprocess:
                 mask = postprocess_mask(mask) > 0
             metrics = volume_metrics(mask, truth, spacing)
@@ -210,7 +227,8 @@ def evaluate_model_file(
     postprocess: bool = True,
     device: torch.device | None = None,
 ) -> DatasetEvaluation:
-    """``prokd evaluate``: any model file on every case of a labelled dataset.
+    """``prokd evaluate``: any model file, or a volume model (``taps``, a YAML spec,
+    ``module:function``), on every case of a labelled dataset.
 
     Writes ``metrics.csv`` and ``summary.json`` into ``out`` (default
     ``runs/evaluate/<model>-<dataset>``).
@@ -218,11 +236,15 @@ def evaluate_model_file(
     Raises:
         DataError: unreadable model or dataset.
     """
-    model = load_model_file(model_path, device)
+    spec = str(model_path)
+    if is_volume_teacher(spec) and not spec.endswith(SLICE_MODEL_SUFFIXES):
+        teacher = load_volume_teacher(spec)
+        name, kind, model = teacher.name, "volume model", teacher
+    else:
+        loaded = load_model_file(model_path, device)
+        name, kind, model = loaded.name, loaded.kind, (loaded.slice_model, loaded.settings)
     layout, cases = find_cases(data_dir, layout)
-    results = evaluate_cases(
-        {model.name: (model.slice_model, model.settings)}, cases, postprocess=postprocess
-    )
-    out = Path(out or Path("runs") / "evaluate" / f"{model.name}-{Path(data_dir).name}")
-    summary = write_evaluation(results[model.name], out)
-    return DatasetEvaluation(model.name, model.kind, layout, len(cases), summary, out)
+    results = evaluate_cases({name: model}, cases, postprocess=postprocess)
+    out = Path(out or Path("runs") / "evaluate" / f"{name}-{Path(data_dir).name}")
+    summary = write_evaluation(results[name], out)
+    return DatasetEvaluation(name, kind, layout, len(cases), summary, out)
