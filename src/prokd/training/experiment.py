@@ -212,13 +212,17 @@ class Experiment:
             "augmented_views": job.augmented_views if distilled else 0,
         }
 
-    def _twin(self, name: str, key: dict[str, Any]) -> Path | None:
-        """A finished run of the same step with an equal key in another experiment folder."""
+    def twin(self, step: Step, job: TrainJob | None = None) -> Path | None:
+        """The experiment folder among ``reuse_from`` where a twin of ``step`` (same name,
+        equal :meth:`step_key`) has finished; ``None`` if none or if the step has begun."""
+        if not self.reuse_from or (self.out / "models" / step.name).exists():
+            return None
+        key = _plain_json(self.step_key(step, job or self.job(step)))
         for folder in self.reuse_from:
-            run_dir = folder / "models" / name
+            run_dir = folder / "models" / step.name
             saved = run_dir / STEP_KEY
             if training_finished(run_dir) and saved.exists():
-                if json.loads(saved.read_text())["key"] == _plain_json(key):
+                if json.loads(saved.read_text())["key"] == key:
                     return folder
         return None
 
@@ -232,8 +236,7 @@ class Experiment:
         if training_finished(run_dir):
             return
         job = self.job(step)
-        key = self.step_key(step, job)
-        twin = None if run_dir.exists() else self._twin(step.name, key)
+        twin = self.twin(step, job)
         if twin is not None:
             for part in ("models", "evaluation"):
                 if (twin / part / step.name).is_dir():
@@ -245,7 +248,8 @@ class Experiment:
         run_training(job, resume=resume, progress=self.progress, context=self.context)
         if self.context.is_main:
             with atomic_path(run_dir / STEP_KEY) as tmp:
-                tmp.write_text(json.dumps({"key": _plain_json(key)}, indent=1))
+                key = _plain_json(self.step_key(step, job))
+                tmp.write_text(json.dumps({"key": key}, indent=1))
 
     def evaluate(self, models: list[ExperimentModel]) -> list[EvaluatedModel]:
         """Test-set metrics of every model (an averaged ensemble when several members).

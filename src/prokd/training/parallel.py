@@ -67,7 +67,7 @@ def run_parallel(exp: Experiment, steps: list[Step], jobs: int) -> None:
         while pending or running:
             ready = [s for s in pending if all(is_done[t] for t in s.teachers)]
             for step in ready[: jobs - len(running)]:
-                if exp.soft_target_dir(step) is not None:
+                if exp.soft_target_dir(step) is not None and exp.twin(step) is None:
                     build_soft_targets(exp.job(step), progress=False)
                 args = (config, str(exp.out), step, threads, exp.reuse_from)
                 running[pool.submit(_run_step, *args)] = step
