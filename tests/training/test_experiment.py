@@ -239,3 +239,33 @@ def test_students_may_train_without_the_teachers_augmentation(phantom, tmp_path)
     same = _tiny_demo(tmp_path).replace(train={"augment": True})
     exp = Experiment(same, tmp_path / "run2", prepare_data(same, str(phantom)), False)
     assert exp.job(Step("student-nokd", "unet-w4", student=True)).train.augment is True
+
+
+def bright_gland(image):
+    """A volume teacher for the protocol: the brightest tenth of the voxels is gland."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    array = sitk.GetArrayFromImage(image)
+    return np.where(array > np.percentile(array, 90), 0.9, 0.1).astype(np.float32)
+
+
+def test_procedure_1_from_a_volume_teacher(phantom, tmp_path):
+    """experiment.teacher may be a model prokd did not train: nothing trains it, procedure 1
+    distils from its probabilities, and it is evaluated beside the students."""
+    spec = f"{__name__}:bright_gland"
+    config = _tiny_demo(tmp_path).replace(experiment={"teacher": spec, "strategies": ("uniform",)})
+    out = tmp_path / "run"
+    results = run_experiment(config, out, str(phantom), progress=False)
+    assert not (out / "models" / "teacher").exists()
+    rows = {r["model"]: r for r in results["rows"]}
+    assert (
+        rows["teacher"]["role"]
+        == "teacher (tests.training.test_experiment:bright_gland, not trained here)"
+    )
+    assert rows["teacher"]["params"] is None and rows["teacher"]["val_dice"] is None
+    p1 = json.loads((out / "models" / "student-kd-p1" / "train_summary.json").read_text())
+    assert p1["volume_teachers"] == [spec] and p1["teachers"] == []
+    key = json.loads((out / "models" / "student-kd-p1" / "step_key.json").read_text())["key"]
+    assert len(key["volume_teachers"]) == 1
+    assert "| teacher |" in (out / "report.md").read_text()

@@ -52,7 +52,7 @@ def results_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             [
                 r["model"],
                 r["role"],
-                f"{r['params']:,}",
+                "" if r["params"] is None else f"{r['params']:,}",
                 "" if r["val_dice"] is None else f"{r['val_dice']:.3f}",
                 _pm(r["dice"]),
                 _pm(r["iou"]),

@@ -18,6 +18,7 @@ import yaml
 
 from prokd.data.layouts import LAYOUTS
 from prokd.data.preprocess import PreprocessSettings
+from prokd.distill.volume_teachers import is_volume_teacher
 from prokd.distill.weighting import WEIGHTINGS
 from prokd.errors import ConfigError, warn_all
 from prokd.io_atomic import atomic_path
@@ -179,7 +180,11 @@ CHECKS: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
     "data.layout": _known(LAYOUTS, "layout"),
     "data.sources[].layout": _known(LAYOUTS, "layout"),
     "distill.weighting": _known(WEIGHTINGS, "teacher weighting"),
-    "experiment.teacher": _known(MODELS, "model"),
+    "experiment.teacher": (
+        f"unknown model (known: {', '.join(MODELS)}; or a volume teacher: taps, a .yaml "
+        "spec, an exported .onnx/.ts slice model, module:function)",
+        lambda v: v in MODELS or is_volume_teacher(v),
+    ),
     "experiment.limit_teacher": _known(MODELS, "model"),
     "experiment.student": _known(MODELS, "model"),
     "experiment.strategies": _all_known(WEIGHTINGS, "teacher weighting"),

@@ -23,13 +23,14 @@ from prokd.data.io import file_sha256
 from prokd.data.preprocess import PreprocessSettings
 from prokd.data.splits import limit_trained_subsets
 from prokd.distill.ensemble import ProbabilityAverage
+from prokd.distill.volume_teachers import VolumeTeacher, is_volume_teacher, load_volume_teacher
 from prokd.errors import ConfigError
 from prokd.evaluation.evaluate import evaluate_cases, write_evaluation
 from prokd.evaluation.report import build_report
 from prokd.evaluation.stats import paired_comparison
 from prokd.inference.trained import TrainedModel, load_trained_model
 from prokd.io_atomic import atomic_path, remove_stale_temporaries, temporary_name
-from prokd.models.profile import count_parameters
+from prokd.models.profile import count_parameters, onnx_parameters
 from prokd.training.checkpoints import LAST
 from prokd.training.config import Config
 from prokd.training.distributed import Context
@@ -51,6 +52,8 @@ class Step:
     """One model to train: its run name, network, data, teachers and weighting.
 
     ``teachers`` names earlier steps; a step may start once they are finished.
+    ``volume_teachers`` are teachers prokd does not train (see
+    :mod:`prokd.distill.volume_teachers`).
     """
 
     name: str
@@ -60,6 +63,7 @@ class Step:
     teachers: tuple[str, ...] = ()
     weighting: str = "uniform"
     soft_targets: str | None = None  # name of the shared soft-target cache, if any
+    volume_teachers: tuple[str, ...] = ()
 
 
 def plan_steps(
@@ -72,15 +76,19 @@ def plan_steps(
     """
     e = config.experiment
     limit = tuple(f"limit-{name}" for name in subsets)
-    steps = [Step("teacher", e.teacher, student=False)]
+    external = is_volume_teacher(e.teacher)  # procedure 1 from a model prokd did not train
+    steps = [] if external else [Step("teacher", e.teacher, student=False)]
     steps += [
         Step(f"limit-{name}", e.limit_teacher, student=False, case_ids=ids)
         for name, ids in subsets.items()
     ]
-    steps += [
-        Step("student-nokd", e.student, student=True),
-        Step("student-kd-p1", e.student, True, teachers=("teacher",), soft_targets="p1"),
-    ]
+    steps.append(Step("student-nokd", e.student, student=True))
+    if external:
+        steps.append(Step("student-kd-p1", e.student, True, volume_teachers=(e.teacher,)))
+    else:
+        steps.append(
+            Step("student-kd-p1", e.student, True, teachers=("teacher",), soft_targets="p1")
+        )
     steps += [
         Step(f"student-kd-p2-{s}", e.student, True, None, limit, s, soft_targets="p2")
         for s in e.strategies
@@ -91,11 +99,13 @@ def plan_steps(
 
 @dataclass
 class ExperimentModel:
-    """A model of the experiment: its name, role and trained members (several: an ensemble)."""
+    """A model of the experiment: its name, role and trained members (several: an
+    ensemble), or a volume teacher prokd did not train (``volume``)."""
 
     name: str
     role: str
     members: list[TrainedModel]
+    volume: VolumeTeacher | None = None
 
     @property
     def network(self) -> torch.nn.Module:
@@ -109,9 +119,24 @@ class ExperimentModel:
         """Preprocessing of the members (all trained with the experiment's settings)."""
         return self.members[0].settings
 
+    def evaluable(self) -> tuple[torch.nn.Module, PreprocessSettings] | VolumeTeacher:
+        """What :func:`~prokd.evaluation.evaluate.evaluate_cases` runs for this model."""
+        return self.volume if self.volume is not None else (self.network, self.settings)
+
     def fingerprint(self) -> list[str]:
-        """Contents of the members' checkpoints: an evaluation is reused only while equal."""
+        """Contents of the members' checkpoints (or the volume teacher's model): an
+        evaluation is reused only while equal."""
+        if self.volume is not None:
+            return [self.volume.fingerprint()]
         return [file_sha256(m.path) for m in self.members]
+
+    def params(self) -> int | None:
+        """Parameters of the members, or of a volume teacher's ONNX file (``None`` for a
+        Python function)."""
+        if self.volume is None:
+            return sum(count_parameters(member.network) for member in self.members)
+        path = getattr(self.volume, "path", None)
+        return onnx_parameters(path) if path and path.suffix == ".onnx" else None
 
 
 @dataclass
@@ -121,7 +146,7 @@ class EvaluatedModel:
 
     name: str
     role: str
-    params: int
+    params: int | None
     summary: dict[str, Any]
     val_dice: float | None
     dice: dict[str, float]
@@ -149,6 +174,7 @@ class Experiment:
     ) -> None:
         self.config, self.out, self.data, self.progress = config, out, data, progress
         self.context, self.reuse_from = context, reuse_from
+        self._volume_teachers: dict[str, VolumeTeacher] = {}
         split = data.split
         self.train_volumes = data.volumes(split.train, "preprocess train")
         self.val_volumes = data.volumes(split.val, "preprocess val")
@@ -169,7 +195,12 @@ class Experiment:
         e, cfg = self.config.experiment, self.config.train
         teachers = [self.trained(name) for name in step.teachers]
         volumes = self.train_volumes if step.case_ids is None else self.data.volumes(step.case_ids)
-        scores = [_val_dice(t) for t in teachers]
+        unlabelled = self.unlabelled_volumes
+        external = [self.volume_teacher(spec) for spec in step.volume_teachers]
+        if external:
+            volumes = self.data.with_teacher_maps(volumes, external)
+            unlabelled = self.data.with_teacher_maps(unlabelled, external)
+        scores = [_val_dice(t) for t in teachers] if not external else [None]
         config = self.config
         if step.student and e.student_augment is not None:
             config = config.replace(train={"augment": e.student_augment})
@@ -184,8 +215,15 @@ class Experiment:
             weighting=step.weighting,
             teacher_val_dice=None if None in scores else scores,
             soft_target_dir=self.soft_target_dir(step),
-            unlabelled_volumes=self.unlabelled_volumes,
+            unlabelled_volumes=unlabelled,
+            volume_teachers=[t.name for t in external],
         )
+
+    def volume_teacher(self, spec: str) -> VolumeTeacher:
+        """A volume teacher, loaded once per experiment."""
+        if spec not in self._volume_teachers:
+            self._volume_teachers[spec] = load_volume_teacher(spec)
+        return self._volume_teachers[spec]
 
     def step_key(self, step: Step, job: TrainJob) -> dict[str, Any]:
         """What a step's trained model and its test evaluation depend on: steps with equal
@@ -206,6 +244,7 @@ class Experiment:
             "test_cases": list(split.test),
             "unlabelled_cases": [v.case_id for v in job.unlabelled_volumes],
             "teachers": [file_sha256(t.path) for t in job.teachers],
+            "volume_teachers": [self.volume_teacher(s).fingerprint() for s in step.volume_teachers],
             "weighting": step.weighting if distilled else None,
             "temperature": self.config.distill.temperature(step.weighting) if distilled else None,
             "soft_targets": job.soft_target_dir is not None,
@@ -262,7 +301,7 @@ class Experiment:
         if todo:
             cases = [self.data.case(i) for i in self.data.split.test]
             results = evaluate_cases(
-                {m.name: (m.network, m.settings) for m in todo},
+                {m.name: m.evaluable() for m in todo},
                 cases,
                 self.progress,
                 overlay_cases=OVERLAY_CASES,
@@ -277,9 +316,8 @@ class Experiment:
         for m in models:
             summary = json.loads(summaries[m.name].read_text())
             val = _val_dice(m.members[0]) if len(m.members) == 1 else None
-            params = sum(count_parameters(member.network) for member in m.members)
             dice = case_dice(summaries[m.name].parent)
-            evaluated.append(EvaluatedModel(m.name, m.role, params, summary, val, dice))
+            evaluated.append(EvaluatedModel(m.name, m.role, m.params(), summary, val, dice))
         return evaluated
 
 
@@ -364,13 +402,19 @@ def run_experiment(
         return None
     skipped = sorted(set(e.strategies) - {s.weighting for s in steps if s.soft_targets == "p2"})
     trained = {step.name: exp.trained(step.name) for step in steps}
-    teacher, nokd, p1 = trained["teacher"], trained["student-nokd"], trained["student-kd-p1"]
+    nokd, p1 = trained["student-nokd"], trained["student-kd-p1"]
     limit = [trained[f"limit-{name}"] for name in subsets]
     p2 = {s.weighting: trained[s.name] for s in steps if s.soft_targets == "p2"}
     # Soft targets are only needed while students train; they are large, so they go.
     shutil.rmtree(out / "soft_targets", ignore_errors=True)
 
-    models = [ExperimentModel("teacher", "well-trained teacher", [teacher])]
+    if is_volume_teacher(e.teacher):
+        volume = exp.volume_teacher(e.teacher)
+        models = [
+            ExperimentModel("teacher", f"teacher ({volume.name}, not trained here)", [], volume)
+        ]
+    else:
+        models = [ExperimentModel("teacher", "well-trained teacher", [trained["teacher"]])]
     models += [
         ExperimentModel(f"limit-{n}", "limit-trained teacher", [m])
         for n, m in zip(subsets, limit, strict=True)
