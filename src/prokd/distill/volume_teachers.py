@@ -35,13 +35,13 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-import yaml
 
 from prokd.data.io import file_sha256, image_from_array, read_volume
 from prokd.data.layouts import Case
 from prokd.data.preprocess import PreprocessSettings, resample_to_grid, target_grid
 from prokd.errors import ConfigError
 from prokd.io_atomic import atomic_path
+from prokd.yaml_files import read_yaml
 
 TAPS_VERSION = "1.1.2"
 NORMALISATIONS = ("zscore", "nonzero-zscore", "none")
@@ -332,12 +332,7 @@ def load_volume_teacher(spec: str) -> VolumeTeacher:
         return OnnxVolumeTeacher(taps_model_file(), TAPS_PREPROCESSING, "taps", TAPS_THRESHOLD)
     if spec.endswith((".yaml", ".yml")):
         path = Path(spec)
-        try:
-            values = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: volume teacher file not found") from None
-        except yaml.YAMLError:
-            raise ConfigError(f"{path}: invalid YAML") from None
+        values = read_yaml(path, "volume teacher file")
         if isinstance(values, dict) and "slice_onnx" in values:
             return _slice_teacher_from(values, path)
         if not isinstance(values, dict) or "onnx" not in values:

@@ -24,6 +24,7 @@ from prokd.errors import ConfigError, warn_all
 from prokd.io_atomic import atomic_path
 from prokd.losses.composite import LossWeights
 from prokd.models import MODELS
+from prokd.yaml_files import read_yaml
 
 
 @dataclass(frozen=True)
@@ -331,14 +332,7 @@ def load_config(path: str | Path, ignored: typing.Sequence[str] = ()) -> Config:
             wrong types and impossible values.
     """
     path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where else ""
-        raise ConfigError(f"{path}: invalid YAML{line}") from None
+    values = read_yaml(path, "config file")
     try:
         config = config_from_dict(values)
     except ConfigError as err:

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from prokd.errors import ConfigError, ProkdError
 from prokd.evaluation.bench import VOLUME_SLICES, bench_model, bench_subject, cpu_model
@@ -29,6 +28,7 @@ from prokd.evaluation.study_report import write_study_report
 from prokd.io_atomic import atomic_path
 from prokd.training.config import Config, config_from_dict, load_config
 from prokd.training.experiment import COMPARISONS, case_dice, paired_scores, run_experiment
+from prokd.yaml_files import read_yaml
 
 STUDY_KEYS = ("base", "seeds", "regimes", "description")
 CELL_TIME = "cell_seconds.json"  # wall time of the invocation that finished the cell
@@ -82,12 +82,7 @@ def load_study(path: str | Path) -> Study:
             no seeds or regimes, or a regime whose overrides make an invalid config.
     """
     path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: study file not found") from None
-    except yaml.YAMLError:
-        raise ConfigError(f"{path}: invalid YAML") from None
+    values = read_yaml(path, "study file")
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping with base, seeds and regimes")
     unknown = sorted(set(values) - set(STUDY_KEYS))
@@ -97,7 +92,7 @@ def load_study(path: str | Path) -> Study:
         raise ConfigError(f"{path}: base: missing (the experiment config the regimes change)")
     base = path.parent / str(values["base"])
     load_config(base)  # a clear error for a missing or invalid base
-    base_values = yaml.safe_load(base.read_text())
+    base_values = read_yaml(base, "base config")
     seeds = values.get("seeds")
     if not (isinstance(seeds, list) and seeds and all(type(s) is int for s in seeds)):
         raise ConfigError(f"{path}: seeds: expected a non-empty list of integers, got {seeds!r}")
