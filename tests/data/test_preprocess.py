@@ -119,3 +119,40 @@ def test_padding_when_fov_exceeds_image():
 def test_invalid_settings(kwargs, word):
     with pytest.raises(ConfigError, match=word):
         PreprocessSettings(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "direction",
+    [(1, 0, 0, 0, 1, 0, 0, 0, 1), (-1, 0, 0, 0, 1, 0, 0, 0, 1), (1, 0, 0, 0, 0, 1, 0, -1, 0)],
+)
+def test_large_field_of_view_is_cropped_to_the_grid_without_changing_the_slices(direction):
+    """Preprocessing crops the volume around the slice grid before the low-pass: the slices
+    equal those computed on the whole volume (float32 rounding aside)."""
+    from prokd.data.io import Geometry
+    from prokd.data.preprocess import (
+        _antialias,
+        _around_grid,
+        normalise_intensity,
+        resample_to_grid,
+        target_grid,
+    )
+
+    rng = np.random.default_rng(0)
+    image = make_volume(
+        rng.normal(100, 20, (4, 200, 180)).astype(np.float32),
+        spacing=(0.9, 0.9, 3.0),
+        origin=(3, -7, 11),
+        direction=direction,
+    )
+    settings = PreprocessSettings(size=32, fov_mm=64.0)
+    slices, _, grid = preprocess_volume(image, None, settings)
+    normalised = normalise_intensity(sitk.GetArrayViewFromImage(image), settings)
+    whole = Geometry.of(image).apply_to(sitk.GetImageFromArray(normalised))
+    assert np.prod(_around_grid(whole, grid).GetSize()) < 0.7 * np.prod(whole.GetSize())
+    reference = resample_to_grid(
+        _antialias(whole, settings.spacing_mm),
+        target_grid(image, settings),
+        sitk.sitkLinear,
+        float(normalised.min()),
+    )
+    np.testing.assert_allclose(slices, sitk.GetArrayFromImage(reference), atol=1e-6)

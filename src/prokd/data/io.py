@@ -163,6 +163,13 @@ def _select_channel(path: Path, image: sitk.Image, channel: int | None) -> sitk.
     return sitk.Extract(image, size[:3] + [0], [0, 0, 0, channel])
 
 
+def _finite_integers(header: nib.Nifti1Header) -> bool:
+    """Whether a NIfTI file stores integers with a finite (or no) scaling: no NaN possible."""
+    if np.issubdtype(header.get_data_dtype(), np.floating):
+        return False
+    return all(v is None or np.isfinite(v) for v in header.get_slope_inter())
+
+
 def non_finite_voxels(path: str | Path, image: sitk.Image, channel: int | None = None) -> int:
     """Number of NaN/Inf voxels of a volume read by :func:`read_volume`.
 
@@ -172,7 +179,10 @@ def non_finite_voxels(path: str | Path, image: sitk.Image, channel: int | None =
     path = Path(path)
     if path.name.lower().endswith((".nii", ".nii.gz")):
         try:
-            data = np.asanyarray(nib.load(str(path)).dataobj)
+            nifti = nib.load(str(path))
+            if _finite_integers(nifti.header):
+                return 0  # integers scaled by finite numbers: nothing to read
+            data = np.asanyarray(nifti.dataobj)
         except Exception as err:  # gzip, zlib and nibabel raise their own types
             raise DataError(path, f"truncated or corrupt file ({error_summary(err)})") from None
         if data.ndim == 4:

@@ -105,6 +105,30 @@ def resample_to_grid(
     )
 
 
+# Voxels kept around the slice grid when cropping before the low-pass: DiscreteGaussian's
+# widest kernel (32) reaches 16 voxels, linear interpolation one more.
+CROP_MARGIN = 18
+
+
+def _around_grid(image: sitk.Image, grid: Geometry) -> sitk.Image:
+    """``image`` cropped to the voxels the slice grid's resampling can read (its corners'
+    bounding box plus :data:`CROP_MARGIN`), so that a large field of view costs no more
+    than the grid; the low-pass and resampling then give the same values as on the whole
+    image."""
+    direction = np.array(grid.direction).reshape(3, 3)
+    extent = np.array(grid.spacing) * (np.array(grid.size) - 1)
+    corners = [
+        np.array(grid.origin) + direction @ (np.array(c) * extent) for c in np.ndindex(2, 2, 2)
+    ]
+    indices = np.array([image.TransformPhysicalPointToContinuousIndex(c) for c in corners])
+    size = np.array(image.GetSize())
+    low = np.clip(np.floor(indices.min(axis=0)).astype(int) - CROP_MARGIN, 0, size)
+    high = np.clip(np.ceil(indices.max(axis=0)).astype(int) + CROP_MARGIN + 1, 0, size)
+    if np.any(high <= low) or (np.all(low == 0) and np.all(high == size)):
+        return image
+    return sitk.RegionOfInterest(image, [int(v) for v in high - low], [int(v) for v in low])
+
+
 def _antialias(image: sitk.Image, target_spacing: float) -> sitk.Image:
     """Gaussian low-pass in-plane before downsampling (sigma from the spacing ratio)."""
     variances = []
@@ -145,7 +169,7 @@ def preprocess_volume(
     """
     grid = target_grid(image, settings)
     normalised = normalise_intensity(sitk.GetArrayViewFromImage(image), settings)
-    source = Geometry.of(image).apply_to(sitk.GetImageFromArray(normalised))
+    source = _around_grid(Geometry.of(image).apply_to(sitk.GetImageFromArray(normalised)), grid)
     background = float(normalised.min())
     resampled = resample_to_grid(
         _antialias(source, settings.spacing_mm), grid, sitk.sitkLinear, background
