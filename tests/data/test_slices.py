@@ -55,3 +55,25 @@ def test_volume_teacher_maps_move_with_the_augmented_image():
         assert agree > 0.97
         moved |= not torch.equal(b["label"][0], torch.from_numpy(volume.mask[1]).long())
     assert moved
+
+
+def test_site_style_augmentation_adds_scanner_changes_and_keeps_teacher_maps_aligned():
+    """Bias field, lower resolution and field of view join the augmentation; the draws stay
+    seeded, labels binary, and a teacher map still follows the label."""
+    base = [type(t).__name__ for t in training_augmentation(1).transforms]
+    site = [type(t).__name__ for t in training_augmentation(1, site_style=True).transforms]
+    assert site[: len(base)] == base
+    assert site[len(base) :] == ["RandBiasFieldd", "RandSimulateLowResolutiond", "RandZoomd"]
+    volume = _volume(0)
+    with_map = volume.with_teacher_maps([volume.mask.astype(np.float32)])
+    a = SliceDataset([with_map], training_augmentation(seed=3, site_style=True))
+    b = SliceDataset([with_map], training_augmentation(seed=3, site_style=True))
+    moved, unmoved = [], []
+    for seed in range(12):
+        x, y = a.view(1, seed), b.view(1, seed)
+        torch.testing.assert_close(x["image"], y["image"])
+        assert set(x["label"].unique().tolist()) <= {0, 1}
+        moved.append(((x["teacher"] >= 0.5).long() == x["label"]).float().mean())
+        unmoved.append((torch.from_numpy(volume.mask[1]).long() == x["label"]).float().mean())
+    # bilinear vs nearest differ on the edges of a 16x16 slice; an unmoved map far more
+    assert np.mean(moved) > 0.95 and np.mean(moved) > np.mean(unmoved) + 0.03

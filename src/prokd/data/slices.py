@@ -8,24 +8,48 @@ from monai.transforms import (
     Compose,
     RandAdjustContrastd,
     RandAffined,
+    RandBiasFieldd,
     RandFlipd,
     RandGaussianNoised,
     RandGaussianSmoothd,
     RandScaleIntensityd,
+    RandSimulateLowResolutiond,
+    RandZoomd,
 )
 from torch.utils.data import Dataset
 
 from prokd.data.cache import PreprocessedVolume
 
 
-def training_augmentation(seed: int = 0) -> Compose:
+def training_augmentation(seed: int = 0, site_style: bool = False) -> Compose:
     """Spatial and intensity augmentation for 2D slices (keys ``image``, ``label`` and, when
     present, ``teacher``: volume teachers' probabilities, moved with the image).
 
     Left-right flips, small rotations/scaling/shifts, and the intensity changes that differ
-    between sites: contrast curve, scale, blur and noise.
+    between sites: contrast curve, scale, blur and noise. ``site_style`` adds what differs
+    between scanners more strongly: a smooth bias field (coil shading), a lower acquired
+    resolution, and another field of view (zoom in or out).
     """
     keys = ["image", "label", "teacher"]
+    site = [
+        RandBiasFieldd("image", prob=0.3, coeff_range=(0.0, 0.2)),
+        RandSimulateLowResolutiond(
+            "image",
+            prob=0.2,
+            downsample_mode="area",
+            upsample_mode="bilinear",
+            zoom_range=(0.5, 1.0),
+        ),
+        RandZoomd(
+            keys,
+            prob=0.3,
+            min_zoom=0.75,
+            max_zoom=1.3,
+            mode=("bilinear", "nearest", "bilinear"),
+            padding_mode="edge",
+            allow_missing_keys=True,
+        ),
+    ]
     augment = Compose(
         [
             RandFlipd(keys, prob=0.5, spatial_axis=1, allow_missing_keys=True),
@@ -43,6 +67,7 @@ def training_augmentation(seed: int = 0) -> Compose:
             RandScaleIntensityd("image", factors=0.15, prob=0.5),
             RandGaussianSmoothd("image", prob=0.15, sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0)),
             RandGaussianNoised("image", prob=0.3, std=0.1),
+            *(site if site_style else []),
         ]
     )
     augment.set_random_state(seed)

@@ -55,8 +55,13 @@ def cache_key(
         "count": len(dataset),
         "views": views,
         "view_seed": seed if views else None,
-        "augmentation": AUGMENTATION_VERSION if views else None,
+        "augmentation": _augmentation_names(dataset) if views else None,
     }
+
+
+def _augmentation_names(dataset: SliceDataset) -> list[object]:
+    """The augmentation's code version and its transforms, in order (site-style adds some)."""
+    return [AUGMENTATION_VERSION, *(type(t).__name__ for t in dataset.augment.transforms)]
 
 
 def _row_image(dataset: SliceDataset, row: int, views: int, seed: int) -> torch.Tensor:

@@ -333,7 +333,7 @@ def _set_up(job: TrainJob, progress: bool, context: Context = ONE_PROCESS) -> _S
     parameters = list(network.parameters()) + list(criterion.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    dataset.augment = training_augmentation(cfg.seed) if cfg.augment else None
+    dataset.augment = training_augmentation(cfg.seed, cfg.site_style) if cfg.augment else None
     soft_targets = None
     if ensemble is not None and job.soft_target_dir is not None:
         if context.is_main:
@@ -383,7 +383,8 @@ def _open_soft_targets(
 def build_soft_targets(job: TrainJob, progress: bool = True) -> SoftTargetCache:
     """Build (or open) a job's soft-target cache in this process, before its students train."""
     _check_soft_target_settings(job)
-    augment = training_augmentation(job.train.seed) if job.train.augment else None
+    cfg = job.train
+    augment = training_augmentation(cfg.seed, cfg.site_style) if cfg.augment else None
     ensemble = TeacherEnsemble(job.teachers, job.loss.feature > 0)
     return _open_soft_targets(job, ensemble, job.training_slices(augment), progress)
 
