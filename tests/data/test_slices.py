@@ -3,6 +3,7 @@ import torch
 
 from prokd.data.cache import PreprocessedVolume
 from prokd.data.io import Geometry
+from prokd.data.preprocess import slice_stack
 from prokd.data.slices import SliceDataset, training_augmentation
 
 GRID = Geometry((16, 16, 3), (1.0, 1.0, 3.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
@@ -77,3 +78,14 @@ def test_site_style_augmentation_adds_scanner_changes_and_keeps_teacher_maps_ali
         unmoved.append((torch.from_numpy(volume.mask[1]).long() == x["label"]).float().mean())
     # bilinear vs nearest differ on the edges of a 16x16 slice; an unmoved map far more
     assert np.mean(moved) > 0.95 and np.mean(moved) > np.mean(unmoved) + 0.03
+
+
+def test_context_slices_stack_neighbours_as_channels():
+    """2.5D input: slice z with its neighbours as channels, the edge slice repeated."""
+    volume = _volume(0)
+    ds = SliceDataset([volume], context_slices=1)
+    first, middle = ds[0]["image"], ds[1]["image"]
+    assert middle.shape == (3, 16, 16)
+    np.testing.assert_array_equal(middle.numpy(), volume.image[[0, 1, 2]])
+    np.testing.assert_array_equal(first.numpy(), volume.image[[0, 0, 1]])
+    np.testing.assert_array_equal(slice_stack(volume.image, 2, 2), volume.image[[0, 1, 2, 2, 2]])

@@ -5,10 +5,15 @@ import csv
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
+from prokd.cli import main
 from prokd.data.io import read_volume
 from prokd.distill.volume_teachers import to_slice_grid
 from prokd.errors import ConfigError, ProkdError
+from prokd.evaluation.bench import bench_model, bench_subject
+from prokd.inference.model_files import load_model_file
+from prokd.inference.predict import predict_volume
 from prokd.training.config import config_from_dict
 from prokd.training.runs import prepare_data
 from prokd.training.single_run import train_single
@@ -83,3 +88,27 @@ def test_a_volume_teacher_distils_through_kl_only(data, tmp_path):
     expected = to_slice_grid(gland_probabilities(image), image, config.preprocess)
     stored = [np.load(p).astype(np.float32) for p in cached]
     assert any(s.shape == expected.shape and np.abs(s - expected).max() < 1e-3 for s in stored)
+
+
+def test_a_25d_model_trains_exports_predicts_and_benches(data, tmp_path):
+    """preprocess.context_slices: 1 gives 3-channel networks end to end: the checkpoint and
+    its ONNX export give the same probabilities, and the bench times 3-channel input."""
+    config = _config(data, tmp_path, epochs=1).replace(
+        preprocess={"context_slices": 1}, model="unet-w4"
+    )
+    train_single(config, tmp_path / "run", progress=False)
+    loaded = load_model_file(tmp_path / "run")
+    first_conv = next(m for m in loaded.network.modules() if isinstance(m, torch.nn.Conv2d))
+    assert loaded.settings.channels == 3 and first_conv.in_channels == 3
+    onnx = tmp_path / "model.onnx"
+    assert main(["export", str(tmp_path / "run"), "--format", "onnx", "--out", str(onnx)]) == 0
+    case = prepare_data(config).cases[0]
+    image = read_volume(case.image)
+    expected = predict_volume(loaded.slice_model, image, loaded.settings)
+    exported = load_model_file(onnx)
+    got = predict_volume(exported.slice_model, image, exported.settings)
+    assert float(np.abs(got - expected).max()) < 1e-4
+    row = bench_model(bench_subject(str(onnx)), 32, threads=1, runs=1)
+    assert row["params"] > 0 and row["onnx_volume"]["median_ms"] > 0
+    with pytest.raises(ConfigError, match="preprocess.context_slices must be in 0..3"):
+        config_from_dict({"preprocess": {"context_slices": 4}})

@@ -29,11 +29,15 @@ class PreprocessSettings:
         size: in-plane pixels per side of every slice (128 for CPU work; 256, 384 also common).
         fov_mm: in-plane field of view kept around the image centre, in mm.
         clip_percentiles: intensities are clipped to these percentiles before the z-score.
+        context_slices: neighbouring slices on each side given to the network as extra
+            channels (2.5D input: ``2 * context_slices + 1`` channels; 0: plain 2D). The
+            stored slices do not depend on it; the slice stack is built when slices are read.
     """
 
     size: int = 128
     fov_mm: float = 128.0
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    context_slices: int = 0
 
     def __post_init__(self) -> None:
         if self.size < 8:
@@ -43,6 +47,10 @@ class PreprocessSettings:
         low, high = self.clip_percentiles
         if not 0 <= low < high <= 100:
             raise ConfigError("preprocess.clip_percentiles must satisfy 0 <= low < high <= 100")
+        if not 0 <= self.context_slices <= 3:
+            raise ConfigError(
+                f"preprocess.context_slices must be in 0..3, got {self.context_slices}"
+            )
 
     @classmethod
     def from_dict(cls, values: dict) -> PreprocessSettings:
@@ -56,9 +64,24 @@ class PreprocessSettings:
         """In-plane pixel size of the slices."""
         return self.fov_mm / self.size
 
+    @property
+    def channels(self) -> int:
+        """Input channels of a network fed with these settings."""
+        return 2 * self.context_slices + 1
+
     def fingerprint(self) -> str:
-        """Stable text of every setting, for cache keys."""
-        return json.dumps(asdict(self), sort_keys=True)
+        """Stable text of the settings that shape the stored slices, for cache keys
+        (``context_slices`` only stacks them when read, so it is left out)."""
+        values = asdict(self)
+        del values["context_slices"]
+        return json.dumps(values, sort_keys=True)
+
+
+def slice_stack(volume: np.ndarray, z: int, context: int) -> np.ndarray:
+    """Slice ``z`` of a (z, H, W) volume with ``context`` neighbours on each side, as
+    (2 * context + 1, H, W) channels; beyond the first and last slice the edge repeats."""
+    index = np.clip(np.arange(z - context, z + context + 1), 0, len(volume) - 1)
+    return volume[index]
 
 
 def target_grid(image: sitk.Image, settings: PreprocessSettings) -> Geometry:

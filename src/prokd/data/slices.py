@@ -19,6 +19,7 @@ from monai.transforms import (
 from torch.utils.data import Dataset
 
 from prokd.data.cache import PreprocessedVolume
+from prokd.data.preprocess import slice_stack
 
 
 def training_augmentation(seed: int = 0, site_style: bool = False) -> Compose:
@@ -88,16 +89,23 @@ def view_seed(seed: int, index: int, view: int) -> int:
 
 
 class SliceDataset(Dataset):
-    """Every axial slice of a list of volumes as ``{"image": (1,H,W), "label": (1,H,W)}``,
+    """Every axial slice of a list of volumes as ``{"image": (C,H,W), "label": (1,H,W)}``
+    (C = 1, or 2 * ``context_slices`` + 1 with neighbouring slices as channels),
     plus ``"teacher": (K,H,W)`` when the volumes carry K volume teachers' maps.
 
     Items also carry ``volume`` (index into ``volumes``) and ``slice`` so predictions can be
     stacked back into volumes.
     """
 
-    def __init__(self, volumes: list[PreprocessedVolume], augment: Compose | None = None) -> None:
+    def __init__(
+        self,
+        volumes: list[PreprocessedVolume],
+        augment: Compose | None = None,
+        context_slices: int = 0,
+    ) -> None:
         self.volumes = volumes
         self.augment = augment
+        self.context_slices = context_slices  # neighbours per side stacked as channels
         self.index = [(v, z) for v, vol in enumerate(volumes) for z in range(len(vol.image))]
 
     def __len__(self) -> int:
@@ -123,7 +131,9 @@ class SliceDataset(Dataset):
         v, z = self.index[item]
         vol = self.volumes[v]
         sample = {
-            "image": torch.from_numpy(np.ascontiguousarray(vol.image[z][None], dtype=np.float32)),
+            "image": torch.from_numpy(
+                np.ascontiguousarray(slice_stack(vol.image, z, self.context_slices), np.float32)
+            ),
             "label": torch.from_numpy(np.ascontiguousarray(vol.mask[z][None], dtype=np.float32)),
         }
         if vol.teacher_maps:

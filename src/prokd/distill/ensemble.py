@@ -36,7 +36,9 @@ class TeacherEnsemble:
         return [
             {
                 tap: shape[0]
-                for tap, shape in tap_shapes(t.network, get_spec(t.name).taps, size, size).items()
+                for tap, shape in tap_shapes(
+                    t.network, get_spec(t.name).taps, size, size, t.settings.channels
+                ).items()
             }
             for t in self.teachers
         ]

@@ -83,6 +83,7 @@ class BenchSubject:
     network: torch.nn.Module | None
     onnx_file: Path | None = None
     size: int | None = None
+    channels: int = 1  # input channels (2.5D models take neighbouring slices)
 
 
 def bench_subject(spec: str, device: torch.device | None = None) -> BenchSubject:
@@ -103,14 +104,15 @@ def bench_subject(spec: str, device: torch.device | None = None) -> BenchSubject
     loaded = load_model_file(spec, device)
     onnx_file = loaded.path if loaded.kind == "onnx" else None
     network = None if loaded.network is None else loaded.network.eval()
-    return BenchSubject(spec, loaded.name, network, onnx_file, loaded.settings.size)
+    settings = loaded.settings
+    return BenchSubject(spec, loaded.name, network, onnx_file, settings.size, settings.channels)
 
 
-def _export_onnx(network: torch.nn.Module, size: int, folder: Path) -> Path:
+def _export_onnx(network: torch.nn.Module, size: int, channels: int, folder: Path) -> Path:
     path = folder / "model.onnx"
     torch.onnx.export(
         network,
-        (torch.zeros(1, 1, size, size),),
+        (torch.zeros(1, channels, size, size),),
         str(path),
         input_names=["image"],
         output_names=["logits"],
@@ -123,11 +125,12 @@ def _export_onnx(network: torch.nn.Module, size: int, folder: Path) -> Path:
 def bench_model(subject: BenchSubject, size: int, threads: int, runs: int) -> dict[str, Any]:
     """One row: size, FLOPs and latencies of a network or model file at ``size`` x ``size``."""
     network = subject.network
-    architecture = build_model(subject.architecture).eval()
-    flops = count_flops(architecture, size, size)
-    slice_input = torch.randn(1, 1, size, size, generator=torch.Generator().manual_seed(0))
+    channels = subject.channels
+    architecture = build_model(subject.architecture, channels).eval()
+    flops = count_flops(architecture, size, size, channels)
+    slice_input = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(0))
     volume_input = torch.randn(
-        VOLUME_SLICES, 1, size, size, generator=torch.Generator().manual_seed(1)
+        VOLUME_SLICES, channels, size, size, generator=torch.Generator().manual_seed(1)
     )
     torch_slice = torch_volume = None
     if network is not None:
@@ -143,7 +146,7 @@ def bench_model(subject: BenchSubject, size: int, threads: int, runs: int) -> di
             torch_slice = _time(lambda: forward(on_device[0]), runs)
             torch_volume = _time(lambda: forward(on_device[1]), max(3, runs // 4))
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_file = subject.onnx_file or _export_onnx(network.cpu(), size, Path(tmp))
+        onnx_file = subject.onnx_file or _export_onnx(network.cpu(), size, channels, Path(tmp))
         session = onnx_session(onnx_file, threads)
         name = session.get_inputs()[0].name
         x1, xv = slice_input.numpy(), volume_input.numpy()

@@ -96,7 +96,9 @@ def evaluate_cases(
                 slices, grid, preprocess_seconds = prepared[settings]
                 start = time.perf_counter()
                 probabilities = to_original_grid(
-                    predict_slices(slice_model, slices), grid, loaded.image
+                    predict_slices(slice_model, slices, context_slices=settings.context_slices),
+                    grid,
+                    loaded.image,
                 )
                 seconds = time.perf_counter() - start + preprocess_seconds
             else:

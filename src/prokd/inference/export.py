@@ -38,7 +38,7 @@ def export_model(model: TrainedModel, fmt: str, out: str | Path) -> Path:
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r} (use one of {', '.join(FORMATS)})")
     size = model.settings.size
-    example = torch.zeros(1, 1, size, size)
+    example = torch.zeros(1, model.settings.channels, size, size)
     network = model.network.eval()
     out = Path(out)
     with atomic_path(out) as tmp:

@@ -72,15 +72,16 @@ def onnx_session(path: Path, threads: int = 0) -> ort.InferenceSession:
         raise DataError(path, f"{meaning} ({error_summary(err)})") from None
 
 
-def _check_slice_model(session: ort.InferenceSession, path: Path) -> None:
-    """A prokd slice model takes (B, 1, H, W) and returns (B, 2, H, W) logits."""
+def _check_slice_model(session: ort.InferenceSession, path: Path, channels: int) -> None:
+    """A prokd slice model takes (B, C, H, W) (C: 1, or the neighbouring slices of a 2.5D
+    model) and returns (B, 2, H, W) logits."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
     shape_in = inputs[0].shape if len(inputs) == 1 else None
     shape_out = outputs[0].shape if outputs else None
     if (
         shape_in is None
         or len(shape_in) != 4
-        or shape_in[1] != 1
+        or shape_in[1] != channels
         or shape_out is None
         or len(shape_out) != 4
         or shape_out[1] != 2
@@ -88,8 +89,8 @@ def _check_slice_model(session: ort.InferenceSession, path: Path) -> None:
         raise DataError(
             path,
             f"not a prokd slice model (inputs {[i.shape for i in inputs]}, outputs "
-            f"{[o.shape for o in outputs]}; expected one (B, 1, H, W) input and (B, 2, H, W) "
-            "logits)",
+            f"{[o.shape for o in outputs]}; expected one (B, {channels}, H, W) input and "
+            "(B, 2, H, W) logits)",
         )
 
 
@@ -102,7 +103,7 @@ def _onnx(path: Path, declared: PreprocessSettings | None = None) -> LoadedModel
         name, settings = _settings(metadata, path)
     else:
         name, settings = path.stem, declared
-    _check_slice_model(session, path)
+    _check_slice_model(session, path, settings.channels)
     input_name = session.get_inputs()[0].name
 
     def run(batch: np.ndarray) -> np.ndarray:

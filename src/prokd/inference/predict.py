@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import SimpleITK as sitk
 
-from prokd.data.preprocess import PreprocessSettings, preprocess_volume, to_original_grid
+from prokd.data.preprocess import (
+    PreprocessSettings,
+    preprocess_volume,
+    slice_stack,
+    to_original_grid,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -53,13 +58,19 @@ def torch_slice_model(network: nn.Module) -> SliceModel:
 
 
 def predict_slices(
-    model: nn.Module | SliceModel, images: np.ndarray, batch_size: int = 32
+    model: nn.Module | SliceModel,
+    images: np.ndarray,
+    batch_size: int = 32,
+    context_slices: int = 0,
 ) -> np.ndarray:
-    """Gland probability of every slice, (z, H, W) float32, slices batched."""
+    """Gland probability of every slice, (z, H, W) float32, slices batched; with
+    ``context_slices`` each slice goes in with its neighbours as channels (2.5D)."""
     run = torch_slice_model(model) if _is_torch_module(model) else model
     out = []
     for start in range(0, len(images), batch_size):
-        batch = np.ascontiguousarray(images[start : start + batch_size, None], dtype=np.float32)
+        stop = min(start + batch_size, len(images))
+        stacks = [slice_stack(images, z, context_slices) for z in range(start, stop)]
+        batch = np.ascontiguousarray(np.stack(stacks), dtype=np.float32)
         out.append(gland_probability(np.asarray(run(batch), dtype=np.float32)))
     return np.concatenate(out) if out else np.zeros((0,) + images.shape[1:], np.float32)
 
@@ -72,4 +83,5 @@ def predict_volume(
 ) -> np.ndarray:
     """Gland probabilities of a whole volume on its original grid, (z, y, x) float32."""
     slices, _, grid = preprocess_volume(image, None, settings)
-    return to_original_grid(predict_slices(model, slices, batch_size), grid, image)
+    probabilities = predict_slices(model, slices, batch_size, settings.context_slices)
+    return to_original_grid(probabilities, grid, image)

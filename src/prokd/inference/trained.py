@@ -30,7 +30,7 @@ def model_payload(
         "model": name,
         "state_dict": model.state_dict(),
         "preprocess": asdict(settings),
-        "in_channels": 1,
+        "in_channels": settings.channels,
         "out_channels": 2,
         **extra,
     }

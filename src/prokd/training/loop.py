@@ -129,7 +129,8 @@ class TrainJob:
 
     def training_slices(self, augment: Compose | None = None) -> SliceDataset:
         """The slices a run trains on: the labelled volumes', then the unlabelled ones'."""
-        return SliceDataset(self.train_volumes + self.unlabelled_volumes, augment)
+        volumes = self.train_volumes + self.unlabelled_volumes
+        return SliceDataset(volumes, augment, self.settings.context_slices)
 
 
 def settings_mismatch(teacher: PreprocessSettings, student: PreprocessSettings) -> str | None:
@@ -200,15 +201,19 @@ def sample_slices(
 
 
 def validation_dice(
-    network: torch.nn.Module, volumes: list[PreprocessedVolume], context: Context = ONE_PROCESS
+    network: torch.nn.Module,
+    volumes: list[PreprocessedVolume],
+    context: Context = ONE_PROCESS,
+    context_slices: int = 0,
 ) -> float:
-    """Mean Dice over 3D volumes (on the slice grid), not over slices.
+    """Mean Dice over 3D volumes (on the slice grid), not over slices; ``context_slices``
+    as the network was trained with.
 
     Under data parallelism each rank scores every ``world_size``-th volume and the scores
     are gathered in volume order, so the mean is the one process's mean.
     """
     mine = [
-        (i, dice_score(predict_slices(network, v.image) >= 0.5, v.mask > 0))
+        (i, dice_score(predict_slices(network, v.image, 32, context_slices) >= 0.5, v.mask > 0))
         for i, v in enumerate(volumes)
         if i % context.world_size == context.rank
     ]
@@ -269,7 +274,11 @@ def _build_loss(job: TrainJob, ensemble: TeacherEnsemble | None) -> CompositeLos
         student = {
             t: s[0]
             for t, s in tap_shapes(
-                build_model(job.model_name), get_spec(job.model_name).taps, size, size
+                build_model(job.model_name, job.settings.channels),
+                get_spec(job.model_name).taps,
+                size,
+                size,
+                job.settings.channels,
             ).items()
         }
         feature_loss = FeatureDistillation(
@@ -317,7 +326,7 @@ def _set_up(job: TrainJob, progress: bool, context: Context = ONE_PROCESS) -> _S
     if len(dataset) == 0:
         raise ProkdError(f"{job.run_dir}: no training slices")
     seed_everything(cfg.seed)
-    network = build_model(job.model_name)
+    network = build_model(job.model_name, job.settings.channels)
     ensemble = (
         TeacherEnsemble(job.teachers, job.loss.feature > 0, context.device)
         if job.teachers
@@ -543,7 +552,9 @@ def _close_epoch(
 ) -> None:
     """Validate, update early stopping, and (rank 0) write ``best.pt``, ``last.pt``, the log."""
     score = (
-        validation_dice(setup.network, job.val_volumes, context) if job.val_volumes else math.nan
+        validation_dice(setup.network, job.val_volumes, context, job.settings.context_slices)
+        if job.val_volumes
+        else math.nan
     )
     row["val_dice"] = score
     state["history"].append(row)

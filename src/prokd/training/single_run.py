@@ -65,7 +65,14 @@ def train_single(
     teachers = [load_trained_model(t) for t in specs if not is_volume_teacher(t)]
     volume_teachers = [load_volume_teacher(t) for t in specs if is_volume_teacher(t)]
     val = data.volumes(data.split.val, "preprocess val")
-    scores = [validation_dice(t.network, val) for t in teachers] if val and teachers else None
+    scores = (
+        [
+            validation_dice(t.network, val, context_slices=t.settings.context_slices)
+            for t in teachers
+        ]
+        if val and teachers
+        else None
+    )
     train = data.volumes(data.split.train, "preprocess train")
     unlabelled = data.unlabelled_volumes() if specs else []
     if volume_teachers:
