@@ -197,8 +197,8 @@ def _export(args: argparse.Namespace) -> int:
 
 @command("bench")
 def _bench(args: argparse.Namespace) -> int:
+    from prokd.devices import resolve_device
     from prokd.evaluation.bench import bench_table, run_bench, write_bench
-    from prokd.training.distributed import resolve_device
 
     result = run_bench(args.models, args.size, args.threads, args.runs, resolve_device(args.device))
     print(bench_table(result))

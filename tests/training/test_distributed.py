@@ -176,8 +176,8 @@ def test_ddp_run_killed_and_resumed_ends_where_an_uninterrupted_one_ends(tmp_pat
 
 
 def test_device_choice():
+    from prokd.devices import resolve_device
     from prokd.errors import ConfigError
-    from prokd.training.distributed import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "cpu"

@@ -115,7 +115,7 @@ def _onnx(path: Path, declared: PreprocessSettings | None = None) -> LoadedModel
 def _torch_device(device: torch.device | str | None) -> torch.device:
     import torch
 
-    from prokd.training.distributed import resolve_device
+    from prokd.devices import resolve_device
 
     if isinstance(device, str):
         return resolve_device(device)
