@@ -234,9 +234,9 @@ class Experiment:
             loss = {k: v for k, v in loss.items() if k == "dice" or k.startswith("lovasz")}
         split = self.data.split
         return {
-            "model": job.model_name,
+            "model": _network_key(job),
             "data": dataclasses.asdict(self.config.data),
-            "settings": dataclasses.asdict(job.settings),
+            "settings": json.loads(job.settings.fingerprint()),
             "train": dataclasses.asdict(job.train),
             "loss": loss,
             "train_cases": [v.case_id for v in job.train_volumes],
@@ -319,6 +319,12 @@ class Experiment:
             dice = case_dice(summaries[m.name].parent)
             evaluated.append(EvaluatedModel(m.name, m.role, m.params(), summary, val, dice))
         return evaluated
+
+
+def _network_key(job: TrainJob) -> str:
+    """The network a step trains, with its input channels when they are not one slice."""
+    channels = job.settings.channels
+    return job.model_name if channels == 1 else f"{job.model_name}, {channels} input channels"
 
 
 def _plain_json(value: Any) -> Any:
