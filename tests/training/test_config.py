@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from prokd.errors import ConfigError
 from prokd.training.config import Config, config_from_dict, load_config, save_config
@@ -132,3 +133,16 @@ def test_strategy_temperatures_come_from_the_config():
     assert distill.temperature("label-aware") == 0.5
     assert distill.temperature("confidence") == 0.1
     assert distill.temperature("uniform") is None
+
+
+def test_a_saved_config_from_before_a_setting_existed_is_the_same_config(tmp_path):
+    """A run folder's config.yaml lacking a newer setting reads with its default: resuming
+    with the same config is allowed, a changed value is not."""
+    from prokd.training.runs import saved_config_differs
+
+    config = config_from_dict({"train": {"epochs": 3}})
+    values = config.to_dict()
+    del values["preprocess"]["context_slices"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(values))
+    assert not saved_config_differs(tmp_path, config)
+    assert saved_config_differs(tmp_path, config.replace(train={"epochs": 4}))

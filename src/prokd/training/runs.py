@@ -12,7 +12,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import yaml
 from tqdm import tqdm
 
 from prokd.data.cache import PreprocessCache, PreprocessedVolume
@@ -21,7 +20,7 @@ from prokd.data.splits import Split, held_out_site, hold_back_labels, split_by_s
 from prokd.distill.volume_teachers import VolumeTeacher, slice_grid_probabilities
 from prokd.errors import ConfigError
 from prokd.io_atomic import atomic_path
-from prokd.training.config import Config, SourceConfig, save_config
+from prokd.training.config import Config, SourceConfig, load_config, save_config
 
 PACKAGES = ("torch", "monai", "numpy", "SimpleITK", "nibabel", "scipy", "onnxruntime", "prokd")
 
@@ -188,9 +187,10 @@ def environment() -> dict[str, Any]:
 
 
 def saved_config_differs(run_dir: Path, config: Config) -> bool:
-    """Whether ``run_dir`` holds a ``config.yaml`` other than ``config`` (resolved)."""
+    """Whether ``run_dir`` holds a ``config.yaml`` other than ``config``, both resolved (a
+    file written before a setting existed reads with that setting's default)."""
     saved = Path(run_dir) / "config.yaml"
-    return saved.exists() and yaml.safe_load(saved.read_text()) != config.to_dict()
+    return saved.exists() and load_config(saved).to_dict() != config.to_dict()
 
 
 def write_run_metadata(run_dir: Path, config: Config, data: PreparedData) -> None:
