@@ -200,7 +200,7 @@ class Experiment:
         if external:
             volumes = self.data.with_teacher_maps(volumes, external)
             unlabelled = self.data.with_teacher_maps(unlabelled, external)
-        scores = [_val_dice(t) for t in teachers] if not external else [None]
+        scores = [_val_dice(t) for t in teachers]  # volume teachers have none
         config = self.config
         if step.student and e.student_augment is not None:
             config = config.replace(train={"augment": e.student_augment})
@@ -213,7 +213,7 @@ class Experiment:
             epochs=(e.student_epochs if step.student else e.teacher_epochs) or cfg.epochs,
             teachers=teachers,
             weighting=step.weighting,
-            teacher_val_dice=None if None in scores else scores,
+            teacher_val_dice=None if external or None in scores else scores,
             soft_target_dir=self.soft_target_dir(step),
             unlabelled_volumes=unlabelled,
             volume_teachers=[t.name for t in external],
@@ -228,7 +228,7 @@ class Experiment:
     def step_key(self, step: Step, job: TrainJob) -> dict[str, Any]:
         """What a step's trained model and its test evaluation depend on: steps with equal
         keys give the same model (training is seeded), so one can stand for the other."""
-        distilled = bool(job.teachers)
+        distilled = job.distilled
         loss = dataclasses.asdict(job.loss)
         if not distilled:  # the teacher terms and their options do not act
             loss = {k: v for k, v in loss.items() if k == "dice" or k.startswith("lovasz")}
@@ -251,12 +251,13 @@ class Experiment:
             "augmented_views": job.augmented_views if distilled else 0,
         }
 
-    def twin(self, step: Step, job: TrainJob | None = None) -> Path | None:
+    def twin(self, step: Step, key: Any = None) -> Path | None:
         """The experiment folder among ``reuse_from`` where a twin of ``step`` (same name,
-        equal :meth:`step_key`) has finished; ``None`` if none or if the step has begun."""
+        equal :meth:`step_key`, given as ``key`` read back from JSON, else computed) has
+        finished; ``None`` if none or if the step has begun."""
         if not self.reuse_from or (self.out / "models" / step.name).exists():
             return None
-        key = _plain_json(self.step_key(step, job or self.job(step)))
+        key = key if key is not None else _plain_json(self.step_key(step, self.job(step)))
         for folder in self.reuse_from:
             run_dir = folder / "models" / step.name
             saved = run_dir / STEP_KEY
@@ -275,7 +276,8 @@ class Experiment:
         if training_finished(run_dir):
             return
         job = self.job(step)
-        twin = self.twin(step, job)
+        key = _plain_json(self.step_key(step, job))
+        twin = self.twin(step, key)
         if twin is not None:
             for part in ("models", "evaluation"):
                 if (twin / part / step.name).is_dir():
@@ -287,7 +289,6 @@ class Experiment:
         run_training(job, resume=resume, progress=self.progress, context=self.context)
         if self.context.is_main:
             with atomic_path(run_dir / STEP_KEY) as tmp:
-                key = _plain_json(self.step_key(step, job))
                 tmp.write_text(json.dumps({"key": key}, indent=1))
 
     def evaluate(self, models: list[ExperimentModel]) -> list[EvaluatedModel]:
@@ -414,7 +415,7 @@ def run_experiment(
     # Soft targets are only needed while students train; they are large, so they go.
     shutil.rmtree(out / "soft_targets", ignore_errors=True)
 
-    if is_volume_teacher(e.teacher):
+    if "teacher" not in trained:  # procedure 1 from a volume teacher: nothing trained it
         volume = exp.volume_teacher(e.teacher)
         models = [
             ExperimentModel("teacher", f"teacher ({volume.name}, not trained here)", [], volume)

@@ -65,18 +65,15 @@ def train_single(
     teachers = [load_trained_model(t) for t in specs if not is_volume_teacher(t)]
     volume_teachers = [load_volume_teacher(t) for t in specs if is_volume_teacher(t)]
     val = data.volumes(data.split.val, "preprocess val")
-    scores = (
-        [
+    scores = None  # volume teachers have no validation score: none is computed then
+    if val and teachers and not volume_teachers:
+        scores = [
             validation_dice(t.network, val, context_slices=t.settings.context_slices)
             for t in teachers
         ]
-        if val and teachers
-        else None
-    )
     train = data.volumes(data.split.train, "preprocess train")
     unlabelled = data.unlabelled_volumes() if specs else []
     if volume_teachers:
-        scores = None  # volume teachers have no validation score
         train = data.with_teacher_maps(train, volume_teachers)
         unlabelled = data.with_teacher_maps(unlabelled, volume_teachers)
     job = TrainJob.from_config(
