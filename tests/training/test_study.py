@@ -118,7 +118,8 @@ def test_bad_study_files_are_refused(tmp_path, study, message):
 
 def test_cells_reuse_steps_that_train_the_same_model(tmp_path_factory, tmp_path):
     """A regime that changes only a strategy's temperature copies every other step (with its
-    evaluation) from the finished cell and trains that strategy's student anew."""
+    evaluation, and the limit-trained ensemble's) from the finished cell and trains that
+    strategy's student anew."""
     data = tiny_phantom(tmp_path_factory.mktemp("phantom"), sites=2, cases_per_site=4, seed=2)
     regimes = {"base": {}, "warmer": {"distill": {"confidence_temperature": 0.5}}}
     study = load_study(_study_file(tmp_path, regimes, seeds=(0,)))
@@ -128,6 +129,8 @@ def test_cells_reuse_steps_that_train_the_same_model(tmp_path_factory, tmp_path)
     for name in ("teacher", "limit-SiteA", "student-nokd", "student-kd-p2-uniform"):
         for part in (f"models/{name}/best.pt", f"evaluation/{name}/metrics.csv"):
             assert (warmer / part).stat().st_mtime_ns == (base / part).stat().st_mtime_ns, part
+    ensemble = "evaluation/ensemble-limit/metrics.csv"  # no step of its own: copied all the same
+    assert (warmer / ensemble).stat().st_mtime_ns == (base / ensemble).stat().st_mtime_ns
     confidence = "models/student-kd-p2-confidence"
     trained = (warmer / confidence / "best.pt").stat().st_mtime_ns
     assert trained > (base / confidence / "best.pt").stat().st_mtime_ns

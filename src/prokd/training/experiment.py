@@ -21,7 +21,7 @@ import torch
 
 from prokd.data.io import file_sha256
 from prokd.data.preprocess import PreprocessSettings
-from prokd.data.splits import limit_trained_subsets
+from prokd.data.splits import Split, limit_trained_subsets
 from prokd.distill.ensemble import ProbabilityAverage
 from prokd.distill.volume_teachers import VolumeTeacher, is_volume_teacher, load_volume_teacher
 from prokd.errors import ConfigError
@@ -299,6 +299,7 @@ class Experiment:
         """
         summaries = {m.name: self.out / "evaluation" / m.name / "summary.json" for m in models}
         todo = [m for m in models if not _evaluated(summaries[m.name], m.fingerprint())]
+        todo = [m for m in todo if not self._copy_evaluation(m)]
         if todo:
             cases = [self.data.case(i) for i in self.data.split.test]
             results = evaluate_cases(
@@ -320,6 +321,23 @@ class Experiment:
             dice = case_dice(summaries[m.name].parent)
             evaluated.append(EvaluatedModel(m.name, m.role, m.params(), summary, val, dice))
         return evaluated
+
+    def _copy_evaluation(self, model: ExperimentModel) -> bool:
+        """Copy ``model``'s evaluation from a folder of ``reuse_from`` that evaluated the
+        same model (equal fingerprint) on the same test cases; ``False`` if there is none."""
+        for folder in self.reuse_from:
+            source = folder / "evaluation" / model.name
+            split_file = folder / "split.json"
+            if (
+                _evaluated(source / "summary.json", model.fingerprint())
+                and split_file.exists()
+                and Split.load(split_file).test == self.data.split.test
+            ):
+                _copy_folder(source, self.out / "evaluation" / model.name)
+                if self.progress:
+                    print(f"evaluation of {model.name}: reused from {folder}", flush=True)
+                return True
+        return False
 
 
 def _network_key(job: TrainJob) -> str:
