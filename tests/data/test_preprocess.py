@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -50,6 +52,41 @@ def test_normalise_intensity_clips_then_z_scores():
     assert float(out.std()) == pytest.approx(1, abs=1e-4)
     assert out[0, 0, 0] == pytest.approx(out.max())
     assert float(out.max()) < 4
+
+
+def test_robust_normalisation_scales_by_median_and_interquartile_range():
+    rng = np.random.default_rng(0)
+    array = rng.normal(50, 10, (4, 40, 40)).astype(np.float32)
+    robust = PreprocessSettings(clip_percentiles=(0, 100), normalise="robust")
+    out = normalise_intensity(array, robust)
+    q1, median, q3 = np.percentile(array.astype(np.float64), (25, 50, 75))
+    np.testing.assert_allclose(out, (array - median) / ((q3 - q1) / 1.349), atol=1e-5)
+    zscore = normalise_intensity(array, PreprocessSettings(clip_percentiles=(0, 100)))
+    assert np.abs(out - zscore).max() < 0.1  # a normal distribution: both scales agree
+    sparse = np.zeros((2, 10, 10), np.float32)
+    sparse[0, :2] = 1.0  # equal quartiles: the standard deviation scales it
+    assert np.isclose(normalise_intensity(sparse, robust).std(), 1.0)
+
+
+def test_robust_normalisation_ignores_coil_flare_outside_the_slice_grid():
+    """A bright flare far outside the slice grid shifts z-scored slices but not robust ones,
+    whose statistics come from the region the grid covers."""
+    rng = np.random.default_rng(1)
+    array = rng.normal(100, 20, (3, 160, 160)).astype(np.float32)
+    flared = array.copy()
+    flared[:, :40, :40] = 5000.0  # 6% of the voxels, a corner 60 mm from the grid
+    for normalise, changes in (("zscore", True), ("robust", False)):
+        settings = PreprocessSettings(size=16, fov_mm=32.0, normalise=normalise)
+        plain = preprocess_volume(make_volume(array, (1.0, 1.0, 3.0)), None, settings)[0]
+        bright = preprocess_volume(make_volume(flared, (1.0, 1.0, 3.0)), None, settings)[0]
+        assert (np.abs(plain - bright).max() > 0.1) == changes, normalise
+
+
+def test_fingerprint_names_the_normalisation_only_when_it_is_not_the_default():
+    assert "normalise" not in PreprocessSettings().fingerprint()
+    robust = PreprocessSettings(normalise="robust")
+    assert "robust" in robust.fingerprint()
+    assert PreprocessSettings.from_dict(dataclasses.asdict(robust)) == robust
 
 
 @pytest.mark.parametrize("size,fov", [(32, 48.0), (64, 48.0)])
@@ -114,6 +151,7 @@ def test_padding_when_fov_exceeds_image():
         ({"size": 4}, "size"),
         ({"fov_mm": 0}, "fov_mm"),
         ({"clip_percentiles": (50, 10)}, "clip_percentiles"),
+        ({"normalise": "minmax"}, "normalise"),
     ],
 )
 def test_invalid_settings(kwargs, word):

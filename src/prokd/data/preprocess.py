@@ -18,6 +18,7 @@ import SimpleITK as sitk
 from prokd.data.io import Geometry
 from prokd.errors import ConfigError, warn_all
 
+NORMALISATIONS = ("zscore", "robust")
 ORIENTATION = "LPS"  # axial: array x runs right->left, y anterior->posterior, z inferior->superior
 
 
@@ -28,7 +29,11 @@ class PreprocessSettings:
     Attributes:
         size: in-plane pixels per side of every slice (128 for CPU work; 256, 384 also common).
         fov_mm: in-plane field of view kept around the image centre, in mm.
-        clip_percentiles: intensities are clipped to these percentiles before the z-score.
+        clip_percentiles: intensities are clipped to these percentiles before scaling.
+        normalise: ``zscore`` (mean and standard deviation of the whole clipped volume) or
+            ``robust`` (percentiles, median and interquartile range of the region the slice
+            grid covers, so that coil flare or a large field of view outside it does not
+            shift the scale).
         context_slices: neighbouring slices on each side given to the network as extra
             channels (2.5D input: ``2 * context_slices + 1`` channels; 0: plain 2D). The
             stored slices do not depend on it; the slice stack is built when slices are read.
@@ -38,6 +43,7 @@ class PreprocessSettings:
     fov_mm: float = 128.0
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
     context_slices: int = 0
+    normalise: str = "zscore"
 
     def __post_init__(self) -> None:
         if self.size < 8:
@@ -47,6 +53,11 @@ class PreprocessSettings:
         low, high = self.clip_percentiles
         if not 0 <= low < high <= 100:
             raise ConfigError("preprocess.clip_percentiles must satisfy 0 <= low < high <= 100")
+        if self.normalise not in NORMALISATIONS:
+            raise ConfigError(
+                f"preprocess.normalise must be one of {', '.join(NORMALISATIONS)}, "
+                f"got {self.normalise!r}"
+            )
         if not 0 <= self.context_slices <= 3:
             raise ConfigError(
                 f"preprocess.context_slices must be in 0..3, got {self.context_slices}"
@@ -71,9 +82,12 @@ class PreprocessSettings:
 
     def fingerprint(self) -> str:
         """Stable text of the settings that shape the stored slices, for cache keys
-        (``context_slices`` only stacks them when read, so it is left out)."""
+        (``context_slices`` only stacks them when read, so it is left out; ``normalise``,
+        added later, only when it is not the default, so earlier keys stay valid)."""
         values = asdict(self)
         del values["context_slices"]
+        if values["normalise"] == "zscore":
+            del values["normalise"]
         return json.dumps(values, sort_keys=True)
 
 
@@ -166,19 +180,27 @@ def _antialias(image: sitk.Image, target_spacing: float) -> sitk.Image:
     return sitk.DiscreteGaussian(image, variances, 32, 0.01, True)
 
 
+IQR_TO_STD = 1.349  # interquartile range of a unit normal distribution
+
+
 def normalise_intensity(array: np.ndarray, settings: PreprocessSettings) -> np.ndarray:
-    """Clip to the settings' percentiles, then z-score over the whole volume.
+    """Clip to the settings' percentiles, then centre and scale: by the mean and standard
+    deviation (``zscore``), or by the median and the interquartile range over 1.349
+    (``robust``; the standard deviation where the quartiles coincide).
 
     Computed in float64, so values near the float32 limits neither overflow nor turn into
     NaN; a constant volume becomes zeros with a :class:`~prokd.errors.DataWarning`.
     """
     low, high = np.percentile(array, settings.clip_percentiles)
     clipped = np.clip(array.astype(np.float64), low, high)
-    std = float(clipped.std())
-    if std == 0:
+    centre, scale = float(clipped.mean()), float(clipped.std())
+    if settings.normalise == "robust":
+        q1, centre, q3 = np.percentile(clipped, (25, 50, 75))
+        scale = float(q3 - q1) / IQR_TO_STD or scale
+    if scale == 0:
         warn_all(["image is constant (no contrast): nothing to segment"])
         return np.zeros(array.shape, np.float32)
-    return ((clipped - clipped.mean()) / std).astype(np.float32)
+    return ((clipped - centre) / scale).astype(np.float32)
 
 
 def preprocess_volume(
@@ -191,8 +213,9 @@ def preprocess_volume(
         ``None``, and the slice grid (for :func:`to_original_grid`).
     """
     grid = target_grid(image, settings)
-    normalised = normalise_intensity(sitk.GetArrayViewFromImage(image), settings)
-    source = _around_grid(Geometry.of(image).apply_to(sitk.GetImageFromArray(normalised)), grid)
+    region = _around_grid(image, grid) if settings.normalise == "robust" else image
+    normalised = normalise_intensity(sitk.GetArrayViewFromImage(region), settings)
+    source = _around_grid(Geometry.of(region).apply_to(sitk.GetImageFromArray(normalised)), grid)
     background = float(normalised.min())
     resampled = resample_to_grid(
         _antialias(source, settings.spacing_mm), grid, sitk.sitkLinear, background
