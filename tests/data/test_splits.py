@@ -5,6 +5,7 @@ import pytest
 from prokd.data.layouts import Case
 from prokd.data.splits import (
     Split,
+    held_out_case,
     held_out_site,
     hold_back_labels,
     leave_one_site_out,
@@ -137,6 +138,21 @@ def test_held_out_site_tests_on_that_site_only():
     assert not any(i.startswith("B/") for i in split.train + split.val)
     with pytest.raises(ConfigError, match="unknown site 'Z'"):
         held_out_site(cases, "Z")
+
+
+def test_held_out_case_tests_on_that_patient_only():
+    cases = _cases(per_site=4) + [
+        Case("A/s6", "A", Path("x"), (Path("y"),), group="P1"),
+        Case("A/s10", "A", Path("x"), (Path("y"),), group="P1"),
+    ]
+    split = held_out_case(cases, "A/s10", 0.25, seed=0)
+    assert split.test == ("A/s10", "A/s6")  # both acquisitions of the patient
+    _assert_disjoint_cover(split, cases)
+    for site in "ABC":
+        assert sum(cid.startswith(site) for cid in split.val) == 1
+    assert held_out_case(cases, "B/Case01", 0.25).test == ("B/Case01",)
+    with pytest.raises(ConfigError, match="unknown case 'Z/1'"):
+        held_out_case(cases, "Z/1")
 
 
 def test_split_with_unlabelled_part_round_trips(tmp_path):

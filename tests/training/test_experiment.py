@@ -269,3 +269,16 @@ def test_procedure_1_from_a_volume_teacher(phantom, tmp_path):
     key = json.loads((out / "models" / "student-kd-p1" / "step_key.json").read_text())["key"]
     assert len(key["volume_teachers"]) == 1
     assert "| teacher |" in (out / "report.md").read_text()
+
+
+def test_without_strategies_procedure_2_and_its_limit_teachers_are_left_out(phantom, tmp_path):
+    spec = f"{__name__}:bright_gland"
+    config = _tiny_demo(tmp_path).replace(experiment={"teacher": spec, "strategies": ()})
+    out = tmp_path / "run"
+    results = run_experiment(config, out, str(phantom), progress=False)
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["student-kd-p1", "student-nokd"]
+    assert [r["model"] for r in results["rows"]] == ["teacher", "student-nokd", "student-kd-p1"]
+    assert results["strategy_selected_on_validation"] is None
+    assert list(results["comparisons"]) == ["p1 vs no-KD"]
+    assert json.loads((out / "limit_subsets.json").read_text()) == {}
+    assert "student-kd-p1" in (out / "report.md").read_text()

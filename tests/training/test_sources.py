@@ -86,3 +86,14 @@ def test_colliding_case_ids_and_missing_labelled_data_are_refused(tmp_path):
         config_from_dict({"data": {"sources": [{"site": "x"}]}})
     with pytest.raises(ConfigError, match=r"data.sources\[0\].layout: unknown layout"):
         config_from_dict({"data": {"sources": [{"root": "x", "layout": "nope"}]}})
+
+
+def test_leave_one_case_out_over_sources(tmp_path):
+    values = _config(tmp_path)
+    values["split"] = {"val_fraction": 0.34, "test_case": "alpha/S1/Case01"}
+    data = prepare_data(config_from_dict(values))
+    assert data.split.test == ("alpha/S1/Case01",)
+    assert len(data.split.train) + len(data.split.val) == 8
+    values["split"]["test_site"] = "S2"
+    with pytest.raises(ConfigError, match="test_site or test_case, not both"):
+        prepare_data(config_from_dict(values))

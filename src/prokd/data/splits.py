@@ -1,5 +1,5 @@
-"""Case-level splits: per-site train/val/test, leave-one-site-out, labels held back,
-limit-trained subsets.
+"""Case-level splits: per-site train/val/test, leave-one-site-out, leave-one-case-out,
+labels held back, limit-trained subsets.
 
 Splits are made by patient (``Case.patient``), never by slice, and are seeded.
 """
@@ -127,6 +127,24 @@ def held_out_site(cases: list[Case], site: str, val_fraction: float = 0.2, seed:
     if site not in sites:
         raise ConfigError(f"split.test_site: unknown site {site!r} (sites: {', '.join(sites)})")
     return leave_one_site_out(cases, val_fraction, seed)[site]
+
+
+def held_out_case(
+    cases: list[Case], case_id: str, val_fraction: float = 0.2, seed: int = 0
+) -> Split:
+    """The leave-one-case-out split that tests on ``case_id`` and every other case of its
+    patient; the rest is split per site into train and validation.
+
+    Raises:
+        ConfigError: no case has that id.
+    """
+    case = next((c for c in cases if c.case_id == case_id), None)
+    if case is None:
+        known = ", ".join(c.case_id for c in cases[:3])
+        raise ConfigError(f"split.test_case: unknown case {case_id!r} (case ids: {known}, ...)")
+    test = [c for c in cases if c.patient == case.patient and c.site == case.site]
+    inner = split_by_site([c for c in cases if c not in test], val_fraction, 0.0, seed)
+    return Split(inner.train, inner.val, tuple(sorted(c.case_id for c in test)))
 
 
 def hold_back_labels(cases: list[Case], split: Split, per_site: int, seed: int = 0) -> Split:

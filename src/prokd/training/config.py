@@ -56,7 +56,8 @@ class SplitConfig:
     """Per-site train/val/test fractions (by patient), the split seed, and the regime.
 
     ``test_site`` set: leave-one-site-out (test on that site, train and validate on the
-    others; ``test_fraction`` unused). ``labelled_per_site`` > 0: only that many training
+    others; ``test_fraction`` unused). ``test_case`` set: leave-one-case-out (test on that
+    case id and the other cases of its patient). ``labelled_per_site`` > 0: only that many training
     patients per site keep their labels; the others' volumes become unlabelled data.
     """
 
@@ -64,6 +65,7 @@ class SplitConfig:
     test_fraction: float = 0.2
     seed: int = 0
     test_site: str | None = None
+    test_case: str | None = None  # leave-one-case-out: test on this case (and its patient)
     labelled_per_site: int = 0  # 0: every training case is labelled
 
 
@@ -127,6 +129,8 @@ class ExperimentConfig:
     limit_mode: str = "site"  # one limit-trained teacher per site, or "random"
     limit_k: int = 3
     limit_fraction: float = 0.0  # 0: 1 / limit_k
+    # Procedure 2's weightings, one student each; none: procedure 2 (and its limit-trained
+    # teachers) is left out.
     strategies: tuple[str, ...] = ("uniform", "validation", "confidence", "label-aware")
     teacher_epochs: int = 0  # 0: train.epochs
     student_epochs: int = 0  # 0: train.epochs

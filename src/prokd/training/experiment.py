@@ -406,13 +406,18 @@ def run_experiment(
     e = config.experiment
     exp = Experiment(config, out, data, progress and context.is_main, context, reuse_from)
 
-    subsets = limit_trained_subsets(
-        data.cases,
-        data.split.train,
-        e.limit_mode,
-        e.limit_k,
-        e.limit_fraction or None,
-        config.split.seed,
+    # No strategy: procedure 2 is off, and no limit-trained teacher is needed.
+    subsets = (
+        limit_trained_subsets(
+            data.cases,
+            data.split.train,
+            e.limit_mode,
+            e.limit_k,
+            e.limit_fraction or None,
+            config.split.seed,
+        )
+        if e.strategies
+        else {}
     )
     if context.is_main:
         with atomic_path(out / "limit_subsets.json") as tmp:
@@ -444,8 +449,11 @@ def run_experiment(
         ExperimentModel(f"limit-{n}", "limit-trained teacher", [m])
         for n, m in zip(subsets, limit, strict=True)
     ]
+    if limit:
+        models.append(
+            ExperimentModel("ensemble-limit", "ensemble of limit-trained teachers", limit)
+        )
     models += [
-        ExperimentModel("ensemble-limit", "ensemble of limit-trained teachers", limit),
         ExperimentModel("student-nokd", "student without KD", [nokd]),
         ExperimentModel("student-kd-p1", "student, procedure 1", [p1]),
     ]

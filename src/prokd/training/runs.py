@@ -16,7 +16,13 @@ from tqdm import tqdm
 
 from prokd.data.cache import PreprocessCache, PreprocessedVolume
 from prokd.data.layouts import Case, find_cases, unlabelled_cases
-from prokd.data.splits import Split, held_out_site, hold_back_labels, split_by_site
+from prokd.data.splits import (
+    Split,
+    held_out_case,
+    held_out_site,
+    hold_back_labels,
+    split_by_site,
+)
 from prokd.distill.volume_teachers import VolumeTeacher, slice_grid_probabilities
 from prokd.errors import ConfigError
 from prokd.io_atomic import atomic_path
@@ -131,8 +137,12 @@ def prepare_data(config: Config, data_root: str | None = None) -> PreparedData:
     layout, cases = find_cases(root, config.data.layout) if root else ("sources", [])
     cases += [case for source in sources if source.labelled for case in source_cases(source)]
     s = config.split
+    if s.test_site is not None and s.test_case is not None:
+        raise ConfigError("split: give test_site or test_case, not both")
     if s.test_site is not None:
         split = held_out_site(cases, s.test_site, s.val_fraction, s.seed)
+    elif s.test_case is not None:
+        split = held_out_case(cases, s.test_case, s.val_fraction, s.seed)
     else:
         split = split_by_site(cases, s.val_fraction, s.test_fraction, s.seed)
     if s.labelled_per_site:
