@@ -24,11 +24,13 @@ BASE = {
 }
 
 
-def _study_file(tmp_path, regimes, seeds=(0, 1)):
+def _study_file(tmp_path, regimes, seeds=(0, 1), pools=None):
     tmp_path.mkdir(exist_ok=True)
     base = {**BASE, "data": {"cache_dir": str(tmp_path / "cache")}}
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     study = {"base": "base.yaml", "seeds": list(seeds), "regimes": regimes}
+    if pools:
+        study["pools"] = pools
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study))
     return path
@@ -106,6 +108,14 @@ def test_tiny_study_runs_resumes_and_reports(tmp_path_factory, tmp_path, capsys)
         ),
         ({"base": "base.yaml", "seeds": [0], "regimes": {"a": {}}, "grid": 1}, "grid: unknown"),
         ({"base": "nope.yaml", "seeds": [0], "regimes": {"a": {}}}, "nope.yaml: config file"),
+        (
+            {"base": "base.yaml", "seeds": [0], "regimes": {"a": {}}, "pools": {"p": ["b"]}},
+            "pools.p: unknown regime 'b'",
+        ),
+        (
+            {"base": "base.yaml", "seeds": [0], "regimes": {"a": {}}, "pools": {"a": ["a"]}},
+            "pools.a: a regime has that name",
+        ),
     ],
 )
 def test_bad_study_files_are_refused(tmp_path, study, message):
@@ -122,7 +132,8 @@ def test_cells_reuse_steps_that_train_the_same_model(tmp_path_factory, tmp_path)
     strategy's student anew."""
     data = tiny_phantom(tmp_path_factory.mktemp("phantom"), sites=2, cases_per_site=4, seed=2)
     regimes = {"base": {}, "warmer": {"distill": {"confidence_temperature": 0.5}}}
-    study = load_study(_study_file(tmp_path, regimes, seeds=(0,)))
+    pools = {"both": ["base", "warmer"]}
+    study = load_study(_study_file(tmp_path, regimes, seeds=(0,), pools=pools))
     out = tmp_path / "out"
     summary = run_study(study, out, str(data), progress=False)
     base, warmer = out / "base/seed0", out / "warmer/seed0"
@@ -142,3 +153,13 @@ def test_cells_reuse_steps_that_train_the_same_model(tmp_path_factory, tmp_path)
     best = summary["regimes"][summary["best_on_validation"]]["chosen_p2_val_dice"]["mean"]
     assert all(r["chosen_p2_val_dice"]["mean"] <= best for r in summary["regimes"].values())
     assert "the regime a tuning study picks" in (out / "study.md").read_text()
+    # a pool summarises the cells of its regimes together; it is never a tuning pick
+    both = summary["regimes"]["both"]
+    assert both["cells"] == 2 and both["pooled_from"] == ["base", "warmer"]
+    assert both["dice"]["student-nokd"]["n"] == 2
+    for label, pooled in both["comparisons"].items():
+        assert pooled["n"] == sum(
+            summary["regimes"][r]["comparisons"][label]["n"] for r in ("base", "warmer")
+        )
+    assert summary["best_on_validation"] != "both"
+    assert "Pool of the regimes base, warmer" in (out / "study.md").read_text()

@@ -24,17 +24,18 @@ def _models(regime: dict[str, Any]) -> list[str]:
 
 
 def dice_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: per regime, mean ± std over seeds of each model's test Dice."""
+    """Header and rows: per regime (or pool), mean ± std over its finished cells of each
+    model's test Dice."""
     regimes = summary["regimes"]
     models = list(dict.fromkeys(m for r in regimes.values() for m in _models(r)))
-    header = ["regime", "seeds", "teacher - no-KD", "chosen p2", "chosen / teacher", *models]
+    header = ["regime", "cells", "teacher - no-KD", "chosen p2", "chosen / teacher", *models]
     rows = []
     for name, r in regimes.items():
         ratio = r["chosen_p2_over_teacher"]
         rows.append(
             [
                 name,
-                str(len(r["seeds"])),
+                str(r["cells"]),
                 f"{r['teacher_gap']['mean']:+.3f} ± {r['teacher_gap']['std']:.3f}",
                 _pm(r["chosen_p2_dice"]),
                 "" if ratio is None else f"{ratio:.3f}",
@@ -91,7 +92,8 @@ def write_study_report(summary: dict[str, Any], out: str | Path, name: str = "st
         "`prokd experiment` run by `prokd study` (without `--summarise`).",
         "",
         f"Seeds: {', '.join(str(s) for s in summary['seeds'])} (split and training seed). "
-        "Test Dice per 3D volume, averaged per cell, then mean ± std over seeds. "
+        "Test Dice per 3D volume, averaged per cell, then mean ± std over seeds (over every "
+        "cell of its regimes for a pool). "
         "'chosen p2': the procedure-2 student whose strategy had the best validation Dice "
         "in its cell (never chosen on test). 'teacher - no-KD': the most KD could give.",
         "",
@@ -114,14 +116,18 @@ def write_study_report(summary: dict[str, Any], out: str | Path, name: str = "st
             "",
         ]
     for regime, r in summary["regimes"].items():
+        pool = r.get("pooled_from")
+        chosen = [s for s in r["chosen_strategies"] if s]
         lines += [
             f"## {regime}",
             "",
-            f"Seeds run: {r['seeds']}"
+            (f"Pool of the regimes {', '.join(pool)}; " if pool else "")
+            + f"seeds run: {r['seeds']}"
             + (f"; missing: {r['seeds_missing']}" if r["seeds_missing"] else "")
-            + f". Strategies chosen on validation: {', '.join(map(str, r['chosen_strategies']))}.",
+            + (f". Strategies chosen on validation: {', '.join(chosen)}." if chosen else "."),
             "",
-            "Paired per-volume test Dice, pooled over seeds (a - b; 'chosen' is each cell's "
+            f"Paired per-volume test Dice, pooled over {'cells' if pool else 'seeds'} "
+            "(a - b; 'chosen' is each cell's "
             "validation-chosen procedure-2 student): bootstrap 95% CI of the mean, Wilcoxon "
             "signed-rank p.",
             "",

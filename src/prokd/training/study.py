@@ -1,7 +1,8 @@
 """``prokd study``: a grid of regimes x seeds, one experiment per cell, and the evidence.
 
 A study file names a base experiment config, the seeds, and the regimes (each a set of
-overrides of the base config). Every cell is a whole ``prokd experiment`` in
+overrides of the base config), and may name pools: groups of regimes summarised together
+(the folds of a leave-one-case-out design). Every cell is a whole ``prokd experiment`` in
 ``<out>/<regime>/seed<N>``; finished cells are skipped and an interrupted one resumes. A
 step that would train the same model as a finished step of another cell under ``<out>`` (equal
 network, data, seed and settings; see ``Experiment.step_key``) is copied instead. The
@@ -11,6 +12,7 @@ per-volume comparisons pooled over seeds (Wilcoxon signed-rank, bootstrap 95% CI
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -30,7 +32,7 @@ from prokd.training.config import Config, config_from_dict, load_config
 from prokd.training.experiment import COMPARISONS, case_dice, paired_scores, run_experiment
 from prokd.yaml_files import read_yaml
 
-STUDY_KEYS = ("base", "seeds", "regimes", "description")
+STUDY_KEYS = ("base", "seeds", "regimes", "pools", "description")
 CELL_TIME = "cell_seconds.json"  # wall time of the invocation that finished the cell
 
 
@@ -57,6 +59,7 @@ class Study:
     base: Path
     seeds: tuple[int, ...]
     cells: tuple[Cell, ...]
+    pools: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def regimes(self) -> list[str]:
@@ -111,7 +114,31 @@ def load_study(path: str | Path) -> Study:
             except ConfigError as err:
                 raise ConfigError(f"{path}: regimes.{name}: {err}") from None
             cells.append(Cell(str(name), seed, config))
-    return Study(path, str(values.get("description", "")), base, tuple(seeds), tuple(cells))
+    pools = _pools(values.get("pools") or {}, [str(name) for name in regimes], path)
+    description = str(values.get("description", ""))
+    return Study(path, description, base, tuple(seeds), tuple(cells), pools)
+
+
+def _pools(values: Any, regimes: list[str], path: Path) -> dict[str, tuple[str, ...]]:
+    """Pool name -> its regimes (summarised together, e.g. the folds of a cross-validation).
+
+    Raises:
+        ConfigError: not a mapping of names to lists of known regimes, or a name that is
+            also a regime's.
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: pools: expected a mapping of name -> list of regimes")
+    pools = {}
+    for name, members in values.items():
+        if not (isinstance(members, list) and members):
+            raise ConfigError(f"{path}: pools.{name}: expected a non-empty list of regimes")
+        unknown = [m for m in members if m not in regimes]
+        if unknown:
+            raise ConfigError(f"{path}: pools.{name}: unknown regime {unknown[0]!r}")
+        if name in regimes:
+            raise ConfigError(f"{path}: pools.{name}: a regime has that name")
+        pools[str(name)] = tuple(members)
+    return pools
 
 
 def _finished(cell_dir: Path) -> dict[str, Any] | None:
@@ -184,66 +211,21 @@ def student_latency(summary: dict[str, Any], runs: int = 10) -> dict[str, Any]:
 
 def summarise_study(study: Study, out: Path) -> dict[str, Any]:
     """Per regime: mean ± std over seeds of every model's test Dice, and pooled paired
-    comparisons over (seed, volume) pairs; from the cells' stored results only."""
+    comparisons over (seed, volume) pairs; per pool (regimes named together in the study
+    file, such as the folds of a leave-one-case-out design) the same over all its cells;
+    from the cells' stored results only."""
     regimes = {}
     for regime in study.regimes:
-        cells = [c for c in study.cells if c.regime == regime]
-        results = {c.seed: _finished(out / c.folder) for c in cells}
-        done = {seed: r for seed, r in results.items() if r is not None}
-        if not done:
-            continue
-        models: dict[str, list[float]] = {}
-        validation: dict[str, list[float]] = {}
-        for r in done.values():
-            for row in r["rows"]:
-                models.setdefault(row["model"], []).append(row["dice"]["mean"])
-                if row["val_dice"] is not None:
-                    validation.setdefault(row["model"], []).append(row["val_dice"])
-        chosen = [r["strategy_selected_on_validation"] for r in done.values()]
-        pooled_scores: dict[str, tuple[list[float], list[float]]] = {}
-        for seed, r in done.items():
-            evaluation = out / f"{regime}/seed{seed}" / "evaluation"
-            dice = {row["model"]: case_dice(evaluation / row["model"]) for row in r["rows"]}
-            for label, (_, _, a, b) in paired_scores(
-                dice, r["strategy_selected_on_validation"]
-            ).items():
-                pooled = pooled_scores.setdefault(label, ([], []))
-                pooled[0].extend(a)
-                pooled[1].extend(b)
-        pooled = {
-            label: {"a": a, "b": b, **paired_comparison(*pooled_scores[label])}
-            for label, a, b in COMPARISONS
-            if label in pooled_scores
-        }
-        gaps = [r["teacher_gap"] for r in done.values()]
-        timed = [out / c.folder / CELL_TIME for c in cells if c.seed in done]
-        seconds = [json.loads(t.read_text())["seconds"] for t in timed if t.exists()]
-        teacher = np.mean(models["teacher"])
-        chosen_rows = [
-            next(row for row in r["rows"] if row["model"] == name)
-            for r, name in zip(done.values(), chosen, strict=True)
-            if name
-        ]
-        chosen_dice = [row["dice"]["mean"] for row in chosen_rows]
-        regimes[regime] = {
-            "seeds": sorted(done),
-            "seeds_missing": sorted(set(results) - set(done)),
-            "dice": {m: _mean_std(v) for m, v in models.items()},
-            "val_dice": {m: _mean_std(v) for m, v in validation.items()},
-            "chosen_strategies": chosen,
-            "chosen_p2_dice": _mean_std(chosen_dice) if chosen_dice else None,
-            "chosen_p2_val_dice": _mean_std([row["val_dice"] for row in chosen_rows])
-            if chosen_rows
-            else None,
-            "chosen_p2_over_teacher": float(np.mean(chosen_dice) / teacher)
-            if chosen_dice
-            else None,
-            "teacher_gap": _mean_std(gaps),
-            "comparisons": pooled,
-            "cell_seconds": sum(seconds),
-            "config": next(iter(done.values()))["config"],
-        }
-    scored = {n: r["chosen_p2_val_dice"]["mean"] for n, r in regimes.items() if r["seeds"]}
+        summary = _summarise_cells([c for c in study.cells if c.regime == regime], out)
+        if summary is not None:
+            regimes[regime] = summary
+    scored = {
+        n: r["chosen_p2_val_dice"]["mean"] for n, r in regimes.items() if r["chosen_p2_val_dice"]
+    }
+    for name, members in study.pools.items():
+        summary = _summarise_cells([c for c in study.cells if c.regime in members], out)
+        if summary is not None:
+            regimes[name] = {**summary, "pooled_from": list(members)}
     return {
         "study": str(study.path),
         "best_on_validation": max(scored, key=scored.get) if scored else None,
@@ -251,6 +233,64 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
         "seeds": list(study.seeds),
         "regimes": regimes,
         "regimes_not_run": [r for r in study.regimes if r not in regimes],
+    }
+
+
+def _summarise_cells(cells: list[Cell], out: Path) -> dict[str, Any] | None:
+    """Mean ± std over the finished cells of every model's test Dice, and paired comparisons
+    pooled over (cell, volume) pairs; ``None`` when no cell has finished."""
+    results = {c.folder: _finished(out / c.folder) for c in cells}
+    done = {folder: r for folder, r in results.items() if r is not None}
+    if not done:
+        return None
+    models: dict[str, list[float]] = {}
+    validation: dict[str, list[float]] = {}
+    for r in done.values():
+        for row in r["rows"]:
+            models.setdefault(row["model"], []).append(row["dice"]["mean"])
+            if row["val_dice"] is not None:
+                validation.setdefault(row["model"], []).append(row["val_dice"])
+    chosen = [r["strategy_selected_on_validation"] for r in done.values()]
+    pooled_scores: dict[str, tuple[list[float], list[float]]] = {}
+    for folder, r in done.items():
+        evaluation = out / folder / "evaluation"
+        dice = {row["model"]: case_dice(evaluation / row["model"]) for row in r["rows"]}
+        pairs = paired_scores(dice, r["strategy_selected_on_validation"])
+        for label, (_, _, a, b) in pairs.items():
+            pooled = pooled_scores.setdefault(label, ([], []))
+            pooled[0].extend(a)
+            pooled[1].extend(b)
+    pooled = {
+        label: {"a": a, "b": b, **paired_comparison(*pooled_scores[label])}
+        for label, a, b in COMPARISONS
+        if label in pooled_scores
+    }
+    gaps = [r["teacher_gap"] for r in done.values()]
+    timed = [out / folder / CELL_TIME for folder in done]
+    seconds = [json.loads(t.read_text())["seconds"] for t in timed if t.exists()]
+    teacher = np.mean(models["teacher"])
+    chosen_rows = [
+        next(row for row in r["rows"] if row["model"] == name)
+        for r, name in zip(done.values(), chosen, strict=True)
+        if name
+    ]
+    chosen_dice = [row["dice"]["mean"] for row in chosen_rows]
+    return {
+        "seeds": sorted({c.seed for c in cells if c.folder in done}),
+        "cells": len(done),
+        "seeds_missing": sorted({c.seed for c in cells if c.folder not in done}),
+        "dice": {m: _mean_std(v) for m, v in models.items()},
+        "val_dice": {m: _mean_std(v) for m, v in validation.items()},
+        "chosen_strategies": chosen,
+        "chosen_p2_dice": _mean_std(chosen_dice) if chosen_dice else None,
+        "chosen_p2_val_dice": _mean_std([row["val_dice"] for row in chosen_rows])
+        if chosen_rows
+        else None,
+        "chosen_p2_over_teacher": float(np.mean(chosen_dice) / teacher) if chosen_dice else None,
+        "teacher_gap": _mean_std(gaps),
+        "comparisons": pooled,
+        "cell_seconds": sum(seconds),
+        "config": next(iter(done.values()))["config"],
     }
 
 
