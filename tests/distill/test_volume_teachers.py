@@ -158,7 +158,7 @@ def test_resampling_onto_the_slice_grid_matches_a_direct_computation():
         assert on_grid[z, y, x] == pytest.approx(field(point), abs=1e-4)
 
 
-def test_cache_is_keyed_by_the_model_file_and_the_volume(tmp_path):
+def test_cache_is_keyed_by_the_model_file_the_volume_and_the_grid(tmp_path):
     settings = PreprocessSettings(size=16, fov_mm=8.0)
     volume = write(tmp_path / "a" / "t2.nii.gz", _intensities(), spacing=(0.5, 0.5, 3.0))
     case = Case("a", "site", volume, ())
@@ -169,6 +169,9 @@ def test_cache_is_keyed_by_the_model_file_and_the_volume(tmp_path):
     again = slice_grid_probabilities(load_volume_teacher(spec), case, settings, cache)
     np.testing.assert_allclose(again, first, atol=1e-3)  # read back (float16)
     assert len(list(cache.rglob("*.npy"))) == 1
+    robust = PreprocessSettings(size=16, fov_mm=8.0, clip_percentiles=(1, 99), normalise="robust")
+    slice_grid_probabilities(load_volume_teacher(spec), case, robust, cache)
+    assert len(list(cache.rglob("*.npy"))) == 1  # same grid, other intensity settings
     _export_scaling_model(tmp_path / "scale.onnx", 0.05, -2.0)  # same path, new weights
     changed = slice_grid_probabilities(load_volume_teacher(spec), case, settings, cache)
     assert len(list(cache.rglob("*.npy"))) == 2
@@ -176,6 +179,8 @@ def test_cache_is_keyed_by_the_model_file_and_the_volume(tmp_path):
     write(volume, _intensities(seed=3), spacing=(0.5, 0.5, 3.0))  # same path, new volume
     slice_grid_probabilities(load_volume_teacher(spec), case, settings, cache)
     assert len(list(cache.rglob("*.npy"))) == 3
+    slice_grid_probabilities(load_volume_teacher(spec), case, PreprocessSettings(8, 8.0), cache)
+    assert len(list(cache.rglob("*.npy"))) == 4  # another grid
 
 
 def test_taps_preset_matches_taps_segment(tmp_path, shared_data):
