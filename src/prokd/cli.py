@@ -17,6 +17,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 # Config keys a command does not use: set in a YAML file, they are reported as ignored.
 TRAIN_IGNORES = ("experiment",)
 EXPERIMENT_IGNORES = ("model", "distill.teachers", "distill.weighting")
+MODEL_HELP = "bundled model (prostate-t2), checkpoint, run folder, .onnx or .ts file"
 
 
 def command(name: str) -> Callable:
@@ -71,9 +72,15 @@ def _inspect(args: argparse.Namespace) -> int:
 
 @command("models")
 def _models(args: argparse.Namespace) -> int:
+    from prokd.inference.bundled import BUNDLED, bundled_table
     from prokd.models.profile import models_table
 
-    print(models_table(args.names, args.size))
+    networks = [name for name in args.names if name not in BUNDLED]
+    bundled = [name for name in args.names if name in BUNDLED]
+    if networks or not args.names:
+        print(models_table(networks, args.size))
+    if bundled or not args.names:
+        print(bundled_table(bundled))
     return 0
 
 
@@ -267,8 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write preview.png: one mid-gland slice per site",
     )
 
-    p = sub.add_parser("models", help="table of networks: parameters, FLOPs, feature taps")
-    p.add_argument("names", nargs="*", metavar="MODEL", help="networks to show (default: all)")
+    p = sub.add_parser(
+        "models", help="networks (parameters, FLOPs, feature taps) and bundled models"
+    )
+    p.add_argument(
+        "names", nargs="*", metavar="MODEL", help="networks or bundled models (default: all)"
+    )
     p.add_argument("--size", type=int, default=128, help="slice size in pixels (default 128)")
 
     p = sub.add_parser("train", help="train one network (teacher, baseline or distilled student)")
@@ -302,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("predict", help="segment volumes: masks with the input's exact geometry")
-    p.add_argument("model", metavar="MODEL", help="checkpoint, run folder, .onnx or .ts file")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("input", metavar="INPUT", help="volume file or folder of volumes")
     p.add_argument("output", metavar="OUTPUT", help="mask file, or folder for a folder input")
     p.add_argument(
@@ -321,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     _device_argument(p)
 
     p = sub.add_parser("evaluate", help="per-volume metrics (Dice, IoU, HD95, ASSD) per site")
-    p.add_argument("model", metavar="MODEL", help="checkpoint, run folder, .onnx or .ts file")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("--data", required=True, metavar="DIR", help="labelled dataset folder")
     p.add_argument("--layout", choices=sorted(LAYOUTS), help="dataset layout (default: detect)")
     p.add_argument("--out", metavar="DIR", help="output folder (default runs/evaluate/...)")
@@ -339,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         "models",
         nargs="+",
         metavar="MODEL",
-        help="registered network, checkpoint, run folder, .onnx or .ts file; "
+        help="registered network, bundled model, checkpoint, run folder, .onnx or .ts file; "
         "ratios are against the first",
     )
     p.add_argument("--size", type=int, nargs="+", default=[128, 256], help="slice sizes")

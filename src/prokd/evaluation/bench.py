@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from prokd.errors import ProkdError
+from prokd.inference.bundled import BUNDLED, resolve_model_path
 from prokd.inference.model_files import load_model_file, onnx_session
 from prokd.io_atomic import write_json_and_markdown
 from prokd.models import MODELS, build_model
@@ -87,8 +88,8 @@ class BenchSubject:
 
 
 def bench_subject(spec: str, device: torch.device | None = None) -> BenchSubject:
-    """A registry name (untrained weights, seed 0), or a checkpoint, run folder, ``.onnx`` or
-    ``.ts`` file as ``prokd evaluate`` and ``predict`` take them.
+    """A registry name (untrained weights, seed 0), a bundled model, or a checkpoint, run
+    folder, ``.onnx`` or ``.ts`` file as ``prokd evaluate`` and ``predict`` take them.
 
     Raises:
         ProkdError: neither a registered network nor a readable model file.
@@ -96,10 +97,11 @@ def bench_subject(spec: str, device: torch.device | None = None) -> BenchSubject
     if spec in MODELS:
         torch.manual_seed(0)
         return BenchSubject(spec, spec, build_model(spec).to(device).eval())
-    if not Path(spec).exists():
+    if not resolve_model_path(spec).exists():
         raise ProkdError(
             f"unknown model {spec!r}: neither a registered network (known: "
-            f"{', '.join(sorted(MODELS))}) nor a model file"
+            f"{', '.join(sorted(MODELS))}), a bundled model ({', '.join(BUNDLED)}) nor a "
+            "model file"
         )
     loaded = load_model_file(spec, device)
     onnx_file = loaded.path if loaded.kind == "onnx" else None

@@ -111,8 +111,9 @@ def write_study_report(summary: dict[str, Any], out: str | Path, name: str = "st
     ]
     if summary.get("best_on_validation") and len(summary["regimes"]) > 1:
         lines += [
-            f"Highest validation Dice of the validation-chosen procedure-2 student: "
-            f"**{summary['best_on_validation']}** (the regime a tuning study picks).",
+            "Highest validation Dice of the distilled student (procedure 2's "
+            "validation-chosen one, or procedure 1's where procedure 2 is off): "
+            f"**{summary['best_on_validation']}** (what a tuning study picks).",
             "",
         ]
     for regime, r in summary["regimes"].items():

@@ -16,6 +16,7 @@ import onnxruntime as ort
 
 from prokd.data.preprocess import PreprocessSettings
 from prokd.errors import DataError, error_summary
+from prokd.inference.bundled import resolve_model_path
 from prokd.inference.predict import SliceModel
 
 if TYPE_CHECKING:
@@ -150,15 +151,19 @@ def load_onnx_slice_model(path: str | Path, settings: PreprocessSettings) -> Loa
 
 
 def load_model_file(path: str | Path, device: torch.device | str | None = None) -> LoadedModel:
-    """A checkpoint (``.pt``), run folder, ONNX (``.onnx``) or TorchScript (``.ts``) file.
+    """A checkpoint (``.pt``), run folder, ONNX (``.onnx``) or TorchScript (``.ts``) file,
+    or a bundled model.
 
     Torch models run on ``device`` (a device, or a ``--device`` choice; default CPU); ONNX
     models on onnxruntime's CPU provider.
 
+    A bundled model's name (``prostate-t2``, see :mod:`prokd.inference.bundled`) stands for
+    its file.
+
     Raises:
         DataError: missing or unreadable model.
     """
-    path = Path(path)
+    path = resolve_model_path(path)
     if path.suffix == ".onnx":
         if not path.is_file():
             raise DataError(path, "model file not found")

@@ -219,13 +219,16 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
         summary = _summarise_cells([c for c in study.cells if c.regime == regime], out)
         if summary is not None:
             regimes[regime] = summary
-    scored = {
-        n: r["chosen_p2_val_dice"]["mean"] for n, r in regimes.items() if r["chosen_p2_val_dice"]
-    }
     for name, members in study.pools.items():
         summary = _summarise_cells([c for c in study.cells if c.regime in members], out)
         if summary is not None:
             regimes[name] = {**summary, "pooled_from": list(members)}
+    # A tuning pick compares pools (a setting over all its folds) when the study has any.
+    scored = {
+        n: r["selection_val_dice"]
+        for n, r in regimes.items()
+        if r["selection_val_dice"] is not None and ("pooled_from" in r) == bool(study.pools)
+    }
     return {
         "study": str(study.path),
         "best_on_validation": max(scored, key=scored.get) if scored else None,
@@ -287,11 +290,23 @@ def _summarise_cells(cells: list[Cell], out: Path) -> dict[str, Any] | None:
         if chosen_rows
         else None,
         "chosen_p2_over_teacher": float(np.mean(chosen_dice) / teacher) if chosen_dice else None,
+        "selection_val_dice": _selection_val_dice(chosen_rows, validation),
         "teacher_gap": _mean_std(gaps),
         "comparisons": pooled,
         "cell_seconds": sum(seconds),
         "config": next(iter(done.values()))["config"],
     }
+
+
+def _selection_val_dice(
+    chosen_rows: list[dict[str, Any]], validation: dict[str, list[float]]
+) -> float | None:
+    """Mean validation Dice of the distilled student a tuning study compares: procedure 2's
+    validation-chosen student, or procedure 1's where procedure 2 is off."""
+    if chosen_rows:
+        return float(np.mean([row["val_dice"] for row in chosen_rows]))
+    p1 = validation.get("student-kd-p1")
+    return float(np.mean(p1)) if p1 else None
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:
