@@ -48,6 +48,8 @@ def test_tiny_study_runs_resumes_and_reports(tmp_path_factory, tmp_path, capsys)
     ]
     assert grid.cells[1].config.split.seed == 1 and grid.cells[1].config.train.seed == 1
     assert grid.cells[2].config.split.labelled_per_site == 1
+    fewer = load_study(_study_file(tmp_path / "fewer", {"a": {}, "b": {"seeds": [1]}}))
+    assert [c.folder for c in fewer.cells] == ["a/seed0", "a/seed1", "b/seed1"]
     assert grid.cells[0].config.split.labelled_per_site == 0
     study = load_study(_study_file(tmp_path, {"one-labelled": regimes["one-labelled"]}))
     out = tmp_path / "out"
@@ -108,6 +110,10 @@ def test_tiny_study_runs_resumes_and_reports(tmp_path_factory, tmp_path, capsys)
         ),
         ({"base": "base.yaml", "seeds": [0], "regimes": {"a": {}}, "grid": 1}, "grid: unknown"),
         ({"base": "nope.yaml", "seeds": [0], "regimes": {"a": {}}}, "nope.yaml: config file"),
+        (
+            {"base": "base.yaml", "seeds": [0], "regimes": {"a": {"seeds": []}}},
+            "regimes.a.seeds: expected a non-empty list",
+        ),
         (
             {"base": "base.yaml", "seeds": [0], "regimes": {"a": {}}, "pools": {"p": ["b"]}},
             "pools.p: unknown regime 'b'",

@@ -1,8 +1,8 @@
 """``prokd study``: a grid of regimes x seeds, one experiment per cell, and the evidence.
 
 A study file names a base experiment config, the seeds, and the regimes (each a set of
-overrides of the base config), and may name pools: groups of regimes summarised together
-(the folds of a leave-one-case-out design). Every cell is a whole ``prokd experiment`` in
+overrides of the base config, and optionally its own ``seeds``), and may name pools: groups
+of regimes summarised together (the folds of a leave-one-case-out design). Every cell is a whole ``prokd experiment`` in
 ``<out>/<regime>/seed<N>``; finished cells are skipped and an interrupted one resumes. A
 step that would train the same model as a finished step of another cell under ``<out>`` (equal
 network, data, seed and settings; see ``Experiment.step_key``) is copied instead. The
@@ -97,8 +97,7 @@ def load_study(path: str | Path) -> Study:
     load_config(base)  # a clear error for a missing or invalid base
     base_values = read_yaml(base, "base config")
     seeds = values.get("seeds")
-    if not (isinstance(seeds, list) and seeds and all(type(s) is int for s in seeds)):
-        raise ConfigError(f"{path}: seeds: expected a non-empty list of integers, got {seeds!r}")
+    _check_seeds(seeds, f"{path}: seeds")
     regimes = values.get("regimes")
     if not (isinstance(regimes, dict) and regimes):
         raise ConfigError(f"{path}: regimes: expected a mapping of name -> config overrides")
@@ -106,8 +105,11 @@ def load_study(path: str | Path) -> Study:
     for name, overrides in regimes.items():
         if not isinstance(overrides, dict | type(None)):
             raise ConfigError(f"{path}: regimes.{name}: expected a mapping of config overrides")
-        merged = _merge(base_values or {}, overrides or {})
-        for seed in seeds:
+        overrides = dict(overrides or {})
+        regime_seeds = overrides.pop("seeds", seeds)  # a regime may run fewer seeds
+        _check_seeds(regime_seeds, f"{path}: regimes.{name}.seeds")
+        merged = _merge(base_values or {}, overrides)
+        for seed in regime_seeds:
             seeded = _merge(merged, {"split": {"seed": seed}, "train": {"seed": seed}})
             try:
                 config = config_from_dict(seeded)
@@ -117,6 +119,11 @@ def load_study(path: str | Path) -> Study:
     pools = _pools(values.get("pools") or {}, [str(name) for name in regimes], path)
     description = str(values.get("description", ""))
     return Study(path, description, base, tuple(seeds), tuple(cells), pools)
+
+
+def _check_seeds(seeds: Any, where: str) -> None:
+    if not (isinstance(seeds, list) and seeds and all(type(s) is int for s in seeds)):
+        raise ConfigError(f"{where}: expected a non-empty list of integers, got {seeds!r}")
 
 
 def _pools(values: Any, regimes: list[str], path: Path) -> dict[str, tuple[str, ...]]:
