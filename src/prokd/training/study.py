@@ -2,12 +2,13 @@
 
 A study file names a base experiment config, the seeds, and the regimes (each a set of
 overrides of the base config, and optionally its own ``seeds``), and may name pools: groups
-of regimes summarised together (the folds of a leave-one-case-out design). Every cell is a whole ``prokd experiment`` in
-``<out>/<regime>/seed<N>``; finished cells are skipped and an interrupted one resumes. A
-step that would train the same model as a finished step of another cell under ``<out>`` (equal
-network, data, seed and settings; see ``Experiment.step_key``) is copied instead. The
-summary gives, per regime, mean ± std over seeds of test Dice for every model, and paired
-per-volume comparisons pooled over seeds (Wilcoxon signed-rank, bootstrap 95% CI).
+of regimes summarised together (the folds of a leave-one-case-out design). Every cell is a
+whole ``prokd experiment`` in ``<out>/<regime>/seed<N>``; finished cells are skipped and an
+interrupted one resumes. A step that would train the same model as a finished step of
+another cell under ``<out>`` (equal network, data, seed and settings; see
+``Experiment.step_key``) is copied instead. The summary gives, per regime, mean ± std over
+seeds of test Dice for every model, and paired per-volume comparisons pooled over seeds
+(Wilcoxon signed-rank, bootstrap 95% CI).
 """
 
 from __future__ import annotations
