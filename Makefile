@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TAPS_STAMP := $(VENV)/.taps
 DEMO_DATA ?= data/phantom
 
-.PHONY: demo test venv taps clean
+.PHONY: demo test venv taps prostate-t2 clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,13 @@ taps: $(TAPS_STAMP)
 $(TAPS_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps lavlab-taps==1.1.2
 	touch $(TAPS_STAMP)
+
+# Rebuilds the bundled model from the real data in ../shared/data, TAPS teaching
+# (docs/model-card.md). Not part of demo or test: the committed file is what ships.
+prostate-t2: $(TAPS_STAMP)
+	$(BIN)/prokd train configs/prostate-t2.yaml --out runs/prostate-t2
+	$(BIN)/prokd export runs/prostate-t2 --format onnx --overwrite \
+		--out src/prokd/inference/bundled/prostate-t2.onnx
 
 # The synthetic benchmark (generated once), then the whole protocol on it.
 demo: $(STAMP)

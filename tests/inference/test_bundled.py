@@ -1,0 +1,88 @@
+"""The bundled model, used by name on a fresh install: no training, no download."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from prokd.cli import main
+from prokd.errors import ProkdError
+from prokd.evaluation.metrics import dice_score
+from prokd.inference.bundled import BUNDLED, bundled_path, resolve_model_path
+from tests.conftest import make_volume
+
+MAX_BYTES = 5_000_000
+
+
+def test_every_bundled_model_ships_and_is_small():
+    for name in BUNDLED:
+        assert 0 < bundled_path(name).stat().st_size <= MAX_BYTES
+
+
+def test_models_lists_the_bundled_model(capsys):
+    assert main(["models", "prostate-t2"]) == 0
+    out = capsys.readouterr().out
+    assert "prostate-t2" in out and "parameters" in out and "MB" in out
+    assert "unet" not in out.splitlines()[0]  # only the bundled model was asked for
+    with pytest.raises(ProkdError, match="bundled: prostate-t2"):
+        bundled_path("prostate-t1")
+
+
+def test_a_local_path_of_that_name_wins(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model_path("prostate-t2") == bundled_path("prostate-t2")
+    (tmp_path / "prostate-t2").mkdir()
+    assert resolve_model_path("prostate-t2").resolve() == (tmp_path / "prostate-t2").resolve()
+
+
+def test_predict_by_name_keeps_the_input_geometry_without_torch(tmp_path):
+    """`prokd predict prostate-t2` on an oblique, anisotropic volume: a 0/1 mask with the
+    input's exact grid, in a process that never imports torch."""
+    rng = np.random.default_rng(0)
+    image = make_volume(
+        rng.normal(300, 50, (7, 90, 80)).astype(np.float32),
+        (0.6, 0.7, 3.3),
+        origin=(-20, 13, 7),
+        direction=(0, 1, 0, -0.8, 0, 0.6, 0.6, 0, 0.8),
+    )
+    source, out = tmp_path / "in.nii.gz", tmp_path / "mask.nii.gz"
+    sitk.WriteImage(image, str(source))
+    script = (
+        "import sys; from prokd.cli import main; "
+        f"code = main(['predict', 'prostate-t2', {str(source)!r}, {str(out)!r}]); "
+        "print(code, 'torch' in sys.modules)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert run.stdout.split()[-2:] == ["0", "False"], run.stderr
+    mask = sitk.ReadImage(str(out))
+    assert mask.GetPixelID() == sitk.sitkUInt8 and mask.GetSize() == image.GetSize()
+    np.testing.assert_allclose(mask.GetSpacing(), image.GetSpacing(), atol=1e-6)
+    np.testing.assert_allclose(mask.GetOrigin(), image.GetOrigin(), atol=1e-6)
+    np.testing.assert_allclose(mask.GetDirection(), image.GetDirection(), atol=1e-6)
+    assert set(np.unique(sitk.GetArrayFromImage(mask))) <= {0, 1}
+
+
+def test_predict_a_real_scan_by_name(shared_data, tmp_path):
+    """On a real Prostate158 scan (one of the bundled model's training cases: a check that
+    the shipped file segments a gland, not a held-out score) the mask overlaps the reader's."""
+    case = shared_data / "real/prostate158/002"
+    out = tmp_path / "mask.nii.gz"
+    assert main(["predict", "prostate-t2", str(case / "t2.nii.gz"), str(out)]) == 0
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out))) > 0
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(case / "t2_anatomy_reader1.nii.gz"))) > 0
+    assert mask.shape == truth.shape and dice_score(mask, truth) > 0.7
+
+
+def test_evaluate_and_bench_by_name(shared_data, tmp_path, capsys):
+    out = tmp_path / "evaluation"
+    data = shared_data / "real/prostate158"
+    assert main(["evaluate", "prostate-t2", "--data", str(data), "--out", str(out)]) == 0
+    assert (out / "metrics.csv").read_text().count("\n") == 4  # header and 3 cases
+    stem = tmp_path / "bench"
+    argv = ["bench", "prostate-t2", "--size", "128", "--runs", "2", "--out", str(stem)]
+    assert main(argv) == 0
+    assert "prostate-t2" in stem.with_suffix(".md").read_text()
