@@ -1,7 +1,9 @@
+import numpy as np
 import pytest
 import torch
 from monai.losses import DiceLoss
 
+from prokd.distill.ensemble import pseudo_labelled
 from prokd.losses.composite import CompositeLoss, LossWeights
 from prokd.losses.distillation import FeatureDistillation, kl_distillation, soft_targets
 from prokd.losses.lovasz import lovasz_softmax
@@ -145,3 +147,18 @@ def test_unlabelled_slices_add_no_gradient_through_dice_or_lovasz():
     none = loss.supervised_parts(logits, labels, torch.zeros(4, dtype=torch.bool))
     (none["dice"] + none["lovasz"]).backward()
     assert float(none["dice"]) == 0 and torch.count_nonzero(logits.grad) == 0
+
+
+def test_pseudo_labels_score_unlabelled_slices_against_the_teachers_mean():
+    torch.manual_seed(0)
+    labels = (torch.rand(4, 1, 8, 8) > 0.5).long()
+    labelled = torch.tensor([True, False, True, False])
+    teachers = [torch.randn(4, 2, 8, 8), torch.randn(4, 2, 8, 8)]
+    mixed = pseudo_labelled(labels, teachers, labelled)
+    assert torch.equal(mixed[labelled], labels[labelled])
+    gland = np.mean([torch.softmax(z, 1)[:, 1:2].numpy() for z in teachers], axis=0)
+    np.testing.assert_array_equal(mixed[~labelled].numpy(), (gland[~labelled.numpy()] > 0.5))
+    logits = torch.randn(4, 2, 8, 8, requires_grad=True)
+    parts = CompositeLoss().supervised_parts(logits, mixed, torch.ones(4, dtype=torch.bool))
+    (parts["dice"] + parts["lovasz"]).backward()
+    assert torch.count_nonzero(logits.grad[~labelled]) > 0  # now they teach through Dice too

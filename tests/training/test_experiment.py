@@ -272,11 +272,20 @@ def test_procedure_1_from_a_volume_teacher(phantom, tmp_path):
 
 
 def test_without_strategies_procedure_2_and_its_limit_teachers_are_left_out(phantom, tmp_path):
+    """Procedure 1 alone, here with pseudo-labels from the volume teacher."""
     spec = f"{__name__}:bright_gland"
-    config = _tiny_demo(tmp_path).replace(experiment={"teacher": spec, "strategies": ()})
+    config = _tiny_demo(tmp_path).replace(
+        experiment={"teacher": spec, "strategies": ()}, train={"pseudo_labels": True}
+    )
     out = tmp_path / "run"
     results = run_experiment(config, out, str(phantom), progress=False)
     assert sorted(p.name for p in (out / "models").iterdir()) == ["student-kd-p1", "student-nokd"]
+    keys = {
+        name: json.loads((out / "models" / name / "step_key.json").read_text())["key"]
+        for name in ("student-kd-p1", "student-nokd")
+    }  # pseudo-labels act on (and key) the distilled student only
+    assert keys["student-kd-p1"]["train"]["pseudo_labels"] is True
+    assert "pseudo_labels" not in keys["student-nokd"]["train"]
     assert [r["model"] for r in results["rows"]] == ["teacher", "student-nokd", "student-kd-p1"]
     assert results["strategy_selected_on_validation"] is None
     assert list(results["comparisons"]) == ["p1 vs no-KD"]

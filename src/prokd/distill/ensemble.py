@@ -65,6 +65,16 @@ def logits_from_probabilities(gland: torch.Tensor, eps: float = 1e-6) -> torch.T
     return torch.log(torch.cat([1 - p, p], dim=1))
 
 
+def pseudo_labelled(
+    labels: torch.Tensor, teacher_logits: list[torch.Tensor], labelled: torch.Tensor
+) -> torch.Tensor:
+    """``labels`` (B, 1, H, W) where ``labelled`` (B,) is true; elsewhere the teachers'
+    pseudo-labels: their mean gland probability above 0.5."""
+    gland = torch.stack([torch.softmax(z.float(), 1)[:, 1:2] for z in teacher_logits]).mean(0)
+    pseudo = (gland > 0.5).to(labels.dtype)
+    return torch.where(labelled.view(-1, 1, 1, 1), labels, pseudo)
+
+
 class ProbabilityAverage(torch.nn.Module):
     """Several networks as one: logits whose softmax is the mean of their softmaxes."""
 

@@ -86,6 +86,9 @@ class TrainConfig:
     threads: int = 0  # torch threads; 0 keeps torch's default
     amp: bool = False  # bfloat16 autocast of the forward pass on CUDA (ignored on CPU)
     unlabelled_share: float = 0.5  # share of each batch from unlabelled slices (distilled runs)
+    # Distilled runs: Dice and Lovász also score unlabelled slices, against the teachers'
+    # pseudo-labels (mean gland probability > 0.5); off, only the teacher terms reach them.
+    pseudo_labels: bool = False
 
 
 @dataclass(frozen=True)

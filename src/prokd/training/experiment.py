@@ -232,12 +232,15 @@ class Experiment:
         loss = dataclasses.asdict(job.loss)
         if not distilled:  # the teacher terms and their options do not act
             loss = {k: v for k, v in loss.items() if k == "dice" or k.startswith("lovasz")}
+        train = dataclasses.asdict(job.train)
+        if not (distilled and train["pseudo_labels"]):  # added later: keys stay as they were
+            del train["pseudo_labels"]
         split = self.data.split
         return {
             "model": _network_key(job),
             "data": dataclasses.asdict(self.config.data),
             "settings": json.loads(job.settings.fingerprint()),
-            "train": dataclasses.asdict(job.train),
+            "train": train,
             "loss": loss,
             "train_cases": [v.case_id for v in job.train_volumes],
             "val_cases": list(split.val),

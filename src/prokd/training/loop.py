@@ -26,7 +26,7 @@ from tqdm import tqdm
 from prokd.data.cache import PreprocessedVolume
 from prokd.data.preprocess import PreprocessSettings
 from prokd.data.slices import SliceDataset, training_augmentation, view_seed
-from prokd.distill.ensemble import TeacherEnsemble, logits_from_probabilities
+from prokd.distill.ensemble import TeacherEnsemble, logits_from_probabilities, pseudo_labelled
 from prokd.distill.soft_targets import SoftTargetCache
 from prokd.distill.weighting import TeacherWeighting, UniformWeighting, build_weighting
 from prokd.errors import ConfigError, ProkdError
@@ -449,12 +449,6 @@ def _step_loss(
     ):
         logits = setup.model(images)
     logits = logits.float()
-    sizes = context.shard_sizes(len(batch))
-    labelled = torch.from_numpy(setup.labelled[batch]).to(context.device)
-    parts = setup.criterion.supervised_parts(
-        context.gather(logits, sizes), context.gather(labels, sizes), labelled
-    )
-    share = len(mine) * context.world_size / len(batch)
     teacher_logits, teacher_features = None, None
     if setup.soft_targets is not None:
         teacher_logits, teacher_features = setup.soft_targets.fetch(rows[mine], context.device)
@@ -464,6 +458,16 @@ def _step_loss(
         external = [logits_from_probabilities(maps[:, k : k + 1]) for k in range(maps.shape[1])]
         teacher_logits = (teacher_logits or []) + [z.to(context.device) for z in external]
         teacher_features = (teacher_features or []) + [{} for _ in external]
+    sizes = context.shard_sizes(len(batch))
+    labelled = torch.from_numpy(setup.labelled[batch]).to(context.device)
+    supervised = labelled
+    if job.train.pseudo_labels and teacher_logits is not None:  # every rank has teachers
+        labels = pseudo_labelled(labels, teacher_logits, labelled[torch.from_numpy(mine)])
+        supervised = torch.ones_like(labelled)
+    parts = setup.criterion.supervised_parts(
+        context.gather(logits, sizes), context.gather(labels, sizes), supervised
+    )
+    share = len(mine) * context.world_size / len(batch)
     local: dict[str, torch.Tensor] = {}
     if teacher_logits is not None:
         local = setup.criterion.teacher_parts(
