@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from predict_memory import PROBE  # benchmarks/ is on the path when run as a script
 
 from prokd.evaluation.bench import cpu_model
 from prokd.io_atomic import write_json_and_markdown
@@ -48,7 +49,7 @@ def _large_volume(path: Path) -> Path:
 def _predict(volume: Path, mask: Path) -> dict[str, float]:
     """One ``prokd predict prostate-t2`` in a fresh interpreter, timed from its start."""
     command = [sys.executable, "-m", "prokd.cli", "predict", "prostate-t2", str(volume)]
-    probe = [sys.executable, "-c", _PROBE, json.dumps([*command, str(mask), "--overwrite"])]
+    probe = [sys.executable, "-c", PROBE, json.dumps([*command, str(mask), "--overwrite"])]
     out = subprocess.run(probe, check=True, capture_output=True, text=True).stdout
     peak_mb, wall, printed = json.loads(out.strip().splitlines()[-1])
     in_process = float(printed.strip().split(",")[-1].split()[0])  # "<mask>: V ml, S s"
@@ -108,18 +109,6 @@ def main() -> None:
     ]
     write_json_and_markdown(args.out, result, "\n".join(lines))
     print("\n".join(lines))
-
-
-# Runs one command; prints [peak RSS MB of that child, wall seconds, its last output line].
-_PROBE = """
-import json, resource, subprocess, sys, time
-command = json.loads(sys.argv[1])
-start = time.perf_counter()
-run = subprocess.run(command, check=True, capture_output=True, text=True)
-seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
-print(json.dumps([peak, seconds, run.stdout.strip().splitlines()[-1]]))
-"""
 
 
 if __name__ == "__main__":

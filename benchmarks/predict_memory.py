@@ -64,9 +64,9 @@ def main() -> None:
             command = [sys.executable, "-m", "prokd.cli", "predict", str(model), str(volume)]
             command.append(str(work / f"mask-{kind}.nii.gz"))
             # a fresh interpreter per format, so each peak belongs to one run
-            probe = [sys.executable, "-c", _PROBE, json.dumps(command)]
+            probe = [sys.executable, "-c", PROBE, json.dumps(command)]
             out = subprocess.run(probe, check=True, capture_output=True, text=True).stdout
-            peak_mb, seconds = json.loads(out.strip().splitlines()[-1])
+            peak_mb, seconds, _ = json.loads(out.strip().splitlines()[-1])
             rows.append({"model_format": kind, "peak_rss_mb": peak_mb, "wall_seconds": seconds})
             print(rows[-1], flush=True)
     result = {
@@ -98,14 +98,15 @@ def main() -> None:
     print("\n".join(lines))
 
 
-# Runs one command and prints [peak RSS MB of that child, wall seconds] as JSON.
-_PROBE = """
+# Runs one command; prints [peak RSS MB of that child, wall seconds, its last output line].
+PROBE = """
 import json, resource, subprocess, sys, time
 command = json.loads(sys.argv[1])
 start = time.perf_counter()
-subprocess.run(command, check=True, capture_output=True)
+run = subprocess.run(command, check=True, capture_output=True, text=True)
 seconds = time.perf_counter() - start
-print(json.dumps([resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0, seconds]))
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+print(json.dumps([peak, seconds, (run.stdout.strip().splitlines() or [""])[-1]]))
 """
 
 
