@@ -86,3 +86,20 @@ def test_evaluate_and_bench_by_name(shared_data, tmp_path, capsys):
     argv = ["bench", "prostate-t2", "--size", "128", "--runs", "2", "--out", str(stem)]
     assert main(argv) == 0
     assert "prostate-t2" in stem.with_suffix(".md").read_text()
+
+
+def test_a_folder_is_predicted_with_one_model_load(tmp_path, monkeypatch):
+    import prokd.inference.segment as segment
+
+    loads = []
+    original = segment.load_model_file
+    monkeypatch.setattr(
+        segment, "load_model_file", lambda *a, **k: loads.append(a) or original(*a, **k)
+    )
+    rng = np.random.default_rng(1)
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b", "c"):
+        image = make_volume(rng.normal(300, 50, (4, 40, 40)).astype(np.float32), (0.8, 0.8, 3))
+        sitk.WriteImage(image, str(tmp_path / "in" / f"{name}.nii.gz"))
+    assert main(["predict", "prostate-t2", str(tmp_path / "in"), str(tmp_path / "out")]) == 0
+    assert len(loads) == 1 and len(list((tmp_path / "out").glob("*.nii.gz"))) == 3

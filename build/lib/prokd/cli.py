@@ -1,0 +1,405 @@
+"""Command line entry point: ``prokd <command>``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from prokd import __version__
+from prokd.errors import DataWarning, ProkdError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+# Config keys a command does not use: set in a YAML file, they are reported as ignored.
+TRAIN_IGNORES = ("experiment",)
+EXPERIMENT_IGNORES = ("model", "distill.teachers", "distill.weighting")
+MODEL_HELP = "bundled model (prostate-t2), checkpoint, run folder, .onnx or .ts file"
+
+
+def command(name: str) -> Callable:
+    """Register a handler for a subcommand."""
+
+    def wrap(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        COMMANDS[name] = fn
+        return fn
+
+    return wrap
+
+
+@command("phantom")
+def _phantom(args: argparse.Namespace) -> int:
+    from prokd.data.layouts import find_cases
+    from prokd.data.phantom import write_phantom
+    from prokd.data.preview import write_site_preview
+
+    start = time.perf_counter()
+    cases = write_phantom(
+        args.out_dir,
+        args.sites,
+        args.cases_per_site,
+        args.seed,
+        workers=args.workers,
+        show_progress=True,
+    )
+    elapsed = time.perf_counter() - start
+    print(f"wrote {len(cases)} cases in {elapsed:.1f} s to {args.out_dir} (six-site layout)")
+    if args.preview:
+        _, manifest = find_cases(args.out_dir, "six-site")
+        png = write_site_preview(manifest, Path(args.out_dir) / "preview.png")
+        print(f"preview: {png}")
+    return 0
+
+
+@command("inspect")
+def _inspect(args: argparse.Namespace) -> int:
+    from prokd.data.inventory import format_inventory, inspect_cases, inspect_dataset
+
+    if Path(args.data_dir).suffix in (".yaml", ".yml"):
+        from prokd.training.config import load_config
+        from prokd.training.runs import prepare_data
+
+        data = prepare_data(load_config(args.data_dir))
+        layout, records = data.layout, inspect_cases(data.cases + data.unlabelled)
+    else:
+        layout, records = inspect_dataset(args.data_dir, args.layout)
+    print(format_inventory(layout, records))
+    return 1 if any(r.error for r in records) else 0
+
+
+@command("models")
+def _models(args: argparse.Namespace) -> int:
+    from prokd.inference.bundled import BUNDLED, bundled_table
+    from prokd.models.profile import models_table
+
+    networks = [name for name in args.names if name not in BUNDLED]
+    bundled = [name for name in args.names if name in BUNDLED]
+    if networks or not args.names:
+        print(models_table(networks, args.size))
+    if bundled or not args.names:
+        print(bundled_table(bundled))
+    return 0
+
+
+@command("train")
+def _train(args: argparse.Namespace) -> int:
+    from prokd.training.config import load_config
+    from prokd.training.distributed import context_from_env
+    from prokd.training.single_run import train_single
+
+    config = load_config(args.config, ignored=TRAIN_IGNORES)
+    if args.data:
+        config = config.replace(data={"root": args.data})
+    out = Path(args.out or Path("runs") / f"{Path(args.config).stem}-{config.model}")
+    context = context_from_env(args.device)
+    summary = train_single(config, out, args.resume, context=context)
+    if not context.is_main:
+        return 0
+    best = summary["best_val_dice"]
+    best_text = "n/a (no validation case)" if best is None else f"{best:.4f}"
+    print(f"{out}: best validation Dice {best_text} at epoch {summary['best_epoch']}")
+    return 0
+
+
+@command("experiment")
+def _experiment(args: argparse.Namespace) -> int:
+    from prokd.evaluation.report import results_table
+    from prokd.training.config import load_config
+    from prokd.training.distributed import context_from_env
+    from prokd.training.experiment import run_experiment
+
+    config = load_config(args.config, ignored=EXPERIMENT_IGNORES)
+    out = Path(args.out or Path("runs") / Path(args.config).stem)
+    start = time.perf_counter()
+    results = run_experiment(
+        config, out, args.data, context=context_from_env(args.device), jobs=args.jobs
+    )
+    if results is None:  # a torchrun rank other than 0: rank 0 reports
+        return 0
+    print(results_table(results))
+    print(
+        f"experiment finished in {time.perf_counter() - start:.0f} s; report: {out / 'report.md'}"
+    )
+    return 0
+
+
+@command("study")
+def _study(args: argparse.Namespace) -> int:
+    from prokd.training.study import load_study, run_study
+
+    study = load_study(args.study)
+    out = Path(args.out or Path("runs") / Path(args.study).stem)
+    start = time.perf_counter()
+    run_study(
+        study,
+        out,
+        args.data,
+        jobs=args.jobs,
+        publish=args.publish,
+        run_cells=not args.summarise,
+        command=_study_command(args, out),
+    )
+    print((out / "study.md").read_text())
+    print(f"study finished in {time.perf_counter() - start:.0f} s; summary: {out / 'study.md'}")
+    return 0
+
+
+def _study_command(args: argparse.Namespace, out: Path) -> str:
+    """The ``prokd study`` command line these arguments make (recorded in the summary)."""
+    words = ["prokd", "study", args.study, "--out", str(out)]
+    words += ["--data", args.data] if args.data else []
+    words += ["--jobs", str(args.jobs)] if args.jobs != 1 else []
+    words += ["--publish", args.publish] if args.publish else []
+    return " ".join(words + (["--summarise"] if args.summarise else []))
+
+
+@command("predict")
+def _predict(args: argparse.Namespace) -> int:
+    from prokd.inference.segment import segment_inputs
+
+    for done in segment_inputs(
+        args.model,
+        args.input,
+        args.output,
+        args.probabilities,
+        not args.no_postprocess,
+        args.channel,
+        args.batch_size,
+        args.overwrite,
+        args.device,
+    ):
+        print(f"{done.mask}: {done.qc.gland_ml:.1f} ml, {done.seconds:.2f} s")
+    return 0
+
+
+@command("evaluate")
+def _evaluate(args: argparse.Namespace) -> int:
+    from prokd.evaluation.evaluate import evaluate_model_file, format_summary
+
+    report = evaluate_model_file(
+        args.model, args.data, args.layout, args.out, not args.no_postprocess
+    )
+    print(f"{report.model} ({report.kind}) on {args.data} [{report.layout}], {report.cases} cases")
+    print(format_summary(report.summary))
+    print(f"per-case metrics: {report.out / 'metrics.csv'}; summary: {report.out / 'summary.json'}")
+    return 0
+
+
+@command("export")
+def _export(args: argparse.Namespace) -> int:
+    from prokd.errors import DataError
+    from prokd.inference.export import export_model
+    from prokd.inference.trained import load_trained_model
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise DataError(out, "output exists; pass --overwrite to replace it")
+    path = export_model(load_trained_model(args.checkpoint), args.format, out)
+    print(f"wrote {path} ({args.format}, {path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+@command("bench")
+def _bench(args: argparse.Namespace) -> int:
+    from prokd.devices import resolve_device
+    from prokd.evaluation.bench import bench_table, run_bench, write_bench
+
+    result = run_bench(args.models, args.size, args.threads, args.runs, resolve_device(args.device))
+    print(bench_table(result))
+    json_path, md_path = write_bench(result, args.out)
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+@command("report")
+def _report(args: argparse.Namespace) -> int:
+    from prokd.evaluation.report import build_report
+
+    md_path, html_path = build_report(args.run_dir)
+    print(f"wrote {md_path} and {html_path}")
+    return 0
+
+
+def _device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where torch runs: auto (CUDA when available), cpu or cuda",
+    )
+
+
+def _protocol_arguments(parser: argparse.ArgumentParser, name: str, what: str) -> None:
+    """The file, ``--out``, ``--data`` and ``--jobs`` of ``experiment`` and ``study``."""
+    parser.add_argument(name, metavar=name.upper(), help=what)
+    parser.add_argument("--out", metavar="DIR", help=f"output folder (default runs/<{name}>)")
+    parser.add_argument("--data", metavar="DIR", help="dataset folder (overrides data.root)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="independent training steps of an experiment run as this many parallel "
+        "processes, splitting the cores (default 1)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    from prokd.data.layouts import LAYOUTS
+
+    parser = argparse.ArgumentParser(
+        prog="prokd",
+        description="Distil prostate MRI segmentation teachers into fast CPU students.",
+    )
+    parser.add_argument("--version", action="version", version=f"prokd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("phantom", help="generate the synthetic multi-site benchmark")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="new folder to write the six-site layout to")
+    p.add_argument("--sites", type=int, default=6, help="number of sites, 1-6 (default 6)")
+    p.add_argument("--cases-per-site", type=int, default=10, help="volumes per site (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="processes to use; the output does not depend on it",
+    )
+    p.add_argument(
+        "--preview",
+        action="store_true",
+        help="also write preview.png: one mid-gland slice per site",
+    )
+
+    p = sub.add_parser(
+        "models", help="networks (parameters, FLOPs, feature taps) and bundled models"
+    )
+    p.add_argument(
+        "names", nargs="*", metavar="MODEL", help="networks or bundled models (default: all)"
+    )
+    p.add_argument("--size", type=int, default=128, help="slice size in pixels (default 128)")
+
+    p = sub.add_parser("train", help="train one network (teacher, baseline or distilled student)")
+    p.add_argument("config", metavar="CONFIG", help="YAML config (model, train, loss, distill)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder (default runs/<config>-<model>)")
+    p.add_argument("--data", metavar="DIR", help="dataset folder (overrides data.root)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    _device_argument(p)
+
+    p = sub.add_parser(
+        "experiment",
+        help="run the whole protocol: teachers, baselines, procedures 1 and 2, evaluation, report",
+    )
+    _protocol_arguments(p, "config", "YAML experiment config")
+    _device_argument(p)
+
+    p = sub.add_parser(
+        "study",
+        help="a grid of regimes x seeds (one experiment each) with paired tests and plots",
+    )
+    _protocol_arguments(p, "study", "YAML study file (base config, seeds, regimes)")
+    p.add_argument(
+        "--publish",
+        metavar="DIR",
+        help="also write the summary as DIR/<study>.md with JSON and figures beside it",
+    )
+    p.add_argument(
+        "--summarise",
+        action="store_true",
+        help="summarise the finished cells only; run none (the summary lists missing seeds)",
+    )
+
+    p = sub.add_parser("predict", help="segment volumes: masks with the input's exact geometry")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("input", metavar="INPUT", help="volume file or folder of volumes")
+    p.add_argument("output", metavar="OUTPUT", help="mask file, or folder for a folder input")
+    p.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="also write <name>_probabilities (gland probability, float32)",
+    )
+    p.add_argument(
+        "--no-postprocess",
+        action="store_true",
+        help="keep the raw mask (default: largest 3D component, holes filled)",
+    )
+    p.add_argument("--channel", type=int, help="T2 channel of 4D inputs (e.g. 0 for MSD)")
+    p.add_argument("--batch-size", type=int, default=32, help="slices per forward pass")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    _device_argument(p)
+
+    p = sub.add_parser("evaluate", help="per-volume metrics (Dice, IoU, HD95, ASSD) per site")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
+    p.add_argument("--data", required=True, metavar="DIR", help="labelled dataset folder")
+    p.add_argument("--layout", choices=sorted(LAYOUTS), help="dataset layout (default: detect)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default runs/evaluate/...)")
+    p.add_argument("--no-postprocess", action="store_true", help="score the raw masks")
+    _device_argument(p)
+
+    p = sub.add_parser("export", help="export a trained network to ONNX or TorchScript")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint or run folder")
+    p.add_argument("--format", choices=["onnx", "torchscript"], required=True)
+    p.add_argument("--out", required=True, metavar="PATH", help="output file (.onnx or .ts)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+
+    p = sub.add_parser("bench", help="params, FLOPs and CPU latency (torch and onnxruntime)")
+    p.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help="registered network, bundled model, checkpoint, run folder, .onnx or .ts file; "
+        "ratios are against the first",
+    )
+    p.add_argument("--size", type=int, nargs="+", default=[128, 256], help="slice sizes")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per measurement")
+    p.add_argument("--out", default="results/bench", help="output path stem (.json and .md)")
+    _device_argument(p)
+
+    p = sub.add_parser("report", help="report.md and self-contained report.html of a run")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="experiment or training run folder")
+
+    p = sub.add_parser("inspect", help="list cases, shapes, spacings, gland volumes and problems")
+    p.add_argument(
+        "data_dir",
+        metavar="DATA_DIR",
+        help="dataset folder, or a YAML config (its data.root and data.sources)",
+    )
+    p.add_argument("--layout", choices=sorted(LAYOUTS), help="dataset layout (default: detect)")
+    return parser
+
+
+def _one_line_warnings(command_name: str) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints prokd's own warnings as one line each."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, DataWarning):
+            print(f"prokd {command_name}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a prokd command; user errors print one line and return a non-zero code."""
+    args = build_parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", DataWarning)
+            warnings.showwarning = _one_line_warnings(args.command)
+            return COMMANDS[args.command](args)
+    except ProkdError as err:
+        print(f"prokd {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"prokd {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data layer: volume I/O, dataset layouts, validation, phantom, preprocessing, slices, splits."""

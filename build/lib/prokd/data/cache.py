@@ -1,0 +1,131 @@
+"""On-disk cache of preprocessed volumes, keyed by file content and preprocessing settings."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from prokd.data.io import Geometry, file_sha256
+from prokd.data.layouts import Case
+from prokd.data.preprocess import PreprocessSettings, preprocess_volume
+from prokd.data.validate import load_case
+from prokd.errors import warn_all
+from prokd.io_atomic import atomic_path
+
+CACHE_FORMAT = 2  # bump when the stored arrays or the preprocessing code change meaning
+
+
+@dataclass
+class PreprocessedVolume:
+    """A case on its slice grid: normalised image and mask, (z, size, size).
+
+    An unlabelled volume (``labelled`` false) carries an all-zero mask that no loss reads.
+    ``teacher_maps`` holds, per volume teacher of a distilled run, its gland probabilities
+    on the same grid (see :mod:`prokd.distill.volume_teachers`).
+    """
+
+    case_id: str
+    site: str
+    image: np.ndarray
+    mask: np.ndarray
+    grid: Geometry
+    labelled: bool = True
+    teacher_maps: tuple[np.ndarray, ...] = ()
+
+    def with_teacher_maps(self, maps: list[np.ndarray]) -> PreprocessedVolume:
+        """The same volume with volume teachers' probabilities on its grid.
+
+        Raises:
+            ValueError: a map's shape is not the image's.
+        """
+        for gland in maps:
+            if gland.shape != self.image.shape:
+                raise ValueError(
+                    f"{self.case_id}: teacher map {gland.shape} != image {self.image.shape}"
+                )
+        return replace(self, teacher_maps=tuple(np.asarray(m, np.float32) for m in maps))
+
+    def without_mask(self) -> PreprocessedVolume:
+        """The same volume used as unlabelled data: its mask zeroed and never read."""
+        return replace(self, mask=np.zeros_like(self.mask), labelled=False)
+
+    @property
+    def gland_slices(self) -> np.ndarray:
+        """Boolean per slice: does the slice contain gland?"""
+        return self.mask.reshape(len(self.mask), -1).any(axis=1)
+
+
+def _data_files(path: Path) -> list[Path]:
+    """The file and, for detached headers (.mhd/.nhdr), the data file it points to."""
+    files = [path]
+    if path.suffix.lower() in (".mhd", ".nhdr") and path.is_file():
+        text = path.read_text(errors="replace")
+        match = re.search(r"^\s*(?:ElementDataFile|data file)\s*[=:]\s*(\S+)", text, re.M | re.I)
+        if match and match.group(1) != "LOCAL":
+            files.append(path.parent / match.group(1))
+    return files
+
+
+def case_fingerprint(case: Case, settings: PreprocessSettings) -> str:
+    """SHA-256 over the bytes of the image and reference mask files, channel and settings."""
+    digest = hashlib.sha256()
+    digest.update(f"{CACHE_FORMAT}|{case.image_channel}|{settings.fingerprint()}".encode())
+    for path in (case.image, *case.masks[:1]):
+        for data_file in _data_files(Path(path)):
+            file_sha256(data_file, digest)
+    return digest.hexdigest()
+
+
+class PreprocessCache:
+    """Preprocess each case once; later calls load the stored arrays.
+
+    Entries are ``<root>/<fingerprint>.npz``; a changed file or setting gives a new
+    fingerprint, so a stale entry is never reused.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path_for(self, case: Case, settings: PreprocessSettings) -> Path:
+        """Where the entry of ``case`` under ``settings`` lives."""
+        return self.root / f"{case_fingerprint(case, settings)}.npz"
+
+    def load(self, case: Case, settings: PreprocessSettings) -> PreprocessedVolume:
+        """The preprocessed case, computed and stored on first use.
+
+        The case's validation warnings (an empty mask) are stored with it and issued as
+        :class:`~prokd.errors.DataWarning` on every load, cached or not.
+        """
+        path = self.path_for(case, settings)
+        if not path.exists():
+            loaded = load_case(case)
+            reference = loaded.mask if case.labelled else None
+            image, mask, grid = preprocess_volume(loaded.image, reference, settings)
+            if mask is None:
+                mask = np.zeros(image.shape, dtype=np.uint8)
+            with atomic_path(path) as tmp:
+                np.savez(
+                    tmp,
+                    image=image,
+                    mask=mask,
+                    size=grid.size,
+                    spacing=grid.spacing,
+                    origin=grid.origin,
+                    direction=grid.direction,
+                    warnings=np.array(loaded.warnings, dtype=str),
+                )
+        with np.load(path) as entry:
+            warn_all(str(w) for w in entry["warnings"])
+            grid = Geometry(
+                tuple(int(v) for v in entry["size"]),
+                tuple(float(v) for v in entry["spacing"]),
+                tuple(float(v) for v in entry["origin"]),
+                tuple(float(v) for v in entry["direction"]),
+            )
+            return PreprocessedVolume(
+                case.case_id, case.site, entry["image"], entry["mask"], grid, case.labelled
+            )

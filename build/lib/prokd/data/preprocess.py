@@ -1,0 +1,248 @@
+"""Per-volume preprocessing to a fixed 2D slice grid, and its exact inverse.
+
+The target grid keeps the (reoriented) slice positions of the volume and resamples each
+axial slice to a square ``size`` x ``size`` grid of ``fov_mm / size`` mm pixels, centred on
+the centre of the image (never on the mask, so nothing leaks from the labels at test time).
+Both directions are physical-space resamplings with SimpleITK, so orientation, resampling
+and crop/pad are undone by one resampling onto the original grid.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+from prokd.data.io import Geometry
+from prokd.errors import ConfigError, warn_all
+
+NORMALISATIONS = ("zscore", "robust")
+ORIENTATION = "LPS"  # axial: array x runs right->left, y anterior->posterior, z inferior->superior
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """How a volume becomes a stack of 2D slices.
+
+    Attributes:
+        size: in-plane pixels per side of every slice (128 for CPU work; 256, 384 also common).
+        fov_mm: in-plane field of view kept around the image centre, in mm.
+        clip_percentiles: intensities are clipped to these percentiles before scaling.
+        normalise: ``zscore`` (mean and standard deviation of the whole clipped volume) or
+            ``robust`` (percentiles, median and interquartile range of the region the slice
+            grid covers, so that coil flare or a large field of view outside it does not
+            shift the scale).
+        context_slices: neighbouring slices on each side given to the network as extra
+            channels (2.5D input: ``2 * context_slices + 1`` channels; 0: plain 2D). The
+            stored slices do not depend on it; the slice stack is built when slices are read.
+    """
+
+    size: int = 128
+    fov_mm: float = 128.0
+    clip_percentiles: tuple[float, float] = (0.5, 99.5)
+    context_slices: int = 0
+    normalise: str = "zscore"
+
+    def __post_init__(self) -> None:
+        if self.size < 8:
+            raise ConfigError(f"preprocess.size must be at least 8, got {self.size}")
+        if self.fov_mm <= 0:
+            raise ConfigError(f"preprocess.fov_mm must be positive, got {self.fov_mm}")
+        low, high = self.clip_percentiles
+        if not 0 <= low < high <= 100:
+            raise ConfigError("preprocess.clip_percentiles must satisfy 0 <= low < high <= 100")
+        if self.normalise not in NORMALISATIONS:
+            raise ConfigError(
+                f"preprocess.normalise must be one of {', '.join(NORMALISATIONS)}, "
+                f"got {self.normalise!r}"
+            )
+        if not 0 <= self.context_slices <= 3:
+            raise ConfigError(
+                f"preprocess.context_slices must be in 0..3, got {self.context_slices}"
+            )
+
+    @classmethod
+    def from_dict(cls, values: dict) -> PreprocessSettings:
+        """Settings from their ``asdict`` form (as stored in checkpoints and exports)."""
+        values = dict(values)
+        values["clip_percentiles"] = tuple(values["clip_percentiles"])
+        return cls(**values)
+
+    @property
+    def spacing_mm(self) -> float:
+        """In-plane pixel size of the slices."""
+        return self.fov_mm / self.size
+
+    @property
+    def channels(self) -> int:
+        """Input channels of a network fed with these settings."""
+        return 2 * self.context_slices + 1
+
+    def fingerprint(self) -> str:
+        """Stable text of the settings that shape the stored slices, for cache keys
+        (``context_slices`` only stacks them when read, so it is left out; ``normalise``,
+        added later, only when it is not the default, so earlier keys stay valid)."""
+        values = asdict(self)
+        del values["context_slices"]
+        if values["normalise"] == "zscore":
+            del values["normalise"]
+        return json.dumps(values, sort_keys=True)
+
+
+def slice_stack(volume: np.ndarray, z: int, context: int) -> np.ndarray:
+    """Slice ``z`` of a (z, H, W) volume with ``context`` neighbours on each side, as
+    (2 * context + 1, H, W) channels; beyond the first and last slice the edge repeats."""
+    index = np.clip(np.arange(z - context, z + context + 1), 0, len(volume) - 1)
+    return volume[index]
+
+
+def target_grid(image: sitk.Image, settings: PreprocessSettings) -> Geometry:
+    """The slice grid of ``image``: reoriented axes, original slices, square in-plane grid."""
+    oriented = sitk.DICOMOrient(image, ORIENTATION)
+    direction = np.array(oriented.GetDirection()).reshape(3, 3)
+    size = np.array(oriented.GetSize())
+    spacing = np.array(oriented.GetSpacing())
+    n, step = settings.size, settings.spacing_mm
+    # Same centre in-plane as the image, same first slice: origin offset in index space.
+    offset = (
+        np.array(
+            [
+                (size[0] - 1) * spacing[0] - (n - 1) * step,
+                (size[1] - 1) * spacing[1] - (n - 1) * step,
+                0.0,
+            ]
+        )
+        / 2.0
+    )
+    origin = np.array(oriented.GetOrigin()) + direction @ offset
+    return Geometry(
+        (n, n, int(size[2])),
+        (step, step, float(spacing[2])),
+        tuple(float(v) for v in origin),
+        tuple(float(v) for v in direction.ravel()),
+    )
+
+
+def resample_to_grid(
+    image: sitk.Image, grid: Geometry, interpolator: int, default: float
+) -> sitk.Image:
+    """``image`` resampled onto ``grid`` in physical space (float32, ``default`` outside)."""
+    return sitk.Resample(
+        image,
+        grid.size,
+        sitk.Transform(),
+        interpolator,
+        grid.origin,
+        grid.spacing,
+        grid.direction,
+        default,
+        sitk.sitkFloat32,
+    )
+
+
+# Voxels kept around the slice grid when cropping before the low-pass: DiscreteGaussian's
+# widest kernel (32) reaches 16 voxels, linear interpolation one more.
+CROP_MARGIN = 18
+
+
+def _around_grid(image: sitk.Image, grid: Geometry) -> sitk.Image:
+    """``image`` cropped to the voxels the slice grid's resampling can read (its corners'
+    bounding box plus :data:`CROP_MARGIN`), so that a large field of view costs no more
+    than the grid; the low-pass and resampling then give the same values as on the whole
+    image."""
+    direction = np.array(grid.direction).reshape(3, 3)
+    extent = np.array(grid.spacing) * (np.array(grid.size) - 1)
+    corners = [
+        np.array(grid.origin) + direction @ (np.array(c) * extent) for c in np.ndindex(2, 2, 2)
+    ]
+    indices = np.array([image.TransformPhysicalPointToContinuousIndex(c) for c in corners])
+    size = np.array(image.GetSize())
+    low = np.clip(np.floor(indices.min(axis=0)).astype(int) - CROP_MARGIN, 0, size)
+    high = np.clip(np.ceil(indices.max(axis=0)).astype(int) + CROP_MARGIN + 1, 0, size)
+    if np.any(high <= low) or (np.all(low == 0) and np.all(high == size)):
+        return image
+    return sitk.RegionOfInterest(image, [int(v) for v in high - low], [int(v) for v in low])
+
+
+def _antialias(image: sitk.Image, target_spacing: float) -> sitk.Image:
+    """Gaussian low-pass in-plane before downsampling (sigma from the spacing ratio)."""
+    variances = []
+    for axis, spacing in enumerate(image.GetSpacing()):
+        if axis < 2 and target_spacing > spacing:
+            sigma_mm = 0.5 * np.sqrt(target_spacing**2 - spacing**2)
+            variances.append(float(sigma_mm**2))
+        else:
+            variances.append(0.0)
+    if not any(variances):
+        return image
+    return sitk.DiscreteGaussian(image, variances, 32, 0.01, True)
+
+
+IQR_TO_STD = 1.349  # interquartile range of a unit normal distribution
+
+
+def normalise_intensity(array: np.ndarray, settings: PreprocessSettings) -> np.ndarray:
+    """Clip to the settings' percentiles, then centre and scale: by the mean and standard
+    deviation (``zscore``), or by the median and the interquartile range over 1.349
+    (``robust``; the standard deviation where the quartiles coincide).
+
+    Computed in float64, so values near the float32 limits neither overflow nor turn into
+    NaN; a constant volume becomes zeros with a :class:`~prokd.errors.DataWarning`.
+    """
+    low, high = np.percentile(array, settings.clip_percentiles)
+    clipped = np.clip(array.astype(np.float64), low, high)
+    centre, scale = float(clipped.mean()), float(clipped.std())
+    if settings.normalise == "robust":
+        q1, centre, q3 = np.percentile(clipped, (25, 50, 75))
+        scale = float(q3 - q1) / IQR_TO_STD or scale
+    if scale == 0:
+        warn_all(["image is constant (no contrast): nothing to segment"])
+        return np.zeros(array.shape, np.float32)
+    return ((clipped - centre) / scale).astype(np.float32)
+
+
+def preprocess_volume(
+    image: sitk.Image, mask: sitk.Image | None, settings: PreprocessSettings
+) -> tuple[np.ndarray, np.ndarray | None, Geometry]:
+    """Resample a volume (and its mask) onto its slice grid.
+
+    Returns:
+        The normalised image (z, size, size) float32, the mask (z, size, size) uint8 or
+        ``None``, and the slice grid (for :func:`to_original_grid`).
+    """
+    grid = target_grid(image, settings)
+    region = _around_grid(image, grid) if settings.normalise == "robust" else image
+    normalised = normalise_intensity(sitk.GetArrayViewFromImage(region), settings)
+    source = _around_grid(Geometry.of(region).apply_to(sitk.GetImageFromArray(normalised)), grid)
+    background = float(normalised.min())
+    resampled = resample_to_grid(
+        _antialias(source, settings.spacing_mm), grid, sitk.sitkLinear, background
+    )
+    out_image = sitk.GetArrayFromImage(resampled)
+    out_mask = None
+    if mask is not None:
+        soft = resample_to_grid(sitk.Cast(mask, sitk.sitkFloat32), grid, sitk.sitkLinear, 0.0)
+        out_mask = (sitk.GetArrayFromImage(soft) >= 0.5).astype(np.uint8)
+    return out_image, out_mask, grid
+
+
+def to_original_grid(
+    probabilities: np.ndarray, grid: Geometry, reference: sitk.Image
+) -> np.ndarray:
+    """Map slice-grid probabilities (z, size, size) back onto the reference volume's grid.
+
+    Linear interpolation in physical space; voxels outside the slice grid get 0.
+
+    Returns:
+        Probabilities as (z, y, x) float32 in the reference's array shape.
+    """
+    expected = tuple(reversed(grid.size))
+    if probabilities.shape != expected:
+        raise ValueError(f"probabilities shape {probabilities.shape} != slice grid {expected}")
+    source = grid.apply_to(sitk.GetImageFromArray(probabilities.astype(np.float32)))
+    back = sitk.Resample(
+        source, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32
+    )
+    return sitk.GetArrayFromImage(back)

@@ -1,0 +1,1 @@
+"""Distillation from one or several teachers: teacher ensembles and weighting strategies."""

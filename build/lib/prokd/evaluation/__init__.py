@@ -1,0 +1,1 @@
+"""Evaluation: per-volume metrics, evaluation per site, benchmarks, plots and reports."""

@@ -1,0 +1,164 @@
+"""``study.md`` and the study's figures, rendered from the summary ``prokd study`` stored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prokd.evaluation.plots import pareto_plot, regime_plot
+from prokd.evaluation.report import comparison_rows, markdown_table
+from prokd.io_atomic import write_json_and_markdown
+
+# Models of every cell, in table order; procedure-2 students follow.
+FIXED_MODELS = ("teacher", "ensemble-limit", "student-nokd", "student-kd-p1")
+
+
+def _pm(cell: dict[str, float] | None) -> str:
+    return "" if cell is None else f"{cell['mean']:.3f} ± {cell['std']:.3f}"
+
+
+def _models(regime: dict[str, Any]) -> list[str]:
+    names = list(regime["dice"])
+    p2 = sorted(n for n in names if n.startswith("student-kd-p2-"))
+    return [n for n in FIXED_MODELS if n in names] + p2
+
+
+def dice_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: per regime (or pool), mean ± std over its finished cells of each
+    model's test Dice."""
+    regimes = summary["regimes"]
+    models = list(dict.fromkeys(m for r in regimes.values() for m in _models(r)))
+    header = ["regime", "cells", "teacher - no-KD", "chosen p2", "chosen / teacher", *models]
+    rows = []
+    for name, r in regimes.items():
+        ratio = r["chosen_p2_over_teacher"]
+        rows.append(
+            [
+                name,
+                str(r["cells"]),
+                f"{r['teacher_gap']['mean']:+.3f} ± {r['teacher_gap']['std']:.3f}",
+                _pm(r["chosen_p2_dice"]),
+                "" if ratio is None else f"{ratio:.3f}",
+                *[_pm(r["dice"].get(m)) for m in models],
+            ]
+        )
+    return header, rows
+
+
+def validation_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: per regime, mean ± std over seeds of each model's validation Dice
+    (what tuning compares: never the test columns)."""
+    regimes = summary["regimes"]
+    models = list(dict.fromkeys(m for r in regimes.values() for m in r["val_dice"]))
+    header = ["regime", "chosen p2", *models]
+    rows = [
+        [name, _pm(r["chosen_p2_val_dice"]), *[_pm(r["val_dice"].get(m)) for m in models]]
+        for name, r in regimes.items()
+    ]
+    return header, rows
+
+
+def pareto_points(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per regime: its student's onnxruntime ms per volume, no-KD and chosen-KD Dice."""
+    latency = summary.get("latency", {}).get("ms_per_volume", {})
+    points = []
+    for name, r in summary["regimes"].items():
+        config = r["config"]
+        key = f"{config['experiment']['student']}@{config['preprocess']['size']}"
+        if key in latency and r["chosen_p2_dice"] is not None:
+            points.append(
+                {
+                    "regime": name,
+                    "student": key,
+                    "ms": latency[key],
+                    "nokd": r["dice"]["student-nokd"]["mean"],
+                    "kd": r["chosen_p2_dice"]["mean"],
+                }
+            )
+    return points
+
+
+def write_study_report(summary: dict[str, Any], out: str | Path, name: str = "study") -> Path:
+    """Write ``<name>.md`` and ``<name>.json`` with the figures under ``<name>_figures/``
+    into ``out``; returns the markdown's path."""
+    out = Path(out)
+    figures = out / f"{name}_figures"
+    lines = [
+        f"# prokd study: {name}",
+        "",
+        f"Study file: `{summary['study']}`. {summary['description']}".strip(),
+        "",
+        f"Made by `{summary['command']}` on {summary['machine']}. Each cell is one "
+        "`prokd experiment` run by `prokd study` (without `--summarise`).",
+        "",
+        f"Seeds: {', '.join(str(s) for s in summary['seeds'])} (split and training seed). "
+        "Test Dice per 3D volume, averaged per cell, then mean ± std over seeds (over every "
+        "cell of its regimes for a pool). "
+        "'chosen p2': the procedure-2 student whose strategy had the best validation Dice "
+        "in its cell (never chosen on test). 'teacher - no-KD': the most KD could give.",
+        "",
+        markdown_table(*dice_table(summary)),
+        "",
+        *(
+            [f"Regimes with no finished cell yet: {', '.join(summary['regimes_not_run'])}.", ""]
+            if summary["regimes_not_run"]
+            else []
+        ),
+        "Validation Dice (best epoch of each run; what model selection and tuning read):",
+        "",
+        markdown_table(*validation_table(summary)),
+        "",
+    ]
+    if summary.get("best_on_validation") and len(summary["regimes"]) > 1:
+        lines += [
+            "Highest validation Dice of the distilled student (procedure 2's "
+            "validation-chosen one, or procedure 1's where procedure 2 is off): "
+            f"**{summary['best_on_validation']}** (what a tuning study picks).",
+            "",
+        ]
+    for regime, r in summary["regimes"].items():
+        pool = r.get("pooled_from")
+        chosen = [s for s in r["chosen_strategies"] if s]
+        lines += [
+            f"## {regime}",
+            "",
+            (f"Pool of the regimes {', '.join(pool)}; " if pool else "")
+            + f"seeds run: {r['seeds']}"
+            + (f"; missing: {r['seeds_missing']}" if r["seeds_missing"] else "")
+            + (f". Strategies chosen on validation: {', '.join(chosen)}." if chosen else "."),
+            "",
+            f"Paired per-volume test Dice, pooled over {'cells' if pool else 'seeds'} "
+            "(a - b; 'chosen' is each cell's "
+            "validation-chosen procedure-2 student): bootstrap 95% CI of the mean, Wilcoxon "
+            "signed-rank p.",
+            "",
+            markdown_table(*comparison_rows(r["comparisons"])),
+            "",
+        ]
+    plot = regime_plot(summary, figures / "study_dice.png")
+    lines += [f"![Test Dice per regime]({plot.relative_to(out)})", ""]
+    points = pareto_points(summary)
+    if points:
+        latency = summary["latency"]
+        pareto = pareto_plot(points, figures / "pareto.png")
+        lines += [
+            "## Students: Dice against CPU time",
+            "",
+            f"onnxruntime ms per volume of {latency['volume_slices']} slices, "
+            f"{latency['threads']} threads, {latency['cpu']}, measured side by side in one "
+            "process when the summary was made.",
+            "",
+            f"![Pareto]({pareto.relative_to(out)})",
+            "",
+        ]
+    regimes = summary["regimes"]
+    total = sum(r["cell_seconds"] for r in regimes.values())
+    per_regime = ", ".join(f"{n} {r['cell_seconds'] / 60:.0f} min" for n, r in regimes.items())
+    lines += [
+        f"Wall time of the cells: {total / 3600:.2f} h in all ({per_regime}); each cell is "
+        "timed by the invocation that finished it (a resumed cell counts its last part only), "
+        "on a machine that may have run other work beside it. A step whose twin (the same "
+        "network, data, seed and settings) had already finished in another cell was copied "
+        "from there, not trained again, so later cells cost less."
+    ]
+    return write_json_and_markdown(out / name, summary, "\n".join(lines))[1]

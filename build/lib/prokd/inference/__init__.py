@@ -1,0 +1,1 @@
+"""Inference: trained models, slice prediction, segmentation of files, post-processing, export."""

@@ -1,0 +1,72 @@
+"""Models shipped inside the package, used by name with no training and no download.
+
+``prokd predict prostate-t2 IN OUT`` (and ``evaluate``, ``bench``) finds the ONNX export
+``bundled/prostate-t2.onnx`` beside this module; its preprocessing travels in its metadata.
+How each was made, on which data and with which results: ``docs/model-card.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from prokd.errors import ProkdError
+
+BUNDLED_DIR = Path(__file__).with_name("bundled")
+
+# Bundled model name -> one line on what it is (the model card has the rest).
+BUNDLED = {
+    "prostate-t2": (
+        "whole prostate gland on axial T2-weighted MRI; a 2D student distilled from TAPS "
+        "(a public 3D model) on real scans; see docs/model-card.md"
+    ),
+}
+
+
+def bundled_path(name: str) -> Path:
+    """The ONNX file of a bundled model.
+
+    Raises:
+        ProkdError: unknown name, or the file is missing from the installed package.
+    """
+    if name not in BUNDLED:
+        raise ProkdError(f"unknown bundled model {name!r} (bundled: {', '.join(BUNDLED)})")
+    path = BUNDLED_DIR / f"{name}.onnx"
+    if not path.is_file():
+        raise ProkdError(f"{path}: bundled model file missing; reinstall prokd")
+    return path
+
+
+def resolve_model_path(spec: str | Path) -> Path:
+    """``spec`` as a path, or the bundled model it names (when no file or folder of that
+    name exists in the working directory)."""
+    if str(spec) in BUNDLED and not Path(spec).exists():
+        return bundled_path(str(spec))
+    return Path(spec)
+
+
+def bundled_table(names: list[str] | None = None) -> str:
+    """``prokd models``: the bundled models, with their network, input, size and parameters.
+
+    Raises:
+        ProkdError: an unknown name or a missing file.
+    """
+    import json
+
+    import onnx
+
+    lines = ["bundled models (use the name as MODEL in predict, evaluate, bench):"]
+    for name in names or list(BUNDLED):
+        path = bundled_path(name)
+        model = onnx.load(str(path))
+        meta = json.loads({p.key: p.value for p in model.metadata_props}["prokd"])
+        params = sum(math.prod(t.dims) for t in model.graph.initializer)
+        pre = meta["preprocess"]
+        lines.append(
+            f"{name:<12} {meta['model']}, {params:,} parameters, "
+            f"{path.stat().st_size / 1e6:.1f} MB; slices {pre['size']}x{pre['size']} over "
+            f"{pre['fov_mm']:g} mm, {2 * pre.get('context_slices', 0) + 1} input channel(s), "
+            f"{pre.get('normalise', 'zscore')} intensities"
+        )
+        lines.append(f"{'':<12} {BUNDLED[name]}")
+    return "\n".join(lines)

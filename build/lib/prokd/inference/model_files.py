@@ -1,0 +1,186 @@
+"""Load any model a user can pass: checkpoint, run folder, ONNX or TorchScript file.
+
+An ONNX model loads without importing torch or MONAI (a fast cold start); torch comes in
+only for checkpoints, run folders and TorchScript files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnxruntime as ort
+
+from prokd.data.preprocess import PreprocessSettings
+from prokd.errors import DataError, error_summary
+from prokd.inference.bundled import resolve_model_path
+from prokd.inference.predict import SliceModel
+
+if TYPE_CHECKING:
+    import torch
+
+METADATA_KEY = "prokd"  # ONNX metadata_props key of the embedded settings
+TORCHSCRIPT_EXTRA = "prokd.json"  # TorchScript extra file of the embedded settings
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-run model with the preprocessing it expects."""
+
+    name: str
+    kind: str  # "checkpoint", "onnx" or "torchscript"
+    slice_model: SliceModel
+    settings: PreprocessSettings
+    path: Path
+    network: torch.nn.Module | None = None  # the torch module, for checkpoints and TorchScript
+
+
+def _settings(metadata: str, path: Path) -> tuple[str, PreprocessSettings]:
+    try:
+        data = json.loads(metadata)
+        return data["model"], PreprocessSettings.from_dict(data["preprocess"])
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataError(path, f"no valid prokd metadata in the exported model ({err})") from None
+
+
+# onnxruntime's exception classes by name -> what they mean for a user's file.
+ONNX_LOAD_ERRORS = {
+    "InvalidProtobuf": "not an ONNX model (corrupt, truncated or another file type)",
+    "NoSuchFile": "ONNX model file not found",
+    "InvalidGraph": "invalid ONNX graph",
+    "NotImplemented": "uses an operator or type onnxruntime cannot run",
+    "InvalidArgument": "invalid ONNX model",
+}
+
+
+def onnx_session(path: Path, threads: int = 0) -> ort.InferenceSession:
+    """An onnxruntime CPU session for ``path``.
+
+    Raises:
+        DataError: naming the file and saying why onnxruntime refused it.
+    """
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types
+        meaning = ONNX_LOAD_ERRORS.get(type(err).__name__, "cannot load ONNX model")
+        raise DataError(path, f"{meaning} ({error_summary(err)})") from None
+
+
+def _check_slice_model(session: ort.InferenceSession, path: Path, channels: int) -> None:
+    """A prokd slice model takes (B, C, H, W) (C: 1, or the neighbouring slices of a 2.5D
+    model) and returns (B, 2, H, W) logits."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    shape_in = inputs[0].shape if len(inputs) == 1 else None
+    shape_out = outputs[0].shape if outputs else None
+    if (
+        shape_in is None
+        or len(shape_in) != 4
+        or shape_in[1] != channels
+        or shape_out is None
+        or len(shape_out) != 4
+        or shape_out[1] != 2
+    ):
+        raise DataError(
+            path,
+            f"not a prokd slice model (inputs {[i.shape for i in inputs]}, outputs "
+            f"{[o.shape for o in outputs]}; expected one (B, {channels}, H, W) input and "
+            "(B, 2, H, W) logits)",
+        )
+
+
+def _onnx(path: Path, declared: PreprocessSettings | None = None) -> LoadedModel:
+    session = onnx_session(path)
+    if declared is None:
+        metadata = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if metadata is None:
+            raise DataError(path, "ONNX model without prokd metadata (export it with prokd export)")
+        name, settings = _settings(metadata, path)
+    else:
+        name, settings = path.stem, declared
+    _check_slice_model(session, path, settings.channels)
+    input_name = session.get_inputs()[0].name
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return session.run(None, {input_name: batch})[0]
+
+    return LoadedModel(name, "onnx", run, settings, path)
+
+
+def _torch_device(device: torch.device | str | None) -> torch.device:
+    import torch
+
+    from prokd.devices import resolve_device
+
+    if isinstance(device, str):
+        return resolve_device(device)
+    return device or torch.device("cpu")
+
+
+def _torchscript(path: Path, device: torch.device) -> LoadedModel:
+    import torch
+
+    from prokd.inference.predict import torch_slice_model
+
+    extra = {TORCHSCRIPT_EXTRA: ""}
+    try:
+        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    except RuntimeError as err:
+        raise DataError(path, f"cannot load TorchScript model ({error_summary(err)})") from None
+    name, settings = _settings(extra[TORCHSCRIPT_EXTRA], path)
+    return LoadedModel(name, "torchscript", torch_slice_model(module), settings, path, module)
+
+
+def load_onnx_slice_model(path: str | Path, settings: PreprocessSettings) -> LoadedModel:
+    """A 2D ONNX slice model that carries no prokd metadata, run with the declared
+    preprocessing ``settings``: one (B, 1, H, W) input, (B, 2, H, W) logits.
+
+    Raises:
+        DataError: missing, unreadable, or not a slice model of that shape.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "model file not found")
+    return _onnx(path, settings)
+
+
+def load_model_file(path: str | Path, device: torch.device | str | None = None) -> LoadedModel:
+    """A checkpoint (``.pt``), run folder, ONNX (``.onnx``) or TorchScript (``.ts``) file,
+    or a bundled model.
+
+    Torch models run on ``device`` (a device, or a ``--device`` choice; default CPU); ONNX
+    models on onnxruntime's CPU provider.
+
+    A bundled model's name (``prostate-t2``, see :mod:`prokd.inference.bundled`) stands for
+    its file.
+
+    Raises:
+        DataError: missing or unreadable model.
+    """
+    path = resolve_model_path(path)
+    if path.suffix == ".onnx":
+        if not path.is_file():
+            raise DataError(path, "model file not found")
+        return _onnx(path)
+    if path.suffix in (".ts", ".torchscript"):
+        if not path.is_file():
+            raise DataError(path, "model file not found")
+        return _torchscript(path, _torch_device(device))
+    from prokd.inference.predict import torch_slice_model
+    from prokd.inference.trained import load_trained_model
+
+    trained = load_trained_model(path, _torch_device(device))
+    return LoadedModel(
+        trained.name,
+        "checkpoint",
+        torch_slice_model(trained.network),
+        trained.settings,
+        trained.path,
+        trained.network,
+    )

@@ -1,0 +1,1 @@
+"""Losses: Lovász-softmax, KL and feature distillation, and the composite training loss."""

@@ -1,0 +1,1 @@
+"""Training: configs, run folders, the training loop, checkpoints and the experiment protocol."""

@@ -1,0 +1,362 @@
+"""Experiment configuration: YAML -> validated dataclasses.
+
+Defaults live here; a YAML file states only what differs. Unknown or misspelled keys, wrong
+types and impossible values are one-line ``ConfigError``s naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from prokd.data.layouts import LAYOUTS
+from prokd.data.preprocess import PreprocessSettings
+from prokd.distill.volume_teachers import is_volume_teacher
+from prokd.distill.weighting import WEIGHTINGS
+from prokd.errors import ConfigError, warn_all
+from prokd.io_atomic import atomic_path
+from prokd.losses.composite import LossWeights
+from prokd.models import MODELS
+from prokd.yaml_files import read_yaml
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One more dataset folder: its layout (detected when unset), the site name its cases
+    get (the layout's sites when unset), and whether its masks are used."""
+
+    root: str
+    layout: str | None = None
+    site: str | None = None
+    labelled: bool = True
+    channel: int | None = None  # T2 channel of 4D images in a plain folder (MSD imagesTs: 0)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the cases are. ``root`` may be given on the command line (``--data``);
+    ``sources`` add labelled or unlabelled folders to it (or replace it)."""
+
+    root: str | None = None
+    layout: str | None = None
+    cache_dir: str | None = None  # default: $PROKD_CACHE or ~/.cache/prokd
+    unlabelled: tuple[str, ...] = ()  # folders of volumes distilled students use without masks
+    sources: tuple[SourceConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Per-site train/val/test fractions (by patient), the split seed, and the regime.
+
+    ``test_site`` set: leave-one-site-out (test on that site, train and validate on the
+    others; ``test_fraction`` unused). ``test_case`` set: leave-one-case-out (test on that
+    case id and the other cases of its patient). ``labelled_per_site`` > 0: only that many training
+    patients per site keep their labels; the others' volumes become unlabelled data.
+    """
+
+    val_fraction: float = 0.2
+    test_fraction: float = 0.2
+    seed: int = 0
+    test_site: str | None = None
+    test_case: str | None = None  # leave-one-case-out: test on this case (and its patient)
+    labelled_per_site: int = 0  # 0: every training case is labelled
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation of one network."""
+
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 8  # epochs without a better validation Dice before stopping
+    slices_per_epoch: int = 0  # 0: one pass over the training slices
+    foreground_fraction: float = 0.6  # share of sampled slices that contain gland
+    augment: bool = True
+    site_style: bool = False  # with augment: also bias field, lower resolution, field of view
+    seed: int = 0
+    threads: int = 0  # torch threads; 0 keeps torch's default
+    amp: bool = False  # bfloat16 autocast of the forward pass on CUDA (ignored on CPU)
+    unlabelled_share: float = 0.5  # share of each batch from unlabelled slices (distilled runs)
+    # Distilled runs: Dice and Lovász also score unlabelled slices, against the teachers'
+    # pseudo-labels (mean gland probability > 0.5); off, only the teacher terms reach them.
+    pseudo_labels: bool = False
+
+
+@dataclass(frozen=True)
+class LossConfig(LossWeights):
+    """Weights of the composite loss (inherited: dice, lovasz, kl, feature) and its options."""
+
+    temperature: float = 4.0
+    feature_norm: str = "pixel"
+    lovasz_per_image: bool = False
+    lovasz_classes: str = "present"
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Teachers of a distilled run (``prokd train``): run folders or checkpoints."""
+
+    teachers: tuple[str, ...] = ()
+    weighting: str = "uniform"
+    soft_target_cache: bool = False  # teacher outputs computed once and reused
+    augmented_views: int = 0  # with augmentation: views per slice the cache holds
+    validation_temperature: float = 0.05  # softmax temperature of each strategy's weights
+    confidence_temperature: float = 0.1
+    label_aware_temperature: float = 1.0
+
+    def temperature(self, weighting: str) -> float | None:
+        """The configured temperature of a weighting strategy (``None``: it has none)."""
+        return {
+            "validation": self.validation_temperature,
+            "confidence": self.confidence_temperature,
+            "label-aware": self.label_aware_temperature,
+        }.get(weighting)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """The whole protocol of ``prokd experiment``."""
+
+    teacher: str = "unet-large"
+    limit_teacher: str = "unet-large"
+    student: str = "unet-w8"
+    limit_mode: str = "site"  # one limit-trained teacher per site, or "random"
+    limit_k: int = 3
+    limit_fraction: float = 0.0  # 0: 1 / limit_k
+    # Procedure 2's weightings, one student each; none: procedure 2 (and its limit-trained
+    # teachers) is left out.
+    strategies: tuple[str, ...] = ("uniform", "validation", "confidence", "label-aware")
+    teacher_epochs: int = 0  # 0: train.epochs
+    student_epochs: int = 0  # 0: train.epochs
+    student_augment: bool | None = None  # None: train.augment (students may differ from teachers)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run or experiment."""
+
+    model: str = "unet-w8"
+    data: DataConfig = field(default_factory=DataConfig)
+    preprocess: PreprocessSettings = field(default_factory=PreprocessSettings)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists), for YAML/JSON."""
+        return _plain(asdict(self))
+
+    def replace(self, **sections: Any) -> Config:
+        """A copy with some sections or fields replaced (``train={"epochs": 2}`` merges)."""
+        updates = {}
+        for key, value in sections.items():
+            current = getattr(self, key)
+            if dataclasses.is_dataclass(current) and isinstance(value, dict):
+                value = dataclasses.replace(current, **value)
+            updates[key] = value
+        return dataclasses.replace(self, **updates)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _known(registry: dict[str, Any], what: str) -> tuple[str, typing.Callable[[Any], bool]]:
+    return f"unknown {what} (known: {', '.join(registry)})", lambda v: v in registry
+
+
+def _all_known(registry: dict[str, Any], what: str) -> tuple[str, typing.Callable[[Any], bool]]:
+    return f"unknown {what} (known: {', '.join(registry)})", lambda v: set(v) <= set(registry)
+
+
+CHECKS: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
+    "model": _known(MODELS, "model"),
+    "data.layout": _known(LAYOUTS, "layout"),
+    "data.sources[].layout": _known(LAYOUTS, "layout"),
+    "distill.weighting": _known(WEIGHTINGS, "teacher weighting"),
+    "experiment.teacher": (
+        f"unknown model (known: {', '.join(MODELS)}; or a volume teacher: taps, a .yaml "
+        "spec, an exported .onnx/.ts slice model, module:function)",
+        lambda v: v in MODELS or is_volume_teacher(v),
+    ),
+    "experiment.limit_teacher": _known(MODELS, "model"),
+    "experiment.student": _known(MODELS, "model"),
+    "experiment.strategies": _all_known(WEIGHTINGS, "teacher weighting"),
+    "train.epochs": ("must be at least 1", lambda v: v >= 1),
+    "train.batch_size": ("must be at least 1", lambda v: v >= 1),
+    "train.lr": ("must be positive", lambda v: v > 0),
+    "train.weight_decay": ("must be >= 0", lambda v: v >= 0),
+    "train.patience": ("must be at least 1", lambda v: v >= 1),
+    "train.slices_per_epoch": ("must be >= 0", lambda v: v >= 0),
+    "train.foreground_fraction": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
+    "train.threads": ("must be >= 0", lambda v: v >= 0),
+    "train.unlabelled_share": ("must be in [0, 1)", lambda v: 0 <= v < 1),
+    "split.labelled_per_site": ("must be >= 0", lambda v: v >= 0),
+    "distill.validation_temperature": ("must be positive", lambda v: v > 0),
+    "distill.confidence_temperature": ("must be positive", lambda v: v > 0),
+    "distill.label_aware_temperature": ("must be positive", lambda v: v > 0),
+    "loss.temperature": ("must be positive", lambda v: v > 0),
+    "loss.feature_norm": ("must be 'pixel' or 'channel'", lambda v: v in ("pixel", "channel")),
+    "loss.lovasz_classes": ("must be 'present' or 'all'", lambda v: v in ("present", "all")),
+    "loss.dice": ("must be >= 0", lambda v: v >= 0),
+    "loss.lovasz": ("must be >= 0", lambda v: v >= 0),
+    "loss.kl": ("must be >= 0", lambda v: v >= 0),
+    "loss.feature": ("must be >= 0", lambda v: v >= 0),
+    "distill.augmented_views": ("must be >= 0", lambda v: v >= 0),
+    "experiment.limit_mode": ("must be 'site' or 'random'", lambda v: v in ("site", "random")),
+    "experiment.limit_k": ("must be at least 1", lambda v: v >= 1),
+    "experiment.limit_fraction": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
+    "experiment.teacher_epochs": ("must be >= 0", lambda v: v >= 0),
+    "experiment.student_epochs": ("must be >= 0", lambda v: v >= 0),
+}
+
+
+def _type_name(kind: Any) -> str:
+    return getattr(kind, "__name__", str(kind))
+
+
+def _convert(value: Any, kind: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``kind``; return it converted."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(kind)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if origin is tuple:
+        args = typing.get_args(kind)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {len(value)}")
+        return tuple(
+            _convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, f"{key}.")
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {_type_name(kind)}")
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{prefix}{missing[0]}: missing (required here)")
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if key not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"{path}: unknown key (known here: {known})")
+        kind = hints[key]
+        if dataclasses.is_dataclass(kind):
+            kwargs[key] = _build(kind, value, f"{path}.")
+        else:
+            kwargs[key] = _convert(value, kind, path)
+            check = CHECKS.get(re.sub(r"\[\d+\]", "[]", path))
+            if check and kwargs[key] is not None:
+                message, ok = check
+                if not ok(kwargs[key]):
+                    raise ConfigError(f"{path}: {message}, got {value!r}")
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any] | None) -> Config:
+    """Validated :class:`Config` from a (possibly partial) nested dict."""
+    return _build(Config, values or {}, "")
+
+
+def given_keys(values: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of every leaf key a (nested) config mapping sets."""
+    keys = []
+    for key, value in (values or {}).items() if isinstance(values, dict) else ():
+        if isinstance(value, dict) and value:
+            keys += given_keys(value, f"{prefix}{key}.")
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def load_config(path: str | Path, ignored: typing.Sequence[str] = ()) -> Config:
+    """Read and validate a YAML config.
+
+    Args:
+        path: the YAML file.
+        ignored: key prefixes the calling command does not use; keys the file sets under
+            them are reported as :class:`~prokd.errors.DataWarning` (one per key).
+
+    Raises:
+        ConfigError: ``<path>: <key>: <problem>`` for missing files, YAML errors, unknown keys,
+            wrong types and impossible values.
+    """
+    path = Path(path)
+    values = read_yaml(path, "config file")
+    try:
+        config = config_from_dict(values)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    unused = [
+        key
+        for key in given_keys(values)
+        if any(key == prefix or key.startswith(f"{prefix}.") for prefix in ignored)
+    ]
+    warn_all(f"{path}: {key} is ignored by this command" for key in unused)
+    return config
+
+
+def save_config(config: Config, path: str | Path) -> Path:
+    """Write the resolved config as YAML (atomically)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return path

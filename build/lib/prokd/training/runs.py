@@ -1,0 +1,212 @@
+"""Run folders: data preparation from a config, and the metadata every run records."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from prokd.data.cache import PreprocessCache, PreprocessedVolume
+from prokd.data.layouts import Case, find_cases, unlabelled_cases
+from prokd.data.splits import (
+    Split,
+    held_out_case,
+    held_out_site,
+    hold_back_labels,
+    split_by_site,
+)
+from prokd.distill.volume_teachers import VolumeTeacher, slice_grid_probabilities
+from prokd.errors import ConfigError
+from prokd.io_atomic import atomic_path
+from prokd.training.config import Config, SourceConfig, load_config, save_config
+
+PACKAGES = ("torch", "monai", "numpy", "SimpleITK", "nibabel", "scipy", "onnxruntime", "prokd")
+
+
+def default_cache_dir() -> Path:
+    """``$PROKD_CACHE``, else ``~/.cache/prokd``."""
+    return Path(os.environ.get("PROKD_CACHE", Path.home() / ".cache" / "prokd"))
+
+
+@dataclass
+class PreparedData:
+    """Cases, their split, and a loader of preprocessed volumes.
+
+    ``unlabelled`` are the volumes of the ``data.unlabelled`` folders; together with the
+    split's held-back training cases they are the unlabelled data of distilled students.
+    """
+
+    layout: str
+    cases: list[Case]
+    split: Split
+    cache: PreprocessCache
+    config: Config
+    unlabelled: list[Case]
+
+    def volumes(
+        self, case_ids: tuple[str, ...] | list[str], desc: str = "preprocess"
+    ) -> list[PreprocessedVolume]:
+        """Preprocessed volumes of the given cases (cached on disk)."""
+        by_id = {c.case_id: c for c in self.cases}
+        ids = list(case_ids)
+        return [
+            self.cache.load(by_id[i], self.config.preprocess)
+            for i in tqdm(ids, desc=desc, unit="case", leave=False, disable=len(ids) < 4)
+        ]
+
+    def unlabelled_volumes(self) -> list[PreprocessedVolume]:
+        """Held-back training cases (masks dropped) and the unlabelled folders' volumes."""
+        held = [v.without_mask() for v in self.volumes(self.split.unlabelled, "preprocess")]
+        ids = [c.case_id for c in self.unlabelled]
+        disable = len(ids) < 4
+        return held + [
+            self.cache.load(c, self.config.preprocess)
+            for c in tqdm(self.unlabelled, desc="unlabelled", leave=False, disable=disable)
+        ]
+
+    def case(self, case_id: str) -> Case:
+        """The manifest entry of a case id (labelled, or from an unlabelled folder)."""
+        return next(c for c in [*self.cases, *self.unlabelled] if c.case_id == case_id)
+
+    def with_teacher_maps(
+        self, volumes: list[PreprocessedVolume], teachers: list[VolumeTeacher]
+    ) -> list[PreprocessedVolume]:
+        """The volumes carrying every volume teacher's probabilities on their slice grid
+        (computed once per volume and teacher, then read from the cache)."""
+        settings = self.config.preprocess
+        return [
+            v.with_teacher_maps(
+                [
+                    slice_grid_probabilities(t, self.case(v.case_id), settings, self.cache.root)
+                    for t in teachers
+                ]
+            )
+            for v in tqdm(volumes, desc="volume teachers", unit="case", leave=False)
+        ]
+
+
+def source_cases(source: SourceConfig) -> list[Case]:
+    """The cases of one ``data.sources`` entry: labelled (its layout's cases) or not (every
+    image volume, masks unused). A source with a ``site`` puts all its cases in that site,
+    their ids prefixed with it.
+
+    Raises:
+        DataError: unreadable folder or layout.
+    """
+    cases = (
+        find_cases(source.root, source.layout)[1]
+        if source.labelled
+        else unlabelled_cases(source.root, source.channel)
+    )
+    if source.site is None:
+        return cases
+    return [
+        replace(
+            c,
+            case_id=f"{source.site}/{c.case_id}",
+            site=source.site,
+            group=f"{source.site}/{c.patient}",
+        )
+        for c in cases
+    ]
+
+
+def prepare_data(config: Config, data_root: str | None = None) -> PreparedData:
+    """Find the cases of the configured dataset, split them, and list the unlabelled volumes.
+
+    Raises:
+        ConfigError: no data folder given in the config or on the command line, or an
+            unknown ``split.test_site``.
+        DataError: unreadable dataset or unlabelled folder.
+    """
+    root = data_root or config.data.root
+    sources = config.data.sources
+    if not root and not any(source.labelled for source in sources):
+        raise ConfigError(
+            "data.root is not set: give --data DIR, set data.root, or add a labelled "
+            "data.sources entry"
+        )
+    layout, cases = find_cases(root, config.data.layout) if root else ("sources", [])
+    cases += [case for source in sources if source.labelled for case in source_cases(source)]
+    s = config.split
+    if s.test_site is not None and s.test_case is not None:
+        raise ConfigError("split: give test_site or test_case, not both")
+    if s.test_site is not None:
+        split = held_out_site(cases, s.test_site, s.val_fraction, s.seed)
+    elif s.test_case is not None:
+        split = held_out_case(cases, s.test_case, s.val_fraction, s.seed)
+    else:
+        split = split_by_site(cases, s.val_fraction, s.test_fraction, s.seed)
+    if s.labelled_per_site:
+        split = hold_back_labels(cases, split, s.labelled_per_site, s.seed)
+    unlabelled = [case for folder in config.data.unlabelled for case in unlabelled_cases(folder)]
+    unlabelled += [c for source in sources if not source.labelled for c in source_cases(source)]
+    ids = [c.case_id for c in cases + unlabelled]
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i in ids if ids.count(i) > 1)
+        raise ConfigError(
+            f"data: case id {duplicate!r} comes from two folders; give the sources a site name"
+        )
+    cache = PreprocessCache(config.data.cache_dir or default_cache_dir())
+    return PreparedData(layout, cases, split, cache, config, unlabelled)
+
+
+def git_commit() -> str | None:
+    """Commit of the prokd source tree, if it is a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment() -> dict[str, Any]:
+    """Versions and machine facts recorded in every run folder."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    import torch
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "git_commit": git_commit(),
+        "packages": versions,
+        "argv": sys.argv,
+    }
+
+
+def saved_config_differs(run_dir: Path, config: Config) -> bool:
+    """Whether ``run_dir`` holds a ``config.yaml`` other than ``config``, both resolved (a
+    file written before a setting existed reads with that setting's default)."""
+    saved = Path(run_dir) / "config.yaml"
+    return saved.exists() and load_config(saved).to_dict() != config.to_dict()
+
+
+def write_run_metadata(run_dir: Path, config: Config, data: PreparedData) -> None:
+    """Resolved config, split and environment into ``run_dir``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    data.split.save(run_dir / "split.json")
+    with atomic_path(run_dir / "environment.json") as tmp:
+        tmp.write_text(json.dumps({**environment(), "data_layout": data.layout}, indent=1))

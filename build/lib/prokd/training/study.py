@@ -1,0 +1,326 @@
+"""``prokd study``: a grid of regimes x seeds, one experiment per cell, and the evidence.
+
+A study file names a base experiment config, the seeds, and the regimes (each a set of
+overrides of the base config, and optionally its own ``seeds``), and may name pools: groups
+of regimes summarised together (the folds of a leave-one-case-out design). Every cell is a
+whole ``prokd experiment`` in ``<out>/<regime>/seed<N>``; finished cells are skipped and an
+interrupted one resumes. A step that would train the same model as a finished step of
+another cell under ``<out>`` (equal network, data, seed and settings; see
+``Experiment.step_key``) is copied instead. The summary gives, per regime, mean ± std over
+seeds of test Dice for every model, and paired per-volume comparisons pooled over seeds
+(Wilcoxon signed-rank, bootstrap 95% CI).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from prokd.errors import ConfigError, ProkdError
+from prokd.evaluation.bench import VOLUME_SLICES, bench_model, bench_subject, cpu_model
+from prokd.evaluation.stats import paired_comparison
+from prokd.evaluation.study_report import write_study_report
+from prokd.io_atomic import atomic_path
+from prokd.training.config import Config, config_from_dict, load_config
+from prokd.training.experiment import COMPARISONS, case_dice, paired_scores, run_experiment
+from prokd.yaml_files import read_yaml
+
+STUDY_KEYS = ("base", "seeds", "regimes", "pools", "description")
+CELL_TIME = "cell_seconds.json"  # wall time of the invocation that finished the cell
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One experiment of the grid: a regime's config with one seed."""
+
+    regime: str
+    seed: int
+    config: Config
+
+    @property
+    def folder(self) -> str:
+        """The cell's folder inside the study folder."""
+        return f"{self.regime}/seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class Study:
+    """A parsed study file."""
+
+    path: Path
+    description: str
+    base: Path
+    seeds: tuple[int, ...]
+    cells: tuple[Cell, ...]
+    pools: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def regimes(self) -> list[str]:
+        """Regime names in the file's order."""
+        return list(dict.fromkeys(c.regime for c in self.cells))
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study file; every regime's config is validated up front.
+
+    Raises:
+        ConfigError: ``<path>: <key>: <problem>`` for a missing file, bad YAML, unknown keys,
+            no seeds or regimes, or a regime whose overrides make an invalid config.
+    """
+    path = Path(path)
+    values = read_yaml(path, "study file")
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping with base, seeds and regimes")
+    unknown = sorted(set(values) - set(STUDY_KEYS))
+    if unknown:
+        raise ConfigError(f"{path}: {unknown[0]}: unknown key (known: {', '.join(STUDY_KEYS)})")
+    if "base" not in values:
+        raise ConfigError(f"{path}: base: missing (the experiment config the regimes change)")
+    base = path.parent / str(values["base"])
+    load_config(base)  # a clear error for a missing or invalid base
+    base_values = read_yaml(base, "base config")
+    seeds = values.get("seeds")
+    _check_seeds(seeds, f"{path}: seeds")
+    regimes = values.get("regimes")
+    if not (isinstance(regimes, dict) and regimes):
+        raise ConfigError(f"{path}: regimes: expected a mapping of name -> config overrides")
+    cells = []
+    for name, overrides in regimes.items():
+        if not isinstance(overrides, dict | type(None)):
+            raise ConfigError(f"{path}: regimes.{name}: expected a mapping of config overrides")
+        overrides = dict(overrides or {})
+        regime_seeds = overrides.pop("seeds", seeds)  # a regime may run fewer seeds
+        _check_seeds(regime_seeds, f"{path}: regimes.{name}.seeds")
+        merged = _merge(base_values or {}, overrides)
+        for seed in regime_seeds:
+            seeded = _merge(merged, {"split": {"seed": seed}, "train": {"seed": seed}})
+            try:
+                config = config_from_dict(seeded)
+            except ConfigError as err:
+                raise ConfigError(f"{path}: regimes.{name}: {err}") from None
+            cells.append(Cell(str(name), seed, config))
+    pools = _pools(values.get("pools") or {}, [str(name) for name in regimes], path)
+    description = str(values.get("description", ""))
+    return Study(path, description, base, tuple(seeds), tuple(cells), pools)
+
+
+def _check_seeds(seeds: Any, where: str) -> None:
+    if not (isinstance(seeds, list) and seeds and all(type(s) is int for s in seeds)):
+        raise ConfigError(f"{where}: expected a non-empty list of integers, got {seeds!r}")
+
+
+def _pools(values: Any, regimes: list[str], path: Path) -> dict[str, tuple[str, ...]]:
+    """Pool name -> its regimes (summarised together, e.g. the folds of a cross-validation).
+
+    Raises:
+        ConfigError: not a mapping of names to lists of known regimes, or a name that is
+            also a regime's.
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: pools: expected a mapping of name -> list of regimes")
+    pools = {}
+    for name, members in values.items():
+        if not (isinstance(members, list) and members):
+            raise ConfigError(f"{path}: pools.{name}: expected a non-empty list of regimes")
+        unknown = [m for m in members if m not in regimes]
+        if unknown:
+            raise ConfigError(f"{path}: pools.{name}: unknown regime {unknown[0]!r}")
+        if name in regimes:
+            raise ConfigError(f"{path}: pools.{name}: a regime has that name")
+        pools[str(name)] = tuple(members)
+    return pools
+
+
+def _finished(cell_dir: Path) -> dict[str, Any] | None:
+    results = cell_dir / "results.json"
+    return json.loads(results.read_text()) if results.exists() else None
+
+
+def run_study(
+    study: Study,
+    out: str | Path,
+    data_root: str | None = None,
+    progress: bool = True,
+    jobs: int = 1,
+    publish: str | Path | None = None,
+    run_cells: bool = True,
+    command: str = "run_study()",
+) -> dict[str, Any]:
+    """Run every unfinished cell (unless ``run_cells`` is false), then summarise the finished
+    cells into ``<out>/study.json``, ``study.md`` and plots; with ``publish``, also as
+    ``<publish>/<study name>.md`` (JSON and figures beside it); ``command`` is how the
+    summary says it was made. Returns the summary.
+
+    Raises:
+        ProkdError: no cell has finished.
+    """
+    out = Path(out)
+    started = time.perf_counter()
+    for index, cell in enumerate(study.cells if run_cells else ()):
+        cell_dir = out / cell.folder
+        if _finished(cell_dir) is None:
+            if progress:
+                print(f"study cell {index + 1}/{len(study.cells)}: {cell.folder}", flush=True)
+            tick = time.perf_counter()
+            others = tuple(p for p in sorted(out.glob("*/seed*")) if p != cell_dir)
+            run_experiment(cell.config, cell_dir, data_root, progress, jobs=jobs, reuse_from=others)
+            with atomic_path(cell_dir / CELL_TIME) as tmp:
+                tmp.write_text(json.dumps({"seconds": time.perf_counter() - tick}))
+    summary = summarise_study(study, out)
+    if not summary["regimes"]:
+        raise ProkdError(f"{out}: no finished cell to summarise")
+    summary["latency"] = student_latency(summary)
+    summary["command"] = command
+    summary["machine"] = f"{cpu_model()}, {os.cpu_count()} cores"
+    summary["seconds_this_session"] = time.perf_counter() - started
+    write_study_report(summary, out)
+    if publish is not None:
+        write_study_report(summary, publish, study.path.stem)
+    return summary
+
+
+def student_latency(summary: dict[str, Any], runs: int = 10) -> dict[str, Any]:
+    """onnxruntime ms per volume of every regime's student network, measured side by side in
+    this process with the machine's threads (weights do not change the cost)."""
+    students = sorted({r["config"]["experiment"]["student"] for r in summary["regimes"].values()})
+    sizes = {r["config"]["preprocess"]["size"] for r in summary["regimes"].values()}
+    threads = torch.get_num_threads()
+    rows = {
+        f"{name}@{size}": bench_model(bench_subject(name), size, threads, runs)
+        for name in students
+        for size in sorted(sizes)
+    }
+    return {
+        "threads": threads,
+        "cpu": cpu_model(),
+        "volume_slices": VOLUME_SLICES,
+        "ms_per_volume": {k: r["onnx_volume"]["median_ms"] for k, r in rows.items()},
+        "params": {k: r["params"] for k, r in rows.items()},
+    }
+
+
+def summarise_study(study: Study, out: Path) -> dict[str, Any]:
+    """Per regime: mean ± std over seeds of every model's test Dice, and pooled paired
+    comparisons over (seed, volume) pairs; per pool (regimes named together in the study
+    file, such as the folds of a leave-one-case-out design) the same over all its cells;
+    from the cells' stored results only."""
+    regimes = {}
+    for regime in study.regimes:
+        summary = _summarise_cells([c for c in study.cells if c.regime == regime], out)
+        if summary is not None:
+            regimes[regime] = summary
+    for name, members in study.pools.items():
+        summary = _summarise_cells([c for c in study.cells if c.regime in members], out)
+        if summary is not None:
+            regimes[name] = {**summary, "pooled_from": list(members)}
+    # A tuning pick compares pools (a setting over all its folds) when the study has any.
+    scored = {
+        n: r["selection_val_dice"]
+        for n, r in regimes.items()
+        if r["selection_val_dice"] is not None and ("pooled_from" in r) == bool(study.pools)
+    }
+    return {
+        "study": str(study.path),
+        "best_on_validation": max(scored, key=scored.get) if scored else None,
+        "description": study.description,
+        "seeds": list(study.seeds),
+        "regimes": regimes,
+        "regimes_not_run": [r for r in study.regimes if r not in regimes],
+    }
+
+
+def _summarise_cells(cells: list[Cell], out: Path) -> dict[str, Any] | None:
+    """Mean ± std over the finished cells of every model's test Dice, and paired comparisons
+    pooled over (cell, volume) pairs; ``None`` when no cell has finished."""
+    results = {c.folder: _finished(out / c.folder) for c in cells}
+    done = {folder: r for folder, r in results.items() if r is not None}
+    if not done:
+        return None
+    models: dict[str, list[float]] = {}
+    validation: dict[str, list[float]] = {}
+    for r in done.values():
+        for row in r["rows"]:
+            models.setdefault(row["model"], []).append(row["dice"]["mean"])
+            if row["val_dice"] is not None:
+                validation.setdefault(row["model"], []).append(row["val_dice"])
+    chosen = [r["strategy_selected_on_validation"] for r in done.values()]
+    pooled_scores: dict[str, tuple[list[float], list[float]]] = {}
+    for folder, r in done.items():
+        evaluation = out / folder / "evaluation"
+        dice = {row["model"]: case_dice(evaluation / row["model"]) for row in r["rows"]}
+        pairs = paired_scores(dice, r["strategy_selected_on_validation"])
+        for label, (_, _, a, b) in pairs.items():
+            pooled = pooled_scores.setdefault(label, ([], []))
+            pooled[0].extend(a)
+            pooled[1].extend(b)
+    pooled = {
+        label: {"a": a, "b": b, **paired_comparison(*pooled_scores[label])}
+        for label, a, b in COMPARISONS
+        if label in pooled_scores
+    }
+    gaps = [r["teacher_gap"] for r in done.values()]
+    timed = [out / folder / CELL_TIME for folder in done]
+    seconds = [json.loads(t.read_text())["seconds"] for t in timed if t.exists()]
+    teacher = np.mean(models["teacher"])
+    chosen_rows = [
+        next(row for row in r["rows"] if row["model"] == name)
+        for r, name in zip(done.values(), chosen, strict=True)
+        if name
+    ]
+    chosen_dice = [row["dice"]["mean"] for row in chosen_rows]
+    return {
+        "seeds": sorted({c.seed for c in cells if c.folder in done}),
+        "cells": len(done),
+        "seeds_missing": sorted({c.seed for c in cells if c.folder not in done}),
+        "dice": {m: _mean_std(v) for m, v in models.items()},
+        "val_dice": {m: _mean_std(v) for m, v in validation.items()},
+        "chosen_strategies": chosen,
+        "chosen_p2_dice": _mean_std(chosen_dice) if chosen_dice else None,
+        "chosen_p2_val_dice": _mean_std([row["val_dice"] for row in chosen_rows])
+        if chosen_rows
+        else None,
+        "chosen_p2_over_teacher": float(np.mean(chosen_dice) / teacher) if chosen_dice else None,
+        "selection_val_dice": _selection_val_dice(chosen_rows, validation),
+        "teacher_gap": _mean_std(gaps),
+        "comparisons": pooled,
+        "cell_seconds": sum(seconds),
+        "config": next(iter(done.values()))["config"],
+    }
+
+
+def _selection_val_dice(
+    chosen_rows: list[dict[str, Any]], validation: dict[str, list[float]]
+) -> float | None:
+    """Mean validation Dice of the distilled student a tuning study compares: procedure 2's
+    validation-chosen student, or procedure 1's where procedure 2 is off."""
+    if chosen_rows:
+        return float(np.mean([row["val_dice"] for row in chosen_rows]))
+    p1 = validation.get("student-kd-p1")
+    return float(np.mean(p1)) if p1 else None
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    array = np.asarray(values, dtype=float)
+    return {
+        "mean": float(array.mean()),
+        "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
+        "n": len(array),
+    }
