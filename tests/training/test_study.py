@@ -79,6 +79,9 @@ def test_tiny_study_runs_resumes_and_reports(tmp_path_factory, tmp_path, capsys)
     report = (out / "study.md").read_text()
     assert "| one-labelled | 2 |" in report and "chosen p2 vs uniform" in report
     assert "Wall time of the cells" in report and "Validation Dice (best epoch" in report
+    assert "HD95 (mm) per test volume" in report and "Seconds per test volume" in report
+    for metric in ("hd95", "assd", "seconds"):
+        assert small[metric]["student-kd-p1"]["n"] == 2
     assert (out / "study_figures" / "study_dice.png").stat().st_size > 0
     assert (out / "study_figures" / "pareto.png").stat().st_size > 0
     assert json.loads((out / "study.json").read_text())["command"] == "run_study()"

@@ -45,6 +45,15 @@ def dice_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def metric_table(summary: dict[str, Any], metric: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: per regime, mean ± std over its cells of each model's ``metric``
+    (``hd95``, ``assd`` or ``seconds``)."""
+    regimes = summary["regimes"]
+    models = list(dict.fromkeys(m for r in regimes.values() for m in _models(r)))
+    rows = [[name, *[_pm(r[metric].get(m)) for m in models]] for name, r in regimes.items()]
+    return ["regime", *models], rows
+
+
 def validation_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows: per regime, mean ± std over seeds of each model's validation Dice
     (what tuning compares: never the test columns)."""
@@ -104,6 +113,20 @@ def write_study_report(summary: dict[str, Any], out: str | Path, name: str = "st
             if summary["regimes_not_run"]
             else []
         ),
+        "HD95 (mm) per test volume, mean per cell, then mean ± std over cells:",
+        "",
+        markdown_table(*metric_table(summary, "hd95")),
+        "",
+        "ASSD (mm):",
+        "",
+        markdown_table(*metric_table(summary, "assd")),
+        "",
+        "Seconds per test volume: each model's prediction with its preprocessing (reading "
+        "and writing excluded), every model of a cell in one process with the same threads; "
+        "a volume model's is its whole pipeline; a student's runs in torch:",
+        "",
+        markdown_table(*metric_table(summary, "seconds")),
+        "",
         "Validation Dice (best epoch of each run; what model selection and tuning read):",
         "",
         markdown_table(*validation_table(summary)),

@@ -256,9 +256,13 @@ def _summarise_cells(cells: list[Cell], out: Path) -> dict[str, Any] | None:
         return None
     models: dict[str, list[float]] = {}
     validation: dict[str, list[float]] = {}
+    other: dict[str, dict[str, list[float]]] = {"hd95": {}, "assd": {}, "seconds": {}}
     for r in done.values():
         for row in r["rows"]:
             models.setdefault(row["model"], []).append(row["dice"]["mean"])
+            for metric in ("hd95", "assd"):
+                other[metric].setdefault(row["model"], []).append(row[metric]["mean"])
+            other["seconds"].setdefault(row["model"], []).append(row["seconds_per_volume"])
             if row["val_dice"] is not None:
                 validation.setdefault(row["model"], []).append(row["val_dice"])
     chosen = [r["strategy_selected_on_validation"] for r in done.values()]
@@ -291,6 +295,9 @@ def _summarise_cells(cells: list[Cell], out: Path) -> dict[str, Any] | None:
         "cells": len(done),
         "seeds_missing": sorted({c.seed for c in cells if c.folder not in done}),
         "dice": {m: _mean_std(v) for m, v in models.items()},
+        # HD95 and ASSD in mm, seconds per test volume (prediction with preprocessing, every
+        # model in one process with the same threads): mean ± std over cells
+        **{key: {m: _mean_std(v) for m, v in values.items()} for key, values in other.items()},
         "val_dice": {m: _mean_std(v) for m, v in validation.items()},
         "chosen_strategies": chosen,
         "chosen_p2_dice": _mean_std(chosen_dice) if chosen_dice else None,
