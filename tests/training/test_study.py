@@ -172,3 +172,4 @@ def test_cells_reuse_steps_that_train_the_same_model(tmp_path_factory, tmp_path)
         )
     assert summary["best_on_validation"] == "both"  # with pools, a tuning pick compares them
     assert "Pool of the regimes base, warmer" in (out / "study.md").read_text()
+    assert "both " not in (out / "study.md").read_text().split("Wall time of the cells")[1]

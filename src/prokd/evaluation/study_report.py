@@ -174,8 +174,8 @@ def write_study_report(summary: dict[str, Any], out: str | Path, name: str = "st
             f"![Pareto]({pareto.relative_to(out)})",
             "",
         ]
-    regimes = summary["regimes"]
-    total = sum(r["cell_seconds"] for r in regimes.values())
+    regimes = {n: r for n, r in summary["regimes"].items() if "pooled_from" not in r}
+    total = sum(r["cell_seconds"] for r in regimes.values())  # a pool repeats its regimes
     per_regime = ", ".join(f"{n} {r['cell_seconds'] / 60:.0f} min" for n, r in regimes.items())
     lines += [
         f"Wall time of the cells: {total / 3600:.2f} h in all ({per_regime}); each cell is "
