@@ -1,1 +1,0 @@
-"""Data layer: volume I/O, dataset layouts, validation, phantom, preprocessing, slices, splits."""

@@ -1,1 +1,0 @@
-"""Distillation from one or several teachers: teacher ensembles and weighting strategies."""

@@ -1,1 +1,0 @@
-"""Evaluation: per-volume metrics, evaluation per site, benchmarks, plots and reports."""

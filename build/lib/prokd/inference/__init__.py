@@ -1,1 +1,0 @@
-"""Inference: trained models, slice prediction, segmentation of files, post-processing, export."""

@@ -1,1 +1,0 @@
-"""Losses: Lovász-softmax, KL and feature distillation, and the composite training loss."""

@@ -1,1 +1,0 @@
-"""Training: configs, run folders, the training loop, checkpoints and the experiment protocol."""
