@@ -7,7 +7,6 @@ How each was made, on which data and with which results: ``docs/model-card.md``.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from prokd.errors import ProkdError
@@ -51,22 +50,17 @@ def bundled_table(names: list[str] | None = None) -> str:
     Raises:
         ProkdError: an unknown name or a missing file.
     """
-    import json
-
-    import onnx
+    from prokd.inference.model_files import load_model_file
+    from prokd.models.profile import onnx_parameters
 
     lines = ["bundled models (use the name as MODEL in predict, evaluate, bench):"]
     for name in names or list(BUNDLED):
-        path = bundled_path(name)
-        model = onnx.load(str(path))
-        meta = json.loads({p.key: p.value for p in model.metadata_props}["prokd"])
-        params = sum(math.prod(t.dims) for t in model.graph.initializer)
-        pre = meta["preprocess"]
+        loaded = load_model_file(bundled_path(name))
+        pre = loaded.settings
         lines.append(
-            f"{name:<12} {meta['model']}, {params:,} parameters, "
-            f"{path.stat().st_size / 1e6:.1f} MB; slices {pre['size']}x{pre['size']} over "
-            f"{pre['fov_mm']:g} mm, {2 * pre.get('context_slices', 0) + 1} input channel(s), "
-            f"{pre.get('normalise', 'zscore')} intensities"
+            f"{name:<12} {loaded.name}, {onnx_parameters(loaded.path):,} parameters, "
+            f"{loaded.path.stat().st_size / 1e6:.1f} MB; slices {pre.size}x{pre.size} over "
+            f"{pre.fov_mm:g} mm, {pre.channels} input channel(s), {pre.normalise} intensities"
         )
         lines.append(f"{'':<12} {BUNDLED[name]}")
     return "\n".join(lines)

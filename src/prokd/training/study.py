@@ -290,6 +290,9 @@ def _summarise_cells(cells: list[Cell], out: Path) -> dict[str, Any] | None:
         if name
     ]
     chosen_dice = [row["dice"]["mean"] for row in chosen_rows]
+    chosen_val = _mean_std([row["val_dice"] for row in chosen_rows]) if chosen_rows else None
+    p1_val = _mean_std(validation["student-kd-p1"]) if "student-kd-p1" in validation else None
+    selection = chosen_val or p1_val  # procedure 2's chosen student; procedure 1's if it is off
     return {
         "seeds": sorted({c.seed for c in cells if c.folder in done}),
         "cells": len(done),
@@ -301,27 +304,14 @@ def _summarise_cells(cells: list[Cell], out: Path) -> dict[str, Any] | None:
         "val_dice": {m: _mean_std(v) for m, v in validation.items()},
         "chosen_strategies": chosen,
         "chosen_p2_dice": _mean_std(chosen_dice) if chosen_dice else None,
-        "chosen_p2_val_dice": _mean_std([row["val_dice"] for row in chosen_rows])
-        if chosen_rows
-        else None,
+        "chosen_p2_val_dice": chosen_val,
         "chosen_p2_over_teacher": float(np.mean(chosen_dice) / teacher) if chosen_dice else None,
-        "selection_val_dice": _selection_val_dice(chosen_rows, validation),
+        "selection_val_dice": selection["mean"] if selection else None,
         "teacher_gap": _mean_std(gaps),
         "comparisons": pooled,
         "cell_seconds": sum(seconds),
         "config": next(iter(done.values()))["config"],
     }
-
-
-def _selection_val_dice(
-    chosen_rows: list[dict[str, Any]], validation: dict[str, list[float]]
-) -> float | None:
-    """Mean validation Dice of the distilled student a tuning study compares: procedure 2's
-    validation-chosen student, or procedure 1's where procedure 2 is off."""
-    if chosen_rows:
-        return float(np.mean([row["val_dice"] for row in chosen_rows]))
-    p1 = validation.get("student-kd-p1")
-    return float(np.mean(p1)) if p1 else None
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:
