@@ -11,6 +11,15 @@ import SimpleITK as sitk
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def assert_same_grid(mask: sitk.Image, image: sitk.Image) -> None:
+    """A predicted mask is uint8 0/1 on exactly the image's grid."""
+    assert mask.GetPixelID() == sitk.sitkUInt8 and mask.GetSize() == image.GetSize()
+    np.testing.assert_allclose(mask.GetSpacing(), image.GetSpacing(), atol=1e-6)
+    np.testing.assert_allclose(mask.GetOrigin(), image.GetOrigin(), atol=1e-6)
+    np.testing.assert_allclose(mask.GetDirection(), image.GetDirection(), atol=1e-6)
+    assert set(np.unique(sitk.GetArrayFromImage(mask))) <= {0, 1}
+
+
 def make_volume(
     array: np.ndarray,
     spacing=(0.5, 0.5, 3.0),

@@ -11,7 +11,7 @@ from prokd.cli import main
 from prokd.errors import ProkdError
 from prokd.evaluation.metrics import dice_score
 from prokd.inference.bundled import BUNDLED, bundled_path, resolve_model_path
-from tests.conftest import make_volume
+from tests.conftest import assert_same_grid, make_volume
 
 MAX_BYTES = 5_000_000
 
@@ -58,12 +58,7 @@ def test_predict_by_name_keeps_the_input_geometry_without_torch(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path
     )
     assert run.stdout.split()[-2:] == ["0", "False"], run.stderr
-    mask = sitk.ReadImage(str(out))
-    assert mask.GetPixelID() == sitk.sitkUInt8 and mask.GetSize() == image.GetSize()
-    np.testing.assert_allclose(mask.GetSpacing(), image.GetSpacing(), atol=1e-6)
-    np.testing.assert_allclose(mask.GetOrigin(), image.GetOrigin(), atol=1e-6)
-    np.testing.assert_allclose(mask.GetDirection(), image.GetDirection(), atol=1e-6)
-    assert set(np.unique(sitk.GetArrayFromImage(mask))) <= {0, 1}
+    assert_same_grid(sitk.ReadImage(str(out)), image)
 
 
 def test_predict_a_real_scan_by_name(shared_data, tmp_path):

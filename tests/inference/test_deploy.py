@@ -19,7 +19,7 @@ from prokd.inference.predict import predict_volume
 from prokd.inference.trained import model_payload
 from prokd.models import build_model
 from prokd.training.checkpoints import save_checkpoint
-from tests.conftest import ball_case, make_volume, tiny_phantom, write
+from tests.conftest import assert_same_grid, ball_case, make_volume, tiny_phantom, write
 
 SETTINGS = PreprocessSettings(size=64, fov_mm=128.0)
 
@@ -51,13 +51,7 @@ def test_predict_writes_mask_with_exact_input_geometry_oblique(checkpoint, tmp_p
     sitk.WriteImage(image, str(source))
     out = tmp_path / "out" / "mask.nii.gz"
     assert main(["predict", str(checkpoint), str(source), str(out), "--probabilities"]) == 0
-    mask = sitk.ReadImage(str(out))
-    assert mask.GetPixelID() == sitk.sitkUInt8
-    assert mask.GetSize() == image.GetSize()
-    np.testing.assert_allclose(mask.GetSpacing(), image.GetSpacing(), atol=1e-6)
-    np.testing.assert_allclose(mask.GetOrigin(), image.GetOrigin(), atol=1e-6)
-    np.testing.assert_allclose(mask.GetDirection(), image.GetDirection(), atol=1e-6)
-    assert set(np.unique(sitk.GetArrayFromImage(mask))) <= {0, 1}
+    assert_same_grid(sitk.ReadImage(str(out)), image)
     probabilities = sitk.ReadImage(str(tmp_path / "out" / "mask_probabilities.nii.gz"))
     assert probabilities.GetSize() == image.GetSize()
     qc = json.loads((tmp_path / "out" / "mask.qc.json").read_text())
