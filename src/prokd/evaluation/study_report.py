@@ -23,14 +23,21 @@ def _models(regime: dict[str, Any]) -> list[str]:
     return [n for n in FIXED_MODELS if n in names] + p2
 
 
-def dice_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+def metric_table(summary: dict[str, Any], metric: str) -> tuple[list[str], list[list[str]]]:
     """Header and rows: per regime (or pool), mean ± std over its finished cells of each
-    model's test Dice."""
+    model's ``metric`` (``dice``, ``hd95``, ``assd`` or ``seconds``)."""
     regimes = summary["regimes"]
     models = list(dict.fromkeys(m for r in regimes.values() for m in _models(r)))
-    header = ["regime", "cells", "teacher - no-KD", "chosen p2", "chosen / teacher", *models]
+    rows = [[name, *[_pm(r[metric].get(m)) for m in models]] for name, r in regimes.items()]
+    return ["regime", *models], rows
+
+
+def dice_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: per regime (or pool), its cells, the teacher gap, the chosen
+    procedure-2 student and mean ± std over its finished cells of each model's test Dice."""
+    header, per_model = metric_table(summary, "dice")
     rows = []
-    for name, r in regimes.items():
+    for (name, r), models in zip(summary["regimes"].items(), per_model, strict=True):
         ratio = r["chosen_p2_over_teacher"]
         rows.append(
             [
@@ -39,19 +46,17 @@ def dice_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 f"{r['teacher_gap']['mean']:+.3f} ± {r['teacher_gap']['std']:.3f}",
                 _pm(r["chosen_p2_dice"]),
                 "" if ratio is None else f"{ratio:.3f}",
-                *[_pm(r["dice"].get(m)) for m in models],
+                *models[1:],
             ]
         )
-    return header, rows
-
-
-def metric_table(summary: dict[str, Any], metric: str) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: per regime, mean ± std over its cells of each model's ``metric``
-    (``hd95``, ``assd`` or ``seconds``)."""
-    regimes = summary["regimes"]
-    models = list(dict.fromkeys(m for r in regimes.values() for m in _models(r)))
-    rows = [[name, *[_pm(r[metric].get(m)) for m in models]] for name, r in regimes.items()]
-    return ["regime", *models], rows
+    return [
+        "regime",
+        "cells",
+        "teacher - no-KD",
+        "chosen p2",
+        "chosen / teacher",
+        *header[1:],
+    ], rows
 
 
 def validation_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
