@@ -170,6 +170,7 @@ def _predict(args: argparse.Namespace) -> int:
         args.batch_size,
         args.overwrite,
         args.device,
+        args.crop_centre,
     ):
         print(f"{done.mask}: {done.qc.gland_ml:.1f} ml, {done.seconds:.2f} s")
     return 0
@@ -249,6 +250,7 @@ def _protocol_arguments(parser: argparse.ArgumentParser, name: str, what: str) -
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from prokd.data.layouts import LAYOUTS
+    from prokd.data.preprocess import CROP_CENTRES
 
     parser = argparse.ArgumentParser(
         prog="prokd",
@@ -329,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", type=int, help="T2 channel of 4D inputs (e.g. 0 for MSD)")
     p.add_argument("--batch-size", type=int, default=32, help="slices per forward pass")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--crop-centre",
+        choices=CROP_CENTRES,
+        help="centre the slice grid on the image or on the body (default: as the model was "
+        "trained; body for large pelvic fields of view not centred on the prostate)",
+    )
     _device_argument(p)
 
     p = sub.add_parser("evaluate", help="per-volume metrics (Dice, IoU, HD95, ASSD) per site")

@@ -181,6 +181,9 @@ def test_cache_is_keyed_by_the_model_file_the_volume_and_the_grid(tmp_path):
     assert len(list(cache.rglob("*.npy"))) == 3
     slice_grid_probabilities(load_volume_teacher(spec), case, PreprocessSettings(8, 8.0), cache)
     assert len(list(cache.rglob("*.npy"))) == 4  # another grid
+    body = PreprocessSettings(size=16, fov_mm=8.0, crop_centre="body")
+    slice_grid_probabilities(load_volume_teacher(spec), case, body, cache)
+    assert len(list(cache.rglob("*.npy"))) == 5  # another grid placement
 
 
 def test_taps_preset_matches_taps_segment(tmp_path, shared_data):

@@ -1,8 +1,9 @@
 """Per-volume preprocessing to a fixed 2D slice grid, and its exact inverse.
 
 The target grid keeps the (reoriented) slice positions of the volume and resamples each
-axial slice to a square ``size`` x ``size`` grid of ``fov_mm / size`` mm pixels, centred on
-the centre of the image (never on the mask, so nothing leaks from the labels at test time).
+axial slice to a square ``size`` x ``size`` grid of ``fov_mm / size`` mm pixels, centred
+in-plane on the centre of the image or on the centre of the body the image shows (never on
+the mask, so nothing leaks from the labels at test time).
 Both directions are physical-space resamplings with SimpleITK, so orientation, resampling
 and crop/pad are undone by one resampling onto the original grid.
 """
@@ -14,11 +15,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from prokd.data.io import Geometry
 from prokd.errors import ConfigError, warn_all
 
 NORMALISATIONS = ("zscore", "robust")
+CROP_CENTRES = ("image", "body")
 ORIENTATION = "LPS"  # axial: array x runs right->left, y anterior->posterior, z inferior->superior
 
 
@@ -37,6 +40,12 @@ class PreprocessSettings:
         context_slices: neighbouring slices on each side given to the network as extra
             channels (2.5D input: ``2 * context_slices + 1`` channels; 0: plain 2D). The
             stored slices do not depend on it; the slice stack is built when slices are read.
+        crop_centre: where the grid's in-plane centre goes: ``image`` (the centre of the
+            image, right for the usual prostate-centred acquisitions) or ``body`` (the
+            in-plane centroid of the body, found from the image alone, for large pelvic
+            fields of view whose centre need not be the gland's; the intensity statistics
+            then come from the region the grid covers, as with ``robust``, so that the air
+            and anatomy of a wide field do not shift them).
     """
 
     size: int = 128
@@ -44,6 +53,7 @@ class PreprocessSettings:
     clip_percentiles: tuple[float, float] = (0.5, 99.5)
     context_slices: int = 0
     normalise: str = "zscore"
+    crop_centre: str = "image"
 
     def __post_init__(self) -> None:
         if self.size < 8:
@@ -57,6 +67,11 @@ class PreprocessSettings:
             raise ConfigError(
                 f"preprocess.normalise must be one of {', '.join(NORMALISATIONS)}, "
                 f"got {self.normalise!r}"
+            )
+        if self.crop_centre not in CROP_CENTRES:
+            raise ConfigError(
+                f"preprocess.crop_centre must be one of {', '.join(CROP_CENTRES)}, "
+                f"got {self.crop_centre!r}"
             )
         if not 0 <= self.context_slices <= 3:
             raise ConfigError(
@@ -82,13 +97,19 @@ class PreprocessSettings:
 
     def fingerprint(self) -> str:
         """Stable text of the settings that shape the stored slices, for cache keys
-        (``context_slices`` only stacks them when read, so it is left out; ``normalise``,
-        added later, only when it is not the default, so earlier keys stay valid)."""
+        (``context_slices`` only stacks them when read, so it is left out; ``normalise``
+        and ``crop_centre``, added later, only when they are not the default, so earlier
+        keys stay valid)."""
         values = asdict(self)
         del values["context_slices"]
-        if values["normalise"] == "zscore":
-            del values["normalise"]
+        for key, default in (("normalise", "zscore"), ("crop_centre", "image")):
+            if values[key] == default:
+                del values[key]
         return json.dumps(values, sort_keys=True)
+
+    def grid_only(self) -> PreprocessSettings:
+        """These settings less those that change intensities only: what fixes the grid."""
+        return PreprocessSettings(self.size, self.fov_mm, crop_centre=self.crop_centre)
 
 
 def slice_stack(volume: np.ndarray, z: int, context: int) -> np.ndarray:
@@ -98,23 +119,50 @@ def slice_stack(volume: np.ndarray, z: int, context: int) -> np.ndarray:
     return volume[index]
 
 
+BODY_MAP_PIXELS = 64  # in-plane size the body is found at (enough for a centroid)
+
+
+def body_centre_index(oriented: sitk.Image) -> tuple[float, float] | None:
+    """In-plane continuous index (x, y) of the body's centroid in ``oriented``.
+
+    The body is the largest connected region brighter than the volume's Otsu threshold,
+    holes filled slice by slice, on a copy averaged down to about :data:`BODY_MAP_PIXELS`
+    pixels a side. ``None`` when nothing stands out (a constant image).
+    """
+    factor = max(1, max(oriented.GetSize()[:2]) // BODY_MAP_PIXELS)
+    small = sitk.BinShrink(sitk.Cast(oriented, sitk.sitkFloat32), [factor, factor, 1])
+    if float(np.ptp(sitk.GetArrayViewFromImage(small))) == 0:
+        return None
+    bright = sitk.GetArrayFromImage(sitk.OtsuThreshold(small, 0, 1)) > 0
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[1] = ndimage.generate_binary_structure(2, 1)
+    filled = ndimage.binary_fill_holes(bright, structure=in_plane)
+    labels, count = ndimage.label(filled)
+    largest = 1 + int(np.argmax(ndimage.sum_labels(filled, labels, range(1, count + 1))))
+    z, y, x = ndimage.center_of_mass(labels == largest)
+    point = small.TransformContinuousIndexToPhysicalPoint((float(x), float(y), float(z)))
+    centroid = oriented.TransformPhysicalPointToContinuousIndex(point)
+    return float(centroid[0]), float(centroid[1])
+
+
 def target_grid(image: sitk.Image, settings: PreprocessSettings) -> Geometry:
-    """The slice grid of ``image``: reoriented axes, original slices, square in-plane grid."""
+    """The slice grid of ``image``: reoriented axes, original slices, square in-plane grid
+    centred on the image's or the body's centre (``settings.crop_centre``)."""
     oriented = sitk.DICOMOrient(image, ORIENTATION)
     direction = np.array(oriented.GetDirection()).reshape(3, 3)
     size = np.array(oriented.GetSize())
     spacing = np.array(oriented.GetSpacing())
     n, step = settings.size, settings.spacing_mm
-    # Same centre in-plane as the image, same first slice: origin offset in index space.
-    offset = (
-        np.array(
-            [
-                (size[0] - 1) * spacing[0] - (n - 1) * step,
-                (size[1] - 1) * spacing[1] - (n - 1) * step,
-                0.0,
-            ]
-        )
-        / 2.0
+    centre = ((size[0] - 1) / 2.0, (size[1] - 1) / 2.0)
+    if settings.crop_centre == "body":
+        centre = body_centre_index(oriented) or centre
+    # The grid's in-plane centre on that point, same first slice: origin offset in index space.
+    offset = np.array(
+        [
+            centre[0] * spacing[0] - (n - 1) * step / 2.0,
+            centre[1] * spacing[1] - (n - 1) * step / 2.0,
+            0.0,
+        ]
     )
     origin = np.array(oriented.GetOrigin()) + direction @ offset
     return Geometry(
@@ -213,7 +261,8 @@ def preprocess_volume(
         ``None``, and the slice grid (for :func:`to_original_grid`).
     """
     grid = target_grid(image, settings)
-    region = _around_grid(image, grid) if settings.normalise == "robust" else image
+    local = settings.normalise == "robust" or settings.crop_centre == "body"
+    region = _around_grid(image, grid) if local else image
     normalised = normalise_intensity(sitk.GetArrayViewFromImage(region), settings)
     source = _around_grid(Geometry.of(region).apply_to(sitk.GetImageFromArray(normalised)), grid)
     background = float(normalised.min())

@@ -368,16 +368,16 @@ def slice_grid_probabilities(
 ) -> np.ndarray:
     """A teacher's probabilities for one case on the student's slice grid, computed once and
     cached under ``cache_dir`` (float16), keyed by the teacher's fingerprint (its model
-    file's contents), the volume file's contents and the slice grid (the settings' size and
-    field of view: the intensity settings do not change the maps, so they share an entry)."""
-    grid_only = PreprocessSettings(settings.size, settings.fov_mm)
+    file's contents), the volume file's contents and the slice grid (the settings' size, field
+    of view and crop centre: the intensity settings do not change the maps, so they share
+    an entry)."""
     key = hashlib.sha256(
         "\n".join(
             [
                 teacher.fingerprint(),
                 file_sha256(case.image),
                 str(case.image_channel),
-                grid_only.fingerprint(),
+                settings.grid_only().fingerprint(),
             ]
         ).encode()
     ).hexdigest()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -145,16 +145,21 @@ def segment_inputs(
     batch_size: int = 32,
     overwrite: bool = False,
     device: torch.device | str | None = None,
+    crop_centre: str | None = None,
 ) -> Iterator[Segmented]:
     """``prokd predict``: load the model once, then segment every input in turn.
 
     Every output is planned and checked for overwriting before the first prediction. Mask QC
     findings are issued as :class:`~prokd.errors.DataWarning` naming the mask.
+    ``crop_centre`` (``image`` or ``body``) replaces the model's own slice-grid placement.
 
     Raises:
         DataError: unreadable model or input, an existing output without ``overwrite``.
     """
     model = load_model_file(model_path, device)
+    if crop_centre is not None:
+        settings = replace(model.settings, crop_centre=crop_centre)
+        model = replace(model, settings=settings)
     pairs = plan_outputs(source, target)
     check_overwrite(pairs, probabilities, overwrite)
     for volume, mask, layout_channel in pairs:
