@@ -25,6 +25,7 @@ def test_models_lists_the_bundled_model(capsys):
     assert main(["models", "prostate-t2"]) == 0
     out = capsys.readouterr().out
     assert "prostate-t2" in out and "parameters" in out and "MB" in out
+    assert "centred on the image" in out
     assert "unet" not in out.splitlines()[0]  # only the bundled model was asked for
     with pytest.raises(ProkdError, match="bundled: prostate-t2"):
         bundled_path("prostate-t1")

@@ -60,7 +60,8 @@ def bundled_table(names: list[str] | None = None) -> str:
         lines.append(
             f"{name:<12} {loaded.name}, {onnx_parameters(loaded.path):,} parameters, "
             f"{loaded.path.stat().st_size / 1e6:.1f} MB; slices {pre.size}x{pre.size} over "
-            f"{pre.fov_mm:g} mm, {pre.channels} input channel(s), {pre.normalise} intensities"
+            f"{pre.fov_mm:g} mm centred on the {pre.crop_centre}, {pre.channels} input "
+            f"channel(s), {pre.normalise} intensities"
         )
         lines.append(f"{'':<12} {BUNDLED[name]}")
     return "\n".join(lines)
