@@ -34,7 +34,8 @@ from prokd.io_atomic import write_json_and_markdown
 
 def _off_centre(image: sitk.Image, fov_mm: float, shift_mm: float) -> sitk.Image:
     """``image`` padded in-plane with its minimum so that its field of view is ``fov_mm``
-    and its centre lies ``shift_mm`` right of and ``shift_mm / 2`` behind the new centre."""
+    and its centre lies ``shift_mm`` along its x axis and ``shift_mm / 2`` along its y axis
+    from the padded image's centre."""
     size, spacing = np.array(image.GetSize()), np.array(image.GetSpacing())
     extra = np.maximum(fov_mm / spacing[:2] - size[:2], 0)
     shift = np.array([shift_mm, shift_mm / 2]) / spacing[:2]
@@ -47,15 +48,14 @@ def _off_centre(image: sitk.Image, fov_mm: float, shift_mm: float) -> sitk.Image
 def _placement(image: sitk.Image, mask: sitk.Image, settings: PreprocessSettings) -> dict:
     """Share of the gland inside the grid and the grid centre's distance to the gland."""
     _, on_grid, _ = preprocess_volume(image, mask, settings)
-    gland_voxels = float((sitk.GetArrayViewFromImage(mask) > 0).sum())
-    voxel_ml = np.prod(mask.GetSpacing())
-    kept = (
-        on_grid.sum() * settings.spacing_mm**2 * image.GetSpacing()[2] / (gland_voxels * voxel_ml)
-    )
+    gland_mm3 = float((sitk.GetArrayViewFromImage(mask) > 0).sum()) * np.prod(mask.GetSpacing())
+    kept_mm3 = on_grid.sum() * settings.spacing_mm**2 * image.GetSpacing()[2]
     _, yy, xx = np.nonzero(on_grid)
+    if not len(xx):
+        return {"gland_kept": 0.0, "offset_mm": None}
     middle = (settings.size - 1) / 2
     offset = np.hypot(xx.mean() - middle, yy.mean() - middle) * settings.spacing_mm
-    return {"gland_kept": float(kept), "offset_mm": float(offset) if len(xx) else None}
+    return {"gland_kept": float(kept_mm3 / gland_mm3), "offset_mm": float(offset)}
 
 
 def main() -> None:
@@ -118,8 +118,8 @@ def main() -> None:
         f"Made by `{command}` on {result['cpu']} in {result['wall_seconds']:.0f} s. "
         f"{len(rows) // 4} labelled volumes; a {args.fov:g} mm grid of {args.size} px. "
         "'off-centre in wide field': each scan padded with air to a "
-        f"{args.wide_fov:g} mm field of view, its centre {args.shift:g} mm right of and "
-        f"{args.shift / 2:g} mm behind the padded image's centre. The masks score the "
+        f"{args.wide_fov:g} mm field of view, its centre {args.shift:g} mm along x and "
+        f"{args.shift / 2:g} mm along y from the padded image's centre. The masks score the "
         "placement only; the grid never sees them.",
         "",
         "| framing | crop_centre | mean gland kept | min gland kept | mean offset mm | "

@@ -102,13 +102,13 @@ def test_a_folder_is_predicted_with_one_model_load(tmp_path, monkeypatch):
 
 
 def test_crop_centre_body_finds_the_gland_of_an_off_centre_wide_scan(shared_data, tmp_path):
-    """A real scan padded with air into a 400 mm field of view, 80 mm off its centre: the
-    bundled model, trained on image-centred grids, misses the gland; told to centre the
-    grid on the body it finds it again."""
+    """A real scan padded with air into a 433 x 353 mm field of view, its centre 157 mm
+    (x) and 94 mm (y) off the new centre: the bundled model, trained on image-centred
+    grids, misses the gland; told to centre the grid on the body it finds it again."""
     case = shared_data / "real/prostate158/002"
     image = sitk.ReadImage(str(case / "t2.nii.gz"))
     truth = sitk.ReadImage(str(case / "t2_anatomy_reader1.nii.gz"))
-    pad = ([680, 60, 0], [12, 460, 0])  # 0.47 mm pixels: the scan sits right of and behind
+    pad = ([680, 60, 0], [12, 460, 0])  # 0.47 mm pixels: the scan sits off-centre in x and y
     wide = tmp_path / "wide.nii.gz"
     sitk.WriteImage(sitk.ConstantPad(image, *pad, 0.0), str(wide))
     wide_truth = sitk.GetArrayFromImage(sitk.ConstantPad(truth, *pad, 0)) > 0
