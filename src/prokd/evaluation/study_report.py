@@ -35,9 +35,9 @@ def metric_table(summary: dict[str, Any], metric: str) -> tuple[list[str], list[
 def dice_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows: per regime (or pool), its cells, the teacher gap, the chosen
     procedure-2 student and mean ± std over its finished cells of each model's test Dice."""
-    header, per_model = metric_table(summary, "dice")
+    header, dice_rows = metric_table(summary, "dice")
     rows = []
-    for (name, r), models in zip(summary["regimes"].items(), per_model, strict=True):
+    for (name, r), dice in zip(summary["regimes"].items(), dice_rows, strict=True):
         ratio = r["chosen_p2_over_teacher"]
         rows.append(
             [
@@ -46,7 +46,7 @@ def dice_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 f"{r['teacher_gap']['mean']:+.3f} ± {r['teacher_gap']['std']:.3f}",
                 _pm(r["chosen_p2_dice"]),
                 "" if ratio is None else f"{ratio:.3f}",
-                *models[1:],
+                *dice[1:],
             ]
         )
     return [

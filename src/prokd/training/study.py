@@ -248,21 +248,22 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
 
 
 def _summarise_cells(cells: list[Cell], out: Path) -> dict[str, Any] | None:
-    """Mean ± std over the finished cells of every model's test Dice, and paired comparisons
-    pooled over (cell, volume) pairs; ``None`` when no cell has finished."""
+    """Mean ± std over the finished cells of every model's test Dice, HD95, ASSD and
+    seconds per volume, and paired comparisons pooled over (cell, volume) pairs; ``None``
+    when no cell has finished."""
     results = {c.folder: _finished(out / c.folder) for c in cells}
     done = {folder: r for folder, r in results.items() if r is not None}
     if not done:
         return None
-    models: dict[str, list[float]] = {}
+    # HD95 and ASSD in mm; seconds per test volume: prediction with preprocessing, every
+    # model of a cell in one process with the same threads.
+    metrics: dict[str, dict[str, list[float]]] = {"dice": {}, "hd95": {}, "assd": {}, "seconds": {}}
     validation: dict[str, list[float]] = {}
-    other: dict[str, dict[str, list[float]]] = {"hd95": {}, "assd": {}, "seconds": {}}
     for r in done.values():
         for row in r["rows"]:
-            models.setdefault(row["model"], []).append(row["dice"]["mean"])
-            for metric in ("hd95", "assd"):
-                other[metric].setdefault(row["model"], []).append(row[metric]["mean"])
-            other["seconds"].setdefault(row["model"], []).append(row["seconds_per_volume"])
+            for metric, values in metrics.items():
+                value = row["seconds_per_volume"] if metric == "seconds" else row[metric]["mean"]
+                values.setdefault(row["model"], []).append(value)
             if row["val_dice"] is not None:
                 validation.setdefault(row["model"], []).append(row["val_dice"])
     chosen = [r["strategy_selected_on_validation"] for r in done.values()]
@@ -283,7 +284,7 @@ def _summarise_cells(cells: list[Cell], out: Path) -> dict[str, Any] | None:
     gaps = [r["teacher_gap"] for r in done.values()]
     timed = [out / folder / CELL_TIME for folder in done]
     seconds = [json.loads(t.read_text())["seconds"] for t in timed if t.exists()]
-    teacher = np.mean(models["teacher"])
+    teacher = np.mean(metrics["dice"]["teacher"])
     chosen_rows = [
         next(row for row in r["rows"] if row["model"] == name)
         for r, name in zip(done.values(), chosen, strict=True)
@@ -297,10 +298,7 @@ def _summarise_cells(cells: list[Cell], out: Path) -> dict[str, Any] | None:
         "seeds": sorted({c.seed for c in cells if c.folder in done}),
         "cells": len(done),
         "seeds_missing": sorted({c.seed for c in cells if c.folder not in done}),
-        "dice": {m: _mean_std(v) for m, v in models.items()},
-        # HD95 and ASSD in mm, seconds per test volume (prediction with preprocessing, every
-        # model in one process with the same threads): mean ± std over cells
-        **{key: {m: _mean_std(v) for m, v in values.items()} for key, values in other.items()},
+        **{key: {m: _mean_std(v) for m, v in values.items()} for key, values in metrics.items()},
         "val_dice": {m: _mean_std(v) for m, v in validation.items()},
         "chosen_strategies": chosen,
         "chosen_p2_dice": _mean_std(chosen_dice) if chosen_dice else None,
