@@ -56,8 +56,21 @@ def _phantom(args: argparse.Namespace) -> int:
 
 @command("inspect")
 def _inspect(args: argparse.Namespace) -> int:
-    from prokd.data.inventory import format_inventory, inspect_cases, inspect_dataset
+    from prokd.data.inventory import (
+        dicom_inventory,
+        format_inventory,
+        inspect_cases,
+        inspect_dataset,
+    )
+    from prokd.data.layouts import detected_layout, holds_volume_files
 
+    path = Path(args.data_dir)
+    if args.layout is None and path.is_dir() and not (
+        detected_layout(path) or holds_volume_files(path)
+    ):
+        text, usable = dicom_inventory(path)
+        print(text)
+        return 0 if usable else 1
     if Path(args.data_dir).suffix in (".yaml", ".yml"):
         from prokd.training.config import load_config
         from prokd.training.runs import prepare_data
@@ -171,7 +184,11 @@ def _predict(args: argparse.Namespace) -> int:
         args.overwrite,
         args.device,
         args.crop_centre,
+        args.output_format,
+        args.series,
     ):
+        if done.source.note:
+            print(f"{done.source.path}: {done.source.note}")
         print(f"{done.mask}: {done.qc.gland_ml:.1f} ml, {done.seconds:.2f} s")
     return 0
 
@@ -316,8 +333,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="segment volumes: masks with the input's exact geometry")
     p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
-    p.add_argument("input", metavar="INPUT", help="volume file or folder of volumes")
-    p.add_argument("output", metavar="OUTPUT", help="mask file, or folder for a folder input")
+    p.add_argument(
+        "input",
+        metavar="INPUT",
+        help="volume file, DICOM series (folder or one of its files), or a folder of volumes "
+        "or DICOM studies",
+    )
+    p.add_argument(
+        "output",
+        metavar="OUTPUT",
+        help="mask file (.nii.gz, .mha, .nrrd, or .dcm for a DICOM SEG), or a folder",
+    )
+    p.add_argument(
+        "--series",
+        metavar="UID|NUMBER",
+        help="DICOM series to segment in each study (default: the axial T2)",
+    )
+    p.add_argument(
+        "--output-format",
+        choices=["nifti", "dicom-seg"],
+        help="format of the masks written into an output folder (default: the input's own "
+        "format; NIfTI for DICOM input)",
+    )
     p.add_argument(
         "--probabilities",
         action="store_true",

@@ -78,3 +78,35 @@ def format_inventory(layout: str, records: list[CaseInventory]) -> str:
     lines.append(f"{usable} of {len(records)} cases usable")
     lines.extend(problems)
     return "\n".join(lines)
+
+
+def dicom_inventory(folder: str | Path) -> tuple[str, bool]:
+    """``prokd inspect`` of a folder of DICOM series: every series with its number,
+    description, plane, size and spacing, the one ``predict`` chooses in each study marked
+    ``*``, and every series that cannot be read as a volume with the reason.
+
+    Returns:
+        The text, and whether every series is usable.
+
+    Raises:
+        DataError: no DICOM image series under the folder.
+    """
+    from prokd.data.dicom import by_study, choose_series, find_series
+
+    series = find_series(folder)
+    if not series:
+        raise DataError(folder, "no dataset layout, volume files or DICOM series found")
+    studies = by_study(series)
+    lines = [f"DICOM: {len(series)} series in {len(studies)} studies"]
+    for study in studies:
+        lines.append(f"patient {study[0].patient_id or '?'}, study ...{study[0].study_uid[-12:]}")
+        try:
+            chosen: str | None = choose_series(study).uid
+        except DataError:
+            chosen = None
+        for s in study:
+            mark = "*" if s.uid == chosen else " "
+            problem = f"  UNUSABLE: {s.problem}" if s.problem else ""
+            lines.append(f" {mark} {s.summary()}{problem}")
+    lines.append("* the series prokd predict segments in each study (--series overrides)")
+    return "\n".join(lines), all(s.problem is None for s in series)

@@ -275,6 +275,11 @@ def is_image_file(path: Path) -> bool:
     return not in_labels and not any(marker in stem for marker in MASK_MARKERS)
 
 
+def holds_volume_files(folder: Path) -> bool:
+    """Whether any volume file lies under ``folder`` (searched recursively)."""
+    return any(p.is_file() and is_volume_file(p) for p in folder.rglob("*"))
+
+
 def image_volumes(folder: str | Path) -> list[tuple[Path, int | None]]:
     """The image volumes of a folder as (path, T2 channel) pairs.
 

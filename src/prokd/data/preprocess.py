@@ -145,10 +145,32 @@ def body_centre_index(oriented: sitk.Image) -> tuple[float, float] | None:
     return float(centroid[0]), float(centroid[1])
 
 
+def axial_view(image: sitk.Image) -> sitk.Image:
+    """``image`` with its voxel axes permuted and flipped to :data:`ORIENTATION` (axial
+    slices along the array's first axis): the same voxels, the same physical space."""
+    return sitk.DICOMOrient(image, ORIENTATION)
+
+
+def file_axes(axial: np.ndarray, reference: sitk.Image) -> np.ndarray:
+    """An array on :func:`axial_view` ``(reference)``'s grid, back in ``reference``'s own
+    voxel order (the inverse permutation and flips, exact).
+
+    Raises:
+        ValueError: the array's shape is not the axial view's.
+    """
+    code = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(reference.GetDirection())
+    view = axial_view(reference)
+    expected = tuple(reversed(view.GetSize()))
+    if axial.shape != expected:
+        raise ValueError(f"array shape {axial.shape} != axial view shape {expected}")
+    image = Geometry.of(view).apply_to(sitk.GetImageFromArray(axial))
+    return sitk.GetArrayFromImage(sitk.DICOMOrient(image, code))
+
+
 def target_grid(image: sitk.Image, settings: PreprocessSettings) -> Geometry:
     """The slice grid of ``image``: reoriented axes, original slices, square in-plane grid
     centred on the image's or the body's centre (``settings.crop_centre``)."""
-    oriented = sitk.DICOMOrient(image, ORIENTATION)
+    oriented = axial_view(image)
     direction = np.array(oriented.GetDirection()).reshape(3, 3)
     size = np.array(oriented.GetSize())
     spacing = np.array(oriented.GetSpacing())
@@ -260,6 +282,9 @@ def preprocess_volume(
         The normalised image (z, size, size) float32, the mask (z, size, size) uint8 or
         ``None``, and the slice grid (for :func:`to_original_grid`).
     """
+    # Reoriented first (a permutation and flips, exact), so that the in-plane low-pass acts
+    # on the in-plane axes whatever order the file stores them in.
+    image = axial_view(image)
     grid = target_grid(image, settings)
     local = settings.normalise == "robust" or settings.crop_centre == "body"
     region = _around_grid(image, grid) if local else image

@@ -1,4 +1,9 @@
-"""``prokd predict``: segment volume files and write masks with the input's exact geometry."""
+"""``prokd predict``: segment volume files or DICOM series and write masks (NIfTI, MHA,
+NRRD, or DICOM SEG) with the input's exact geometry.
+
+Post-processing and QC run on the axial (LPS-oriented) view of the volume, so the mask does
+not depend on the order a file stores its axes in; it goes back to the file's own axes.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +15,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import SimpleITK as sitk
 
+from prokd.data.inputs import VolumeInput, find_inputs
 from prokd.data.io import (
     VOLUME_SUFFIXES,
     image_from_array,
     is_volume_file,
-    read_volume,
     volume_stem,
     write_volume,
 )
-from prokd.data.layouts import image_volumes
+from prokd.data.preprocess import axial_view, file_axes
 from prokd.data.validate import check_finite
 from prokd.errors import DataError, warn_all
 from prokd.inference.model_files import LoadedModel, load_model_file
@@ -30,62 +36,120 @@ from prokd.io_atomic import atomic_path
 if TYPE_CHECKING:
     import torch
 
+DICOM_SEG_SUFFIX = ".dcm"
+OUTPUT_FORMATS = {"nifti": ".nii.gz", "dicom-seg": DICOM_SEG_SUFFIX}
+THRESHOLD = 0.5  # gland probability at which a voxel is in the mask
+
+
+@dataclass
+class Segmentation:
+    """A volume's mask (uint8 0/1) and gland probabilities (float32), both (z, y, x) on the
+    input's own grid, the QC of the mask and the seconds it took."""
+
+    mask: np.ndarray
+    probabilities: np.ndarray
+    qc: MaskQC
+    seconds: float
+
+
+def segment_image(
+    model: LoadedModel, image: sitk.Image, postprocess: bool = True, batch_size: int = 32
+) -> Segmentation:
+    """Predict one volume; post-process and check the mask on its axial view.
+
+    ``postprocess`` keeps the largest 3D component and fills its holes.
+    """
+    start = time.perf_counter()
+    axial = axial_view(image)
+    prob = predict_volume(model.slice_model, axial, model.settings, batch_size)
+    mask = (prob >= THRESHOLD).astype(np.uint8)
+    if postprocess:
+        mask = postprocess_mask(mask)
+    qc = quality_control(mask, tuple(reversed(axial.GetSpacing())))
+    mask, prob = file_axes(mask, image), file_axes(prob, image)
+    return Segmentation(mask, prob, qc, time.perf_counter() - start)
+
 
 @dataclass
 class Segmented:
     """What was written for one input volume."""
 
-    source: Path
+    source: VolumeInput
     mask: Path
     seconds: float
     qc: MaskQC
 
 
-def _suffix(path: Path) -> str:
-    return path.name[len(volume_stem(path)) :]
+def _output_stem(path: Path) -> str:
+    name = path.name
+    return name[: -len(DICOM_SEG_SUFFIX)] if is_dicom_seg(path) else volume_stem(path)
+
+
+def is_dicom_seg(path: Path) -> bool:
+    """Whether an output path asks for a DICOM SEG (it ends in ``.dcm``)."""
+    return path.name.lower().endswith(DICOM_SEG_SUFFIX)
 
 
 def probability_path(mask_path: Path) -> Path:
-    """``<stem>_probabilities<suffix>`` beside the mask."""
-    return mask_path.with_name(f"{volume_stem(mask_path)}_probabilities{_suffix(mask_path)}")
+    """``<stem>_probabilities<suffix>`` beside the mask (NIfTI beside a DICOM SEG)."""
+    suffix = ".nii.gz" if is_dicom_seg(mask_path) else mask_path.name[len(volume_stem(mask_path)) :]
+    return mask_path.with_name(f"{_output_stem(mask_path)}_probabilities{suffix}")
 
 
 def qc_path(mask_path: Path) -> Path:
     """``<stem>.qc.json`` beside the mask."""
-    return mask_path.with_name(f"{volume_stem(mask_path)}.qc.json")
+    return mask_path.with_name(f"{_output_stem(mask_path)}.qc.json")
 
 
-def plan_outputs(source: str | Path, target: str | Path) -> list[tuple[Path, Path, int | None]]:
-    """Triples (input volume, output mask, T2 channel): a file to a file, a folder to a folder.
+def _output_name(volume: VolumeInput, root: Path, output_format: str | None) -> Path:
+    """Where a folder (or file) input's mask goes under the output folder."""
+    stem = volume.output_stem(root)
+    if output_format is None and volume.series is None:
+        return stem.with_name(volume.path.name)  # the input's own format
+    return stem.with_name(stem.name + OUTPUT_FORMATS[output_format or "nifti"])
 
-    A folder in a known dataset layout contributes its images only (not its masks; the T2
-    channel of 4D MSD images); any other folder is searched recursively for volume files,
-    skipping files named like masks (``*_segmentation``, ``*_mask``, ``labels*/`` ...).
-    Outputs mirror the inputs' paths relative to the input folder.
+
+def plan_outputs(
+    source: str | Path,
+    target: str | Path,
+    output_format: str | None = None,
+    series: str | None = None,
+) -> list[tuple[VolumeInput, Path]]:
+    """Pairs (input volume, output mask): a file or one DICOM series to a file, a folder to
+    a folder.
+
+    Inputs are found by :func:`prokd.data.inputs.find_inputs` (volume files, or the chosen
+    series of every DICOM study). Outputs in a folder mirror the inputs' paths relative to
+    the input folder; their format is ``output_format`` (``nifti`` or ``dicom-seg``), by
+    default the input file's own format (NIfTI for DICOM input). A file output picks its
+    format by its suffix: a volume suffix, or ``.dcm`` for a DICOM SEG.
 
     Raises:
-        DataError: missing input, no volume in a folder, a folder input with a file output,
-            or a file output without a volume suffix.
+        DataError: missing input, no volume in a folder, several volumes for a file output,
+            a file output without a known suffix, or a DICOM SEG for a non-DICOM input.
     """
     source, target = Path(source), Path(target)
-    if source.is_file():
-        if target.is_dir():
-            return [(source, target / source.name, None)]
-        if not is_volume_file(target):
-            raise DataError(target, f"output must end in one of {', '.join(VOLUME_SUFFIXES)}")
-        return [(source, target, None)]
-    if not source.is_dir():
-        raise DataError(source, "input not found")
-    if is_volume_file(target):
+    inputs = find_inputs(source, series)
+    root = source if source.is_dir() else source.parent
+    file_output = is_volume_file(target) or is_dicom_seg(target)
+    if source.is_file() and not (target.is_dir() or file_output):
+        raise DataError(
+            target, f"output must end in one of {', '.join(VOLUME_SUFFIXES)} or {DICOM_SEG_SUFFIX}"
+        )
+    if target.is_dir() or not file_output:
+        pairs = [(v, target / _output_name(v, root, output_format)) for v in inputs]
+    elif len(inputs) > 1 or (inputs[0].series is None and source.is_dir()):
         raise DataError(target, "a folder input needs an output folder, not a file name")
-    inputs = image_volumes(source)
-    return [
-        (p, target / p.resolve().relative_to(source.resolve()), channel) for p, channel in inputs
-    ]
+    else:
+        pairs = [(inputs[0], target)]
+    for volume, mask in pairs:
+        if is_dicom_seg(mask) and volume.series is None:
+            raise DataError(mask, "a DICOM SEG output needs a DICOM series as input")
+    return pairs
 
 
 def check_overwrite(
-    pairs: list[tuple[Path, Path, int | None]], probabilities: bool, overwrite: bool
+    pairs: list[tuple[VolumeInput, Path]], probabilities: bool, overwrite: bool
 ) -> None:
     """Refuse to replace existing outputs unless ``overwrite``.
 
@@ -94,45 +158,58 @@ def check_overwrite(
     """
     if overwrite:
         return
-    for _, mask, _ in pairs:
+    for _, mask in pairs:
         for path in (mask, qc_path(mask), *([probability_path(mask)] if probabilities else [])):
             if path.exists():
                 raise DataError(path, "output exists; pass --overwrite to replace it")
 
 
+def write_mask(
+    mask: np.ndarray, image: sitk.Image, volume: VolumeInput, path: Path, model_name: str
+) -> None:
+    """Write the mask on the input's grid: a DICOM SEG for a ``.dcm`` path, else a volume."""
+    if is_dicom_seg(path):
+        from prokd.inference.dicom_seg import write_dicom_seg
+
+        write_dicom_seg(mask, volume.series, path, model_name)
+    else:
+        write_volume(image_from_array(mask, image), path)
+
+
 def segment_file(
     model: LoadedModel,
-    source: Path,
+    volume: VolumeInput,
     mask_path: Path,
     probabilities: bool = False,
     postprocess: bool = True,
-    channel: int | None = None,
     batch_size: int = 32,
 ) -> Segmented:
     """Predict one volume; write mask (uint8 0/1), optional probabilities and the QC sidecar."""
-    image = read_volume(source, channel)
-    check_finite(image, source, channel)
-    start = time.perf_counter()
-    prob = predict_volume(model.slice_model, image, model.settings, batch_size)
-    mask = (prob >= 0.5).astype(np.uint8)
-    if postprocess:
-        mask = postprocess_mask(mask)
-    seconds = time.perf_counter() - start
-    write_volume(image_from_array(mask, image), mask_path)
+    image = volume.read()
+    check_finite(image, volume.path, volume.channel)
+    result = segment_image(model, image, postprocess, batch_size)
+    write_mask(result.mask, image, volume, mask_path, model.name)
     if probabilities:
-        write_volume(image_from_array(prob.astype(np.float32), image), probability_path(mask_path))
-    qc = quality_control(mask, tuple(reversed(image.GetSpacing())))
+        write_volume(image_from_array(result.probabilities, image), probability_path(mask_path))
     sidecar = {
-        "source": str(source),
+        "source": str(volume.path),
+        **({"series": volume.series.summary()} if volume.series else {}),
         "model": model.name,
         "model_file": str(model.path),
         "postprocess": postprocess,
-        "seconds": seconds,
-        **qc.as_dict(),
+        "seconds": result.seconds,
+        **result.qc.as_dict(),
     }
     with atomic_path(qc_path(mask_path)) as tmp:
         tmp.write_text(json.dumps(sidecar, indent=1))
-    return Segmented(source, mask_path, seconds, qc)
+    return Segmented(volume, mask_path, result.seconds, result.qc)
+
+
+def with_crop_centre(model: LoadedModel, crop_centre: str | None) -> LoadedModel:
+    """``model`` with its slice grid centred on ``image`` or ``body`` (``None``: as is)."""
+    if crop_centre is None:
+        return model
+    return replace(model, settings=replace(model.settings, crop_centre=crop_centre))
 
 
 def segment_inputs(
@@ -146,31 +223,27 @@ def segment_inputs(
     overwrite: bool = False,
     device: torch.device | str | None = None,
     crop_centre: str | None = None,
+    output_format: str | None = None,
+    series: str | None = None,
 ) -> Iterator[Segmented]:
     """``prokd predict``: load the model once, then segment every input in turn.
 
     Every output is planned and checked for overwriting before the first prediction. Mask QC
     findings are issued as :class:`~prokd.errors.DataWarning` naming the mask.
-    ``crop_centre`` (``image`` or ``body``) replaces the model's own slice-grid placement.
+    ``crop_centre`` (``image`` or ``body``) replaces the model's own slice-grid placement;
+    ``channel`` the T2 channel of 4D inputs; ``series`` (a SeriesInstanceUID or number) the
+    DICOM series chosen in each study; ``output_format`` the format of masks written into
+    an output folder.
 
     Raises:
         DataError: unreadable model or input, an existing output without ``overwrite``.
     """
-    model = load_model_file(model_path, device)
-    if crop_centre is not None:
-        settings = replace(model.settings, crop_centre=crop_centre)
-        model = replace(model, settings=settings)
-    pairs = plan_outputs(source, target)
+    model = with_crop_centre(load_model_file(model_path, device), crop_centre)
+    pairs = plan_outputs(source, target, output_format, series)
     check_overwrite(pairs, probabilities, overwrite)
-    for volume, mask, layout_channel in pairs:
-        done = segment_file(
-            model,
-            volume,
-            mask,
-            probabilities,
-            postprocess,
-            channel if channel is not None else layout_channel,
-            batch_size,
-        )
+    for volume, mask in pairs:
+        if channel is not None and volume.series is None:
+            volume = replace(volume, channel=channel)
+        done = segment_file(model, volume, mask, probabilities, postprocess, batch_size)
         warn_all(f"{mask}: {warning}" for warning in done.qc.warnings)
         yield done
