@@ -1,4 +1,4 @@
-"""Imports run one way: cli -> training -> evaluation -> distill -> inference -> losses ->
+"""Imports run one way: cli -> api -> training -> evaluation -> distill -> inference -> losses ->
 models -> data -> base modules (errors, io_atomic, yaml_files, devices). A module may import
 from its own stage or any stage below it, never from a stage above."""
 
@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "prokd"
-STAGES = ["cli", "training", "evaluation", "distill", "inference", "losses", "models", "data"]
+STAGES = [
+    "cli",
+    "api",
+    "training",
+    "evaluation",
+    "distill",
+    "inference",
+    "losses",
+    "models",
+    "data",
+]
 BASE = {"errors", "io_atomic", "yaml_files", "devices", "__init__"}
 
 

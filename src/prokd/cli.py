@@ -18,6 +18,16 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 TRAIN_IGNORES = ("experiment",)
 EXPERIMENT_IGNORES = ("model", "distill.teachers", "distill.weighting")
 MODEL_HELP = "bundled model (prostate-t2), checkpoint, run folder, .onnx or .ts file"
+# What `pip install 'prokd[train]'` adds to the predict-only base install.
+TRAIN_EXTRA_MODULES = ("torch", "monai", "matplotlib", "onnx", "onnxscript")
+TRAIN_EXTRA_HINT = "install the training extra: pip install 'prokd[train]'"
+
+
+def train_extra_installed() -> bool:
+    """Whether the ``train`` extra (torch, MONAI ...) is importable."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in TRAIN_EXTRA_MODULES)
 
 
 def command(name: str) -> Callable:
@@ -65,8 +75,10 @@ def _inspect(args: argparse.Namespace) -> int:
     from prokd.data.layouts import detected_layout, holds_volume_files
 
     path = Path(args.data_dir)
-    if args.layout is None and path.is_dir() and not (
-        detected_layout(path) or holds_volume_files(path)
+    if (
+        args.layout is None
+        and path.is_dir()
+        and not (detected_layout(path) or holds_volume_files(path))
     ):
         text, usable = dicom_inventory(path)
         print(text)
@@ -85,13 +97,17 @@ def _inspect(args: argparse.Namespace) -> int:
 
 @command("models")
 def _models(args: argparse.Namespace) -> int:
-    from prokd.inference.bundled import BUNDLED, bundled_table
-    from prokd.models.profile import models_table
+    from prokd.inference.bundled import BUNDLED
+    from prokd.inference.model_files import bundled_table
 
     networks = [name for name in args.names if name not in BUNDLED]
     bundled = [name for name in args.names if name in BUNDLED]
-    if networks or not args.names:
+    if networks or (not args.names and train_extra_installed()):
+        from prokd.models.profile import models_table
+
         print(models_table(networks, args.size))
+    elif not args.names:
+        print(f"registered networks: {TRAIN_EXTRA_HINT} to list and train them")
     if bundled or not args.names:
         print(bundled_table(bundled))
     return 0
@@ -198,7 +214,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from prokd.evaluation.evaluate import evaluate_model_file, format_summary
 
     report = evaluate_model_file(
-        args.model, args.data, args.layout, args.out, not args.no_postprocess
+        args.model, args.data, args.layout, args.out, not args.no_postprocess, args.device
     )
     print(f"{report.model} ({report.kind}) on {args.data} [{report.layout}], {report.cases} cases")
     print(format_summary(report.summary))
@@ -440,6 +456,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return COMMANDS[args.command](args)
     except ProkdError as err:
         print(f"prokd {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as err:
+        if err.name is None or err.name.split(".")[0] not in TRAIN_EXTRA_MODULES:
+            raise
+        print(
+            f"prokd {args.command}: error: this needs {err.name}, which the base install "
+            f"leaves out; {TRAIN_EXTRA_HINT}",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"prokd {args.command}: interrupted", file=sys.stderr)

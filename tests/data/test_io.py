@@ -100,3 +100,32 @@ def test_4d_without_channel_or_out_of_range(tmp_path):
         read_volume(path)
     with pytest.raises(DataError, match="mp.nii.gz: 4D volume has 2 channels, channel 5"):
         read_volume(path, channel=5)
+
+
+def _cut(path, keep):
+    """Keep the first ``keep`` bytes (negative: drop the last ``-keep``)."""
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+@pytest.mark.parametrize(
+    "name,compress,data_file,keep",
+    [
+        ("cut.nii.gz", True, "cut.nii.gz", 2000),  # a broken download
+        ("cut.nii", False, "cut.nii", -1000),
+        ("cut.mha", False, "cut.mha", -1000),
+        ("cut.mha", True, "cut.mha", -1000),
+        ("cut.mhd", False, "cut.raw", -1000),
+        ("cut.nrrd", False, "cut.nrrd", -1000),
+        ("cut.nrrd", True, "cut.nrrd", -1000),
+        ("cut.nhdr", False, "cut.raw", -1000),
+    ],
+)
+def test_a_truncated_integer_volume_is_refused(tmp_path, name, compress, data_file, keep):
+    """ITK fills the missing voxels of a truncated integer NIfTI with zeros silently: every
+    format, whatever its voxel type, is refused instead."""
+    array = (np.random.default_rng(0).random((12, 48, 40)) * 900).astype(np.int16)
+    sitk.WriteImage(make_volume(array), str(tmp_path / name), useCompression=compress)
+    assert read_volume(tmp_path / name).GetSize() == (40, 48, 12)  # intact: read
+    _cut(tmp_path / data_file, keep)
+    with pytest.raises(DataError, match=rf"{name}: (truncated|cannot read volume: truncated)"):
+        read_volume(tmp_path / name)

@@ -1,9 +1,12 @@
+"""prokd's metrics are MONAI's definitions without torch: checked against MONAI itself."""
+
 import numpy as np
 import pytest
-import torch
-from monai.metrics import compute_average_surface_distance, compute_hausdorff_distance
 
 from prokd.evaluation.metrics import dice_score, volume_metrics
+
+torch = pytest.importorskip("torch")
+monai_metrics = pytest.importorskip("monai.metrics")
 
 
 def _blob(shape, centre, radii):
@@ -16,20 +19,52 @@ def _onehot(mask):
     return torch.stack([~fg, fg])[None].float()
 
 
-def test_matches_monai_metric_functions_on_anisotropic_grid():
-    truth = _blob((12, 40, 44), (6, 20, 22), (4, 12, 14))
-    pred = _blob((12, 40, 44), (6, 22, 21), (3.5, 11, 15))
-    spacing = (3.5, 0.6, 0.8)
+def _noisy_blob(seed, shape, centre):
+    rng = np.random.default_rng(seed)
+    blob = _blob(shape, centre, rng.uniform(3, 9, 3))
+    return blob ^ (rng.random(shape) < 0.02)  # specks and holes: many small surfaces
+
+
+@pytest.mark.parametrize(
+    "pred,truth,spacing",
+    [
+        (
+            _blob((12, 40, 44), (6, 22, 21), (3.5, 11, 15)),
+            _blob((12, 40, 44), (6, 20, 22), (4, 12, 14)),
+            (3.5, 0.6, 0.8),
+        ),
+        # both touch the volume's border: outside counts as background, as in MONAI
+        (
+            _blob((8, 30, 30), (0, 15, 0), (5, 9, 12)),
+            _blob((8, 30, 30), (1, 14, 2), (4, 10, 10)),
+            (3.0, 0.5, 0.7),
+        ),
+        (
+            _noisy_blob(1, (10, 32, 36), (5, 16, 18)),
+            _noisy_blob(2, (10, 32, 36), (4, 15, 19)),
+            (4.0, 0.45, 0.45),
+        ),
+    ],
+)
+def test_matches_monai_metric_functions(pred, truth, spacing):
     m = volume_metrics(pred, truth, spacing)
     p, t = _onehot(pred), _onehot(truth)
-    hd95 = compute_hausdorff_distance(p, t, percentile=95, spacing=list(spacing))
-    assd = compute_average_surface_distance(p, t, symmetric=True, spacing=list(spacing))
+    hd95 = monai_metrics.compute_hausdorff_distance(p, t, percentile=95, spacing=list(spacing))
+    assd = monai_metrics.compute_average_surface_distance(
+        p, t, symmetric=True, spacing=list(spacing)
+    )
     assert m.hd95 == pytest.approx(float(hd95), rel=1e-5)
     assert m.assd == pytest.approx(float(assd), rel=1e-5)
+    assert m.dice == pytest.approx(
+        float(monai_metrics.compute_dice(p, t, include_background=False)), rel=1e-6
+    )
+    assert m.iou == pytest.approx(
+        float(monai_metrics.compute_iou(p, t, include_background=False)), rel=1e-6
+    )
     inter, total = (pred & truth).sum(), pred.sum() + truth.sum()
     assert m.dice == pytest.approx(2 * inter / total)
     assert m.iou == pytest.approx(inter / (total - inter))
-    assert m.true_ml == pytest.approx(truth.sum() * 3.5 * 0.6 * 0.8 / 1000)
+    assert m.true_ml == pytest.approx(truth.sum() * float(np.prod(spacing)) / 1000)
 
 
 def test_shift_by_one_slice_gives_slice_thickness_distances():

@@ -7,11 +7,10 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 from tqdm import tqdm
 
 from prokd.data.io import Geometry
@@ -30,6 +29,9 @@ from prokd.inference.model_files import load_model_file
 from prokd.inference.postprocess import postprocess_mask
 from prokd.inference.predict import SliceModel, predict_slices
 from prokd.io_atomic import atomic_path
+
+if TYPE_CHECKING:
+    import torch
 
 OVERLAYS = "overlays.npz"
 
@@ -227,7 +229,7 @@ def evaluate_model_file(
     layout: str | None = None,
     out: str | Path | None = None,
     postprocess: bool = True,
-    device: torch.device | None = None,
+    device: torch.device | str | None = None,
 ) -> DatasetEvaluation:
     """``prokd evaluate``: any model file, or a volume model (``taps``, a YAML spec,
     ``module:function``), on every case of a labelled dataset.

@@ -42,26 +42,3 @@ def resolve_model_path(spec: str | Path) -> Path:
     if str(spec) in BUNDLED and not Path(spec).exists():
         return bundled_path(str(spec))
     return Path(spec)
-
-
-def bundled_table(names: list[str] | None = None) -> str:
-    """``prokd models``: the bundled models, with their network, input, size and parameters.
-
-    Raises:
-        ProkdError: an unknown name or a missing file.
-    """
-    from prokd.inference.model_files import load_model_file
-    from prokd.models.profile import onnx_parameters
-
-    lines = ["bundled models (use the name as MODEL in predict, evaluate, bench):"]
-    for name in names or list(BUNDLED):
-        loaded = load_model_file(bundled_path(name))
-        pre = loaded.settings
-        lines.append(
-            f"{name:<12} {loaded.name}, {onnx_parameters(loaded.path):,} parameters, "
-            f"{loaded.path.stat().st_size / 1e6:.1f} MB; slices {pre.size}x{pre.size} over "
-            f"{pre.fov_mm:g} mm centred on the {pre.crop_centre}, {pre.channels} input "
-            f"channel(s), {pre.normalise} intensities"
-        )
-        lines.append(f"{'':<12} {BUNDLED[name]}")
-    return "\n".join(lines)

@@ -10,6 +10,7 @@ Both formats are one self-contained file with the preprocessing settings embedde
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -24,9 +25,18 @@ FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 17
 
 
-def export_metadata(model: TrainedModel) -> str:
-    """JSON stored with an exported model: network name and preprocessing settings."""
-    return json.dumps({"model": model.name, "preprocess": asdict(model.settings)})
+def export_metadata(model: TrainedModel, parameters: int | None = None) -> str:
+    """JSON stored with an exported model: network name, preprocessing settings and, for
+    ONNX, the parameters the graph stores (so listing a model needs no ``onnx`` package)."""
+    metadata = {"model": model.name, "preprocess": asdict(model.settings)}
+    if parameters is not None:
+        metadata["parameters"] = parameters
+    return json.dumps(metadata)
+
+
+def initializer_elements(proto: onnx.ModelProto) -> int:
+    """Parameters stored in an ONNX graph: the elements of its initializers."""
+    return sum(math.prod(tensor.dims) for tensor in proto.graph.initializer)
 
 
 def export_model(model: TrainedModel, fmt: str, out: str | Path) -> Path:
@@ -54,7 +64,8 @@ def export_model(model: TrainedModel, fmt: str, out: str | Path) -> Path:
                 dynamo=False,
             )
             proto = onnx.load(str(tmp))
-            onnx.helper.set_model_props(proto, {METADATA_KEY: export_metadata(model)})
+            metadata = export_metadata(model, initializer_elements(proto))
+            onnx.helper.set_model_props(proto, {METADATA_KEY: metadata})
             onnx.save(proto, str(tmp))
         else:
             with torch.no_grad():

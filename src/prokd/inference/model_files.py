@@ -16,7 +16,7 @@ import onnxruntime as ort
 
 from prokd.data.preprocess import PreprocessSettings
 from prokd.errors import DataError, error_summary
-from prokd.inference.bundled import resolve_model_path
+from prokd.inference.bundled import BUNDLED, BUNDLED_DIR, bundled_path, resolve_model_path
 from prokd.inference.predict import SliceModel
 
 if TYPE_CHECKING:
@@ -36,13 +36,23 @@ class LoadedModel:
     settings: PreprocessSettings
     path: Path
     network: torch.nn.Module | None = None  # the torch module, for checkpoints and TorchScript
+    parameters: int | None = None  # as an ONNX export's metadata states them
+
+    @property
+    def label(self) -> str:
+        """How outputs name the model: a bundled model's name with its network
+        (``prostate-t2 (unet-w8)``), otherwise the network's name."""
+        bundled = self.path.parent == BUNDLED_DIR and self.path.stem in BUNDLED
+        return f"{self.path.stem} ({self.name})" if bundled else self.name
 
 
-def _settings(metadata: str, path: Path) -> tuple[str, PreprocessSettings]:
+def _metadata(metadata: str, path: Path) -> tuple[str, PreprocessSettings, int | None]:
+    """Network name, preprocessing and parameter count (if stated) of an export."""
     try:
         data = json.loads(metadata)
-        return data["model"], PreprocessSettings.from_dict(data["preprocess"])
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        settings = PreprocessSettings.from_dict(data["preprocess"])
+        return data["model"], settings, data.get("parameters")
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
         raise DataError(path, f"no valid prokd metadata in the exported model ({err})") from None
 
 
@@ -101,16 +111,16 @@ def _onnx(path: Path, declared: PreprocessSettings | None = None) -> LoadedModel
         metadata = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if metadata is None:
             raise DataError(path, "ONNX model without prokd metadata (export it with prokd export)")
-        name, settings = _settings(metadata, path)
+        name, settings, parameters = _metadata(metadata, path)
     else:
-        name, settings = path.stem, declared
+        name, settings, parameters = path.stem, declared, None
     _check_slice_model(session, path, settings.channels)
     input_name = session.get_inputs()[0].name
 
     def run(batch: np.ndarray) -> np.ndarray:
         return session.run(None, {input_name: batch})[0]
 
-    return LoadedModel(name, "onnx", run, settings, path)
+    return LoadedModel(name, "onnx", run, settings, path, parameters=parameters)
 
 
 def _torch_device(device: torch.device | str | None) -> torch.device:
@@ -133,7 +143,7 @@ def _torchscript(path: Path, device: torch.device) -> LoadedModel:
         module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except RuntimeError as err:
         raise DataError(path, f"cannot load TorchScript model ({error_summary(err)})") from None
-    name, settings = _settings(extra[TORCHSCRIPT_EXTRA], path)
+    name, settings, _ = _metadata(extra[TORCHSCRIPT_EXTRA], path)
     return LoadedModel(name, "torchscript", torch_slice_model(module), settings, path, module)
 
 
@@ -184,3 +194,42 @@ def load_model_file(path: str | Path, device: torch.device | str | None = None) 
         trained.path,
         trained.network,
     )
+
+
+def onnx_parameters(path: str | Path) -> int | None:
+    """Parameters of an ONNX model: as a prokd export's metadata states them, else counted
+    from the graph's initializers where the ``onnx`` package is installed, else ``None``."""
+    session = onnx_session(Path(path))
+    metadata = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    if metadata is not None:
+        stated = json.loads(metadata).get("parameters")
+        if stated is not None:
+            return int(stated)
+    try:
+        import onnx
+    except ModuleNotFoundError:
+        return None
+    from prokd.inference.export import initializer_elements
+
+    return initializer_elements(onnx.load(str(path)))
+
+
+def bundled_table(names: list[str] | None = None) -> str:
+    """``prokd models``: the bundled models, with their network, input, size and parameters.
+
+    Raises:
+        ProkdError: an unknown name or a missing file.
+    """
+    lines = ["bundled models (use the name as MODEL in predict, evaluate, bench):"]
+    for name in names or list(BUNDLED):
+        loaded = load_model_file(bundled_path(name))
+        pre = loaded.settings
+        parameters = "?" if loaded.parameters is None else f"{loaded.parameters:,}"
+        lines.append(
+            f"{name:<12} {loaded.name}, {parameters} parameters, "
+            f"{loaded.path.stat().st_size / 1e6:.1f} MB; slices {pre.size}x{pre.size} over "
+            f"{pre.fov_mm:g} mm centred on the {pre.crop_centre}, {pre.channels} input "
+            f"channel(s), {pre.normalise} intensities"
+        )
+        lines.append(f"{'':<12} {BUNDLED[name]}")
+    return "\n".join(lines)

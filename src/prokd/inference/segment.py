@@ -188,7 +188,7 @@ def segment_file(
     image = volume.read()
     check_finite(image, volume.path, volume.channel)
     result = segment_image(model, image, postprocess, batch_size)
-    write_mask(result.mask, image, volume, mask_path, model.name)
+    write_mask(result.mask, image, volume, mask_path, model.label)
     if probabilities:
         write_volume(image_from_array(result.probabilities, image), probability_path(mask_path))
     sidecar = {

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
-
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -18,14 +15,6 @@ FLOP_CONVENTION = "FLOPs as counted by torch FlopCounterMode: one multiply-add =
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (frozen ones included: a frozen teacher keeps its size)."""
     return sum(p.numel() for p in model.parameters())
-
-
-def onnx_parameters(path: str | Path) -> int:
-    """Parameters stored in an ONNX file (its initializers' elements)."""
-    import onnx
-
-    model = onnx.load(str(path))
-    return sum(math.prod(tensor.dims) for tensor in model.graph.initializer)
 
 
 def count_flops(model: nn.Module, height: int, width: int, in_channels: int = 1) -> int:

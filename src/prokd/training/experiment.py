@@ -28,9 +28,10 @@ from prokd.errors import ConfigError
 from prokd.evaluation.evaluate import evaluate_cases, write_evaluation
 from prokd.evaluation.report import build_report
 from prokd.evaluation.stats import paired_comparison
+from prokd.inference.model_files import onnx_parameters
 from prokd.inference.trained import TrainedModel, load_trained_model
 from prokd.io_atomic import atomic_path, remove_stale_temporaries, temporary_name
-from prokd.models.profile import count_parameters, onnx_parameters
+from prokd.models.profile import count_parameters
 from prokd.training.checkpoints import LAST
 from prokd.training.config import Config
 from prokd.training.distributed import Context
