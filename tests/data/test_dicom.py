@@ -154,3 +154,21 @@ def test_non_dicom_files_beside_a_series_are_ignored(shared_data, tmp_path):
     (empty / "notes.txt").write_text("not an image")
     with pytest.raises(DataError, match="no image volumes or DICOM series"):
         find_inputs(empty)
+
+
+def test_evaluate_reads_dicom_images_of_a_six_site_dataset(shared_data, tmp_path, capsys):
+    """``<SITE>/CaseNN/`` as a DICOM series beside ``CaseNN_segmentation.nii.gz``: evaluate
+    scores the bundled model on it (against the AI reference of ProstateX-0000)."""
+    from prokd.cli import main
+
+    site = tmp_path / "data" / "SITEX"
+    shutil.copytree(shared_data / AXIAL, site / "Case01")
+    reference = "ai-references/prostatex/ProstateX-0000/gland_bosma22b.nii.gz"
+    shutil.copy(shared_data / reference, site / "Case01_segmentation.nii.gz")
+    out = tmp_path / "out"
+    assert (
+        main(["evaluate", "prostate-t2", "--data", str(tmp_path / "data"), "--out", str(out)]) == 0
+    )
+    assert "[six-site], 1 cases" in capsys.readouterr().out
+    row = (out / "metrics.csv").read_text().splitlines()[1].split(",")
+    assert row[1] == "SITEX/Case01" and float(row[3]) > 0.8  # Dice

@@ -129,3 +129,24 @@ def test_a_truncated_integer_volume_is_refused(tmp_path, name, compress, data_fi
     _cut(tmp_path / data_file, keep)
     with pytest.raises(DataError, match=rf"{name}: (truncated|cannot read volume: truncated)"):
         read_volume(tmp_path / name)
+
+
+def test_volume_hash_covers_every_data_file(tmp_path):
+    """A detached header's data file and every file of a DICOM folder are in the hash, so
+    an edited .raw file or slice never reuses a stale cache entry."""
+    from prokd.data.io import file_sha256, volume_sha256
+
+    array = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    sitk.WriteImage(make_volume(array), str(tmp_path / "a.mhd"), useCompression=False)
+    before = volume_sha256(tmp_path / "a.mhd")
+    raw = tmp_path / "a.raw"
+    raw.write_bytes(raw.read_bytes()[:-1] + b"\x07")
+    assert volume_sha256(tmp_path / "a.mhd") != before
+    folder = tmp_path / "series"
+    folder.mkdir()
+    (folder / "1.dcm").write_bytes(b"one")
+    (folder / "2.dcm").write_bytes(b"two")
+    before = volume_sha256(folder)
+    (folder / "2.dcm").write_bytes(b"TWO")
+    assert volume_sha256(folder) != before
+    assert volume_sha256(raw) == file_sha256(raw)  # a single file: its own bytes

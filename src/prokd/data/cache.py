@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from prokd.data.io import Geometry, file_sha256
+from prokd.data.io import Geometry, volume_sha256
 from prokd.data.layouts import Case
 from prokd.data.preprocess import PreprocessSettings, preprocess_volume
 from prokd.data.validate import load_case
@@ -59,24 +58,12 @@ class PreprocessedVolume:
         return self.mask.reshape(len(self.mask), -1).any(axis=1)
 
 
-def _data_files(path: Path) -> list[Path]:
-    """The file and, for detached headers (.mhd/.nhdr), the data file it points to."""
-    files = [path]
-    if path.suffix.lower() in (".mhd", ".nhdr") and path.is_file():
-        text = path.read_text(errors="replace")
-        match = re.search(r"^\s*(?:ElementDataFile|data file)\s*[=:]\s*(\S+)", text, re.M | re.I)
-        if match and match.group(1) != "LOCAL":
-            files.append(path.parent / match.group(1))
-    return files
-
-
 def case_fingerprint(case: Case, settings: PreprocessSettings) -> str:
     """SHA-256 over the bytes of the image and reference mask files, channel and settings."""
     digest = hashlib.sha256()
     digest.update(f"{CACHE_FORMAT}|{case.image_channel}|{settings.fingerprint()}".encode())
     for path in (case.image, *case.masks[:1]):
-        for data_file in _data_files(Path(path)):
-            file_sha256(data_file, digest)
+        volume_sha256(path, digest)
     return digest.hexdigest()
 
 

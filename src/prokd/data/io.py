@@ -36,6 +36,37 @@ def file_sha256(path: str | Path, digest: hashlib._Hash | None = None) -> str:
     return digest.hexdigest()
 
 
+def volume_files(path: Path) -> list[Path]:
+    """Every file that holds a volume's data: the file itself and, for a detached header
+    (``.mhd``, ``.nhdr``), the data file it names; every file of a DICOM folder, sorted."""
+    if path.is_dir():
+        return sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+    files = [path]
+    if path.suffix.lower() in (".mhd", ".nhdr") and path.is_file():
+        text = path.read_text(errors="replace")
+        match = re.search(r"^\s*(?:ElementDataFile|data file)\s*[=:]\s*(\S+)", text, re.M | re.I)
+        if match and match.group(1) != "LOCAL":
+            files.append(path.parent / match.group(1))
+    return files
+
+
+def volume_sha256(path: str | Path, digest: hashlib._Hash | None = None) -> str:
+    """SHA-256 over every data file of a volume (:func:`volume_files`; for a folder, each
+    file's name inside it too), fed into ``digest`` when one is given. For a single-file
+    volume it equals :func:`file_sha256`."""
+    path = Path(path)
+    digest = digest or hashlib.sha256()
+    for file in volume_files(path):
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode())
+        file_sha256(file, digest)
+    return digest.hexdigest()
+
+
 def is_volume_file(path: Path) -> bool:
     """Whether ``path`` has one of the supported volume suffixes."""
     return path.name.lower().endswith(VOLUME_SUFFIXES)

@@ -79,6 +79,21 @@ def _six_site_images(site_dir: Path) -> list[Path]:
     )
 
 
+def _six_site_dicom_cases(site_dir: Path) -> list[Case]:
+    """``<SITE>/CaseNN/`` DICOM series folders beside a ``CaseNN_segmentation`` volume."""
+    cases = []
+    for folder in _subdirs(site_dir):
+        masks = [
+            p
+            for p in sorted(site_dir.iterdir())
+            if is_volume_file(p)
+            and volume_stem(p) in (f"{folder.name}{tag}" for tag in SIX_SITE_MASK_SUFFIXES)
+        ]
+        if masks:
+            cases.append(Case(f"{site_dir.name}/{folder.name}", site_dir.name, folder, (masks[0],)))
+    return cases
+
+
 def six_site_cases(root: Path) -> list[Case]:
     cases = []
     for site_dir in _subdirs(root):
@@ -88,6 +103,7 @@ def six_site_cases(root: Path) -> list[Case]:
             candidates = [site_dir / f"{stem}{tag}{suffix}" for tag in SIX_SITE_MASK_SUFFIXES]
             mask = next((c for c in candidates if c.exists()), candidates[0])
             cases.append(Case(f"{site_dir.name}/{stem}", site_dir.name, image, (mask,)))
+        cases += _six_site_dicom_cases(site_dir)
     return cases
 
 
@@ -182,7 +198,7 @@ LAYOUTS: dict[str, Layout] = {
     for layout in (
         Layout(
             "six-site",
-            "<root>/<SITE>/CaseNN.nii.gz + CaseNN_segmentation.nii.gz",
+            "<root>/<SITE>/CaseNN.nii.gz (or a CaseNN/ DICOM series) + CaseNN_segmentation.nii.gz",
             _detect_six_site,
             six_site_cases,
         ),

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from prokd.data.io import file_sha256, image_from_array, read_volume
+from prokd.data.io import file_sha256, image_from_array, read_volume, volume_sha256
 from prokd.data.layouts import Case
 from prokd.data.preprocess import PreprocessSettings, resample_to_grid, target_grid
 from prokd.errors import ConfigError
@@ -368,14 +368,14 @@ def slice_grid_probabilities(
 ) -> np.ndarray:
     """A teacher's probabilities for one case on the student's slice grid, computed once and
     cached under ``cache_dir`` (float16), keyed by the teacher's fingerprint (its model
-    file's contents), the volume file's contents and the slice grid (the settings' size, field
-    of view and crop centre: the intensity settings do not change the maps, so they share
-    an entry)."""
+    file's contents), the contents of every data file of the volume and the slice grid (the
+    settings' size, field of view and crop centre: the intensity settings do not change the
+    maps, so they share an entry)."""
     key = hashlib.sha256(
         "\n".join(
             [
                 teacher.fingerprint(),
-                file_sha256(case.image),
+                volume_sha256(case.image),
                 str(case.image_channel),
                 settings.grid_only().fingerprint(),
             ]
