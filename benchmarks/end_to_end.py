@@ -29,20 +29,21 @@ from typing import Any
 import numpy as np
 import torch
 
+from prokd.data.inputs import VolumeInput
 from prokd.data.io import image_from_array, read_volume, write_volume
 from prokd.data.layouts import Case, find_cases
-from prokd.distill.volume_teachers import is_volume_teacher, load_volume_teacher
 from prokd.evaluation.bench import cpu_model
 from prokd.inference.model_files import load_model_file
 from prokd.inference.postprocess import postprocess_mask
 from prokd.inference.segment import segment_file
+from prokd.inference.volume_models import is_volume_model, load_volume_model
 from prokd.io_atomic import write_json_and_markdown
 
 
 def _runner(spec: str) -> Any:
     """A function (case, mask path) -> None that segments one volume with model ``spec``."""
-    if is_volume_teacher(spec) and not spec.endswith((".onnx", ".ts")):
-        teacher = load_volume_teacher(spec)
+    if is_volume_model(spec) and not spec.endswith((".onnx", ".ts")):
+        teacher = load_volume_model(spec)
 
         def run_volume_model(case: Case, mask_path: Path) -> None:
             image = read_volume(case.image, case.image_channel)
@@ -55,7 +56,7 @@ def _runner(spec: str) -> Any:
     model = load_model_file(spec)
 
     def run_slice_model(case: Case, mask_path: Path) -> None:
-        segment_file(model, case.image, mask_path, channel=case.image_channel)
+        segment_file(model, VolumeInput(case.image, case.image_channel), mask_path)
 
     return run_slice_model
 

@@ -30,7 +30,8 @@ from prokd.io_atomic import write_json_and_markdown
 from prokd.models import build_model
 from prokd.training.checkpoints import save_checkpoint
 from prokd.training.config import config_from_dict
-from prokd.training.loop import TrainJob, run_training
+from prokd.training.job import TrainJob
+from prokd.training.loop import run_training
 from prokd.training.runs import environment, prepare_data
 
 

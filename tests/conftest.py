@@ -7,8 +7,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import yaml
+
+from prokd.data.cache import PreprocessedVolume
+from prokd.data.io import Geometry
+from prokd.data.preprocess import PreprocessSettings
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+TINY_EXPERIMENT = {
+    "preprocess": {"size": 32, "fov_mm": 128.0},
+    "split": {"val_fraction": 0.0, "test_fraction": 0.5},
+    "train": {"epochs": 1, "batch_size": 8, "slices_per_epoch": 8},
+}
+FLIPPED = (-1, 0, 0, 0, 1, 0, 0, 0, 1)  # a direction that is not RAS: models must reorient
 
 
 def assert_same_grid(mask: sitk.Image, image: sitk.Image) -> None:
@@ -67,3 +79,124 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not available")
     return SHARED_DATA
+
+
+# A 3D ONNX volume model made here: voxel-wise, so its output is known in closed form.
+
+
+def export_scaling_model(path, weight: float, bias: float, channels: int = 1):
+    """A 1x1x1 Conv3d exported to ONNX: channel c's logit = (c + 1) * weight * intensity +
+    bias (one channel: weight * intensity + bias)."""
+    import torch
+
+    model = torch.nn.Conv3d(1, channels, 1)
+    with torch.no_grad():
+        for c in range(channels):
+            model.weight[c].fill_((c + 1) * weight)
+        model.bias.fill_(bias)
+    axes = {0: "batch", 2: "x", 3: "y", 4: "z"}
+    torch.onnx.export(
+        model,
+        torch.zeros(1, 1, 8, 8, 4),
+        str(path),
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_axes={"image": axes, "logits": axes},
+        dynamo=False,
+    )
+    return path
+
+
+def volume_model_file(tmp_path, weight=0.02, bias=-1.0, channels=1, **preprocessing):
+    """A YAML file declaring :func:`export_scaling_model`'s ONNX file and its preprocessing."""
+    model = export_scaling_model(tmp_path / "scale.onnx", weight, bias, channels)
+    values = {
+        "onnx": model.name,
+        "spacing_mm": [0.5, 0.5, 3.0],
+        "normalise": "none",
+        "roi_size": [16, 16, 4],
+        "blend": "constant",
+        **preprocessing,
+    }
+    path = tmp_path / "scale.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def intensities(shape=(5, 12, 10), seed=0):
+    """A random volume of intensities in [0, 100)."""
+    return np.random.default_rng(seed).uniform(0, 100, shape).astype(np.float32)
+
+
+# Tiny training jobs and experiments, shared by the training, evaluation and distillation tests.
+
+
+SLICE_SETTINGS = PreprocessSettings(size=32, fov_mm=32.0)
+GRID = Geometry((32, 32, 4), (1.0, 1.0, 3.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+
+
+def slice_volume(seed):
+    """A preprocessed 4-slice 32x32 volume: a noisy bright square and its mask."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((4, 32, 32), np.uint8)
+    r = rng.integers(6, 10)
+    mask[1:3, 16 - r : 16 + r, 14 - r : 14 + r] = 1
+    image = (rng.normal(0, 0.5, mask.shape) + 1.5 * mask).astype(np.float32)
+    return PreprocessedVolume(f"c{seed}", "S", image, mask, GRID)
+
+
+def tiny_job(run_dir, epochs=3, teachers=(), weighting="uniform", augment=True, model="unet-w4"):
+    """A training job on three tiny volumes (one more validates), 32x32 slices."""
+    from prokd.training.config import config_from_dict
+    from prokd.training.job import TrainJob
+
+    config = config_from_dict(
+        {
+            "preprocess": {"size": 32, "fov_mm": 32.0},
+            "train": {
+                "epochs": epochs,
+                "batch_size": 4,
+                "slices_per_epoch": 8,
+                "augment": augment,
+                "patience": 10,
+                "seed": 3,
+            },
+        }
+    )
+    return TrainJob.from_config(
+        config,
+        run_dir,
+        [slice_volume(i) for i in range(3)],
+        [slice_volume(10)],
+        model=model,
+        teachers=list(teachers),
+        weighting=weighting,
+    )
+
+
+def tiny_experiment(config, tmp_path, **experiment):
+    """``config`` shrunk to 32x32 slices, one epoch of 8 slices, its cache under ``tmp_path``."""
+    config = config.replace(data={"cache_dir": str(tmp_path / "cache")}, **TINY_EXPERIMENT)
+    return config.replace(experiment=experiment) if experiment else config
+
+
+def tiny_demo(tmp_path, teacher="unet-w4"):
+    """The demo protocol with tiny networks, one limit-trained teacher per site, every
+    strategy, all training cases labelled and the same training for every model."""
+    from prokd.training.config import load_config
+
+    demo = load_config(CONFIGS / "demo.yaml").replace(
+        split={"labelled_per_site": 0}, train={"augment": False}
+    )
+    return tiny_experiment(
+        demo,
+        tmp_path,
+        teacher=teacher,
+        limit_teacher="unet-w4",
+        student="unet-w4",
+        limit_mode="site",
+        strategies=("uniform", "validation", "confidence", "label-aware"),
+        teacher_epochs=0,
+        student_epochs=0,
+        student_augment=None,
+    )

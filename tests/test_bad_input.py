@@ -392,10 +392,6 @@ def _mkdir(path: Path) -> Path:
     return path
 
 
-def test_the_suite_is_large_enough():
-    assert len(CASES) >= 30
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_is_one_line_naming_it(name, assets, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PROKD_CACHE", str(tmp_path / "cache"))

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from prokd.version import __version__
+
 __all__ = ["segment", "__version__"]
 
 

@@ -10,8 +10,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from prokd import __version__
 from prokd.errors import DataWarning, ProkdError
+from prokd.version import __version__
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 # Config keys a command does not use: set in a YAML file, they are reported as ignored.

@@ -70,6 +70,30 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def atomic_folder(target: str | Path) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``target``; on success it replaces ``target``
+    whole (a folder there is removed first), so ``target`` never holds a half-written
+    result. On any exception the temporary folder goes and ``target`` is left untouched.
+
+    Raises:
+        DataError: naming ``target``, when its parent folder cannot be written.
+    """
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=temporary_name(target), dir=target.parent))
+    except OSError as err:
+        raise DataError(target, f"cannot write ({err.strerror or err})") from None
+    try:
+        yield staging
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def write_json_and_markdown(
     stem: str | Path, result: dict[str, Any], markdown: str
 ) -> tuple[Path, Path]:

@@ -12,34 +12,38 @@ from prokd.distill.soft_targets import MANIFEST, SoftTargetCache
 from prokd.inference.trained import load_trained_model, model_payload
 from prokd.models import build_model
 from prokd.training.checkpoints import save_checkpoint
-from tests.training.test_loop import SETTINGS, _volume
+from tests.conftest import SLICE_SETTINGS, slice_volume
 
 
 def _teacher(path, seed):
     torch.manual_seed(seed)
-    save_checkpoint(model_payload(build_model("unet-w4"), "unet-w4", SETTINGS), path)
+    save_checkpoint(model_payload(build_model("unet-w4"), "unet-w4", SLICE_SETTINGS), path)
     return load_trained_model(path)
 
 
 def test_cache_is_rebuilt_when_the_checkpoint_changes_at_the_same_path(tmp_path):
-    dataset = SliceDataset([_volume(0), _volume(1)])
+    dataset = SliceDataset([slice_volume(0), slice_volume(1)])
     checkpoint = tmp_path / "teacher" / "best.pt"
     folder = tmp_path / "soft"
     first = SoftTargetCache.build(
-        folder, TeacherEnsemble([_teacher(checkpoint, 0)]), dataset, SETTINGS, progress=False
+        folder, TeacherEnsemble([_teacher(checkpoint, 0)]), dataset, SLICE_SETTINGS, progress=False
     )
     old_logits = np.array(first.logits[0])
     first_key = json.loads((folder / MANIFEST).read_text())["key"]
     stamp = (folder / MANIFEST).stat().st_mtime_ns
     same = SoftTargetCache.build(
-        folder, TeacherEnsemble([load_trained_model(checkpoint)]), dataset, SETTINGS, progress=False
+        folder,
+        TeacherEnsemble([load_trained_model(checkpoint)]),
+        dataset,
+        SLICE_SETTINGS,
+        progress=False,
     )
     assert (folder / MANIFEST).stat().st_mtime_ns == stamp  # reused: nothing changed
     np.testing.assert_array_equal(np.array(same.logits[0]), old_logits)
 
     retrained = _teacher(checkpoint, 1)  # same path, other weights
     rebuilt = SoftTargetCache.build(
-        folder, TeacherEnsemble([retrained]), dataset, SETTINGS, progress=False
+        folder, TeacherEnsemble([retrained]), dataset, SLICE_SETTINGS, progress=False
     )
     expected = retrained.network(torch.from_numpy(dataset.volumes[0].image[:, None]))
     np.testing.assert_allclose(
@@ -52,10 +56,10 @@ def test_cache_is_rebuilt_when_the_checkpoint_changes_at_the_same_path(tmp_path)
 
 
 def test_cache_is_rebuilt_for_other_preprocessing(tmp_path):
-    dataset = SliceDataset([_volume(0)])
+    dataset = SliceDataset([slice_volume(0)])
     ensemble = TeacherEnsemble([_teacher(tmp_path / "t.pt", 0)])
     folder = tmp_path / "soft"
-    SoftTargetCache.build(folder, ensemble, dataset, SETTINGS, progress=False)
+    SoftTargetCache.build(folder, ensemble, dataset, SLICE_SETTINGS, progress=False)
     key = json.loads((folder / MANIFEST).read_text())["key"]
     other = PreprocessSettings(size=32, fov_mm=48.0)
     SoftTargetCache.build(folder, ensemble, dataset, other, progress=False)

@@ -7,11 +7,11 @@ from prokd.cli import main
 from prokd.errors import DataError
 from prokd.evaluation.report import build_report
 from prokd.training.loop import run_training
-from tests.training.test_loop import _job
+from tests.conftest import tiny_job
 
 
 def test_report_of_a_training_run(tmp_path):
-    run_training(_job(tmp_path / "run", epochs=2), progress=False)
+    run_training(tiny_job(tmp_path / "run", epochs=2), progress=False)
     md_path, html_path = build_report(tmp_path / "run")
     text = md_path.read_text()
     assert "| epochs_run | 2 |" in text

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -56,7 +57,8 @@ def test_predict_writes_mask_with_exact_input_geometry_oblique(checkpoint, tmp_p
     assert probabilities.GetSize() == image.GetSize()
     qc = json.loads((tmp_path / "out" / "mask.qc.json").read_text())
     assert {"gland_ml", "components", "touches_border", "slice_gaps", "warnings"} <= set(qc)
-    assert "s" in capsys.readouterr().out
+    printed = capsys.readouterr().out.strip()
+    assert re.fullmatch(rf"{re.escape(str(out))}: \d+\.\d ml, \d+\.\d\d s", printed), printed
 
 
 def test_predict_refuses_to_overwrite(checkpoint, phantom_volume, tmp_path, capsys):

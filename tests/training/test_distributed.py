@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 from prokd.models import build_model
 from prokd.training.checkpoints import LAST
 from prokd.training.distributed import Context, context_from_env
-from tests.training.test_loop import _job
+from tests.conftest import tiny_job
 
 
 def _free_port() -> int:
@@ -37,7 +37,7 @@ def _job_for(run_dir: Path, case: str):
     """The same job in every process: supervised, or distilled with the KL term only (the
     feature adapters' batch norm sees per-rank statistics, so they would not match)."""
     if case == "supervised":
-        return _job(run_dir, epochs=3, augment=True)
+        return tiny_job(run_dir, epochs=3, augment=True)
     from prokd.data.preprocess import PreprocessSettings
     from prokd.inference.trained import load_trained_model, model_payload
     from prokd.models import build_model
@@ -48,7 +48,7 @@ def _job_for(run_dir: Path, case: str):
         torch.manual_seed(5)
         settings = PreprocessSettings(size=32, fov_mm=32.0)
         save_checkpoint(model_payload(build_model("unet-w4"), "unet-w4", settings), teacher)
-    job = _job(run_dir, epochs=3, augment=True, teachers=[load_trained_model(teacher)])
+    job = tiny_job(run_dir, epochs=3, augment=True, teachers=[load_trained_model(teacher)])
     job.loss = replace(job.loss, feature=0.0)
     return job
 

@@ -3,7 +3,6 @@
 import json
 import math
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,17 +10,12 @@ import torch
 from prokd.cli import main
 from prokd.errors import ConfigError, DataWarning
 from prokd.evaluation.report import build_report
+from prokd.evaluation.roles import STUDENT_NOKD, TEACHER
 from prokd.training.config import load_config, save_config
-from prokd.training.experiment import Experiment, Step, run_experiment
+from prokd.training.experiment import Experiment, run_experiment
+from prokd.training.plan import Step
 from prokd.training.runs import prepare_data
-from tests.conftest import tiny_phantom
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-TINY = {
-    "preprocess": {"size": 32, "fov_mm": 128.0},
-    "split": {"val_fraction": 0.0, "test_fraction": 0.5},
-    "train": {"epochs": 1, "batch_size": 8, "slices_per_epoch": 8},
-}
+from tests.conftest import CONFIGS, TINY_EXPERIMENT, tiny_demo, tiny_experiment, tiny_phantom
 
 
 @pytest.fixture(scope="module")
@@ -29,33 +23,8 @@ def phantom(tmp_path_factory):
     return tiny_phantom(tmp_path_factory.mktemp("phantom"), sites=2, cases_per_site=2, seed=1)
 
 
-def _tiny(config, tmp_path, **experiment):
-    config = config.replace(data={"cache_dir": str(tmp_path / "cache")}, **TINY)
-    return config.replace(experiment=experiment) if experiment else config
-
-
-def _tiny_demo(tmp_path, teacher="unet-w4"):
-    """The demo protocol with tiny networks, one limit-trained teacher per site, every
-    strategy, all training cases labelled and the same training for every model."""
-    demo = load_config(CONFIGS / "demo.yaml").replace(
-        split={"labelled_per_site": 0}, train={"augment": False}
-    )
-    return _tiny(
-        demo,
-        tmp_path,
-        teacher=teacher,
-        limit_teacher="unet-w4",
-        student="unet-w4",
-        limit_mode="site",
-        strategies=("uniform", "validation", "confidence", "label-aware"),
-        teacher_epochs=0,
-        student_epochs=0,
-        student_augment=None,
-    )
-
-
 def test_tiny_experiment_end_to_end_and_resume(phantom, tmp_path):
-    config = _tiny_demo(tmp_path, teacher="unet-w8")
+    config = tiny_demo(tmp_path, teacher="unet-w8")
     out = tmp_path / "run"
     results = run_experiment(config, out, str(phantom), progress=False)
     names = [r["model"] for r in results["rows"]]
@@ -123,7 +92,7 @@ def test_experiment_with_validation_selects_on_validation(tmp_path_factory, tmp_
     `validation` strategy and the reported strategy all use validation Dice only; every
     limit-trained teacher saw its own subset and nothing else."""
     data = tiny_phantom(tmp_path_factory.mktemp("phantom3"), sites=2, cases_per_site=3, seed=4)
-    config = _tiny_demo(tmp_path).replace(
+    config = tiny_demo(tmp_path).replace(
         split={"val_fraction": 0.34, "test_fraction": 0.34},
         train={"epochs": 3, "patience": 1},
     )
@@ -153,7 +122,7 @@ def test_experiment_with_validation_selects_on_validation(tmp_path_factory, tmp_
 
 
 def test_paper_six_site_config_runs_on_a_phantom_in_that_layout(phantom, tmp_path, capsys):
-    config = _tiny(load_config(CONFIGS / "paper-six-site.yaml"), tmp_path)
+    config = tiny_experiment(load_config(CONFIGS / "paper-six-site.yaml"), tmp_path)
     assert config.data.layout == "six-site" and config.experiment.limit_mode == "site"
     config_path = tmp_path / "paper.yaml"
     from prokd.training.config import save_config
@@ -179,7 +148,7 @@ def test_paper_six_site_config_runs_on_a_phantom_in_that_layout(phantom, tmp_pat
 
 
 def test_experiment_without_test_cases_is_refused(phantom, tmp_path):
-    config = _tiny(load_config(CONFIGS / "demo.yaml"), tmp_path)
+    config = tiny_experiment(load_config(CONFIGS / "demo.yaml"), tmp_path)
     config = config.replace(split={"test_fraction": 0.0})
     with pytest.raises(ConfigError, match="no test case"):
         run_experiment(config, tmp_path / "run", str(phantom), progress=False)
@@ -188,7 +157,7 @@ def test_experiment_without_test_cases_is_refused(phantom, tmp_path):
 def test_train_command_teacher_then_distilled_student(phantom, tmp_path, capsys):
     from prokd.training.config import config_from_dict, save_config
 
-    base = {"data": {"root": str(phantom), "cache_dir": str(tmp_path / "cache")}, **TINY}
+    base = {"data": {"root": str(phantom), "cache_dir": str(tmp_path / "cache")}, **TINY_EXPERIMENT}
     teacher_cfg = save_config(config_from_dict({**base, "model": "unet-w8"}), tmp_path / "t.yaml")
     assert main(["train", str(teacher_cfg), "--out", str(tmp_path / "teacher")]) == 0
     assert main(["train", str(teacher_cfg), "--out", str(tmp_path / "teacher")]) == 2
@@ -211,7 +180,7 @@ def test_train_command_teacher_then_distilled_student(phantom, tmp_path, capsys)
 def test_parallel_steps_give_the_numbers_of_one_job(phantom, tmp_path, capsys):
     """``--jobs 2`` trains independent steps in 2 processes; with the same thread count per
     step, results.json holds the same numbers as ``--jobs 1``."""
-    config = _tiny_demo(tmp_path).replace(train={"threads": 1})
+    config = tiny_demo(tmp_path).replace(train={"threads": 1})
     path = tmp_path / "c.yaml"
     save_config(config, path)
     outs = {}
@@ -219,7 +188,7 @@ def test_parallel_steps_give_the_numbers_of_one_job(phantom, tmp_path, capsys):
         outs[jobs] = tmp_path / f"jobs{jobs}"
         argv = ["experiment", str(path), "--data", str(phantom), "--out", str(outs[jobs])]
         assert main([*argv, "--jobs", jobs]) == 0
-    assert "] student-kd-p2-uniform trained in" in capsys.readouterr().out
+    assert "] student-kd-p2-uniform finished in" in capsys.readouterr().out
 
     def numbers(out):
         rows = json.loads((out / "results.json").read_text())["rows"]
@@ -230,15 +199,15 @@ def test_parallel_steps_give_the_numbers_of_one_job(phantom, tmp_path, capsys):
 
 
 def test_students_may_train_without_the_teachers_augmentation(phantom, tmp_path):
-    config = _tiny_demo(tmp_path).replace(
+    config = tiny_demo(tmp_path).replace(
         train={"augment": True}, experiment={"student_augment": False}
     )
     exp = Experiment(config, tmp_path / "run", prepare_data(config, str(phantom)), False)
-    assert exp.job(Step("teacher", "unet-w4", student=False)).train.augment is True
-    assert exp.job(Step("student-nokd", "unet-w4", student=True)).train.augment is False
-    same = _tiny_demo(tmp_path).replace(train={"augment": True})
+    assert exp.job(Step("teacher", "unet-w4", TEACHER)).train.augment is True
+    assert exp.job(Step("student-nokd", "unet-w4", STUDENT_NOKD)).train.augment is False
+    same = tiny_demo(tmp_path).replace(train={"augment": True})
     exp = Experiment(same, tmp_path / "run2", prepare_data(same, str(phantom)), False)
-    assert exp.job(Step("student-nokd", "unet-w4", student=True)).train.augment is True
+    assert exp.job(Step("student-nokd", "unet-w4", STUDENT_NOKD)).train.augment is True
 
 
 def bright_gland(image):
@@ -254,7 +223,7 @@ def test_procedure_1_from_a_volume_teacher(phantom, tmp_path):
     """experiment.teacher may be a model prokd did not train: nothing trains it, procedure 1
     distils from its probabilities, and it is evaluated beside the students."""
     spec = f"{__name__}:bright_gland"
-    config = _tiny_demo(tmp_path).replace(experiment={"teacher": spec, "strategies": ("uniform",)})
+    config = tiny_demo(tmp_path).replace(experiment={"teacher": spec, "strategies": ("uniform",)})
     out = tmp_path / "run"
     results = run_experiment(config, out, str(phantom), progress=False)
     assert not (out / "models" / "teacher").exists()
@@ -274,7 +243,7 @@ def test_procedure_1_from_a_volume_teacher(phantom, tmp_path):
 def test_without_strategies_procedure_2_and_its_limit_teachers_are_left_out(phantom, tmp_path):
     """Procedure 1 alone, here with pseudo-labels from the volume teacher."""
     spec = f"{__name__}:bright_gland"
-    config = _tiny_demo(tmp_path).replace(
+    config = tiny_demo(tmp_path).replace(
         experiment={"teacher": spec, "strategies": ()}, train={"pseudo_labels": True}
     )
     out = tmp_path / "run"

@@ -6,52 +6,16 @@ import pytest
 import torch
 
 import prokd.training.loop as train_module
-from prokd.data.cache import PreprocessedVolume
-from prokd.data.io import Geometry
 from prokd.data.preprocess import PreprocessSettings
 from prokd.data.slices import SliceDataset
 from prokd.errors import ConfigError, ProkdError
 from prokd.inference.trained import BEST, load_trained_model
 from prokd.training.checkpoints import LAST
 from prokd.training.config import config_from_dict
-from prokd.training.loop import TrainJob, batch_order, run_training, sample_slices
-
-SETTINGS = PreprocessSettings(size=32, fov_mm=32.0)
-GRID = Geometry((32, 32, 4), (1.0, 1.0, 3.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
-
-
-def _volume(seed):
-    rng = np.random.default_rng(seed)
-    mask = np.zeros((4, 32, 32), np.uint8)
-    r = rng.integers(6, 10)
-    mask[1:3, 16 - r : 16 + r, 14 - r : 14 + r] = 1
-    image = (rng.normal(0, 0.5, mask.shape) + 1.5 * mask).astype(np.float32)
-    return PreprocessedVolume(f"c{seed}", "S", image, mask, GRID)
-
-
-def _job(run_dir, epochs=3, teachers=(), weighting="uniform", augment=True, model="unet-w4"):
-    config = config_from_dict(
-        {
-            "preprocess": {"size": 32, "fov_mm": 32.0},
-            "train": {
-                "epochs": epochs,
-                "batch_size": 4,
-                "slices_per_epoch": 8,
-                "augment": augment,
-                "patience": 10,
-                "seed": 3,
-            },
-        }
-    )
-    return TrainJob.from_config(
-        config,
-        run_dir,
-        [_volume(i) for i in range(3)],
-        [_volume(10)],
-        model=model,
-        teachers=list(teachers),
-        weighting=weighting,
-    )
+from prokd.training.job import TrainJob
+from prokd.training.loop import run_training
+from prokd.training.sampling import batch_order, sample_slices
+from tests.conftest import SLICE_SETTINGS, slice_volume, tiny_job
 
 
 def test_sample_slices_mixes_foreground_and_background():
@@ -63,19 +27,19 @@ def test_sample_slices_mixes_foreground_and_background():
 
 
 def test_training_writes_checkpoints_log_and_summary(tmp_path):
-    summary = run_training(_job(tmp_path / "run", epochs=2), progress=False)
+    summary = run_training(tiny_job(tmp_path / "run", epochs=2), progress=False)
     assert (tmp_path / "run" / BEST).exists() and (tmp_path / "run" / LAST).exists()
     rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert {"loss", "dice", "lovasz", "val_dice", "lr"} <= set(rows[0])
     assert summary["epochs_run"] == 2 and 0 <= summary["best_val_dice"] <= 1
     model = load_trained_model(tmp_path / "run")
-    assert model.name == "unet-w4" and model.settings == SETTINGS
+    assert model.name == "unet-w4" and model.settings == SLICE_SETTINGS
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, monkeypatch):
-    run_training(_job(tmp_path / "full"), progress=False)
-    original = train_module._write_log
+    run_training(tiny_job(tmp_path / "full"), progress=False)
+    original = train_module.write_log
     calls = {"n": 0}
 
     def crash_after_second_epoch(run_dir, history):
@@ -84,14 +48,14 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, monkeypatch)
         if calls["n"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "_write_log", crash_after_second_epoch)
+    monkeypatch.setattr(train_module, "write_log", crash_after_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        run_training(_job(tmp_path / "cut"), progress=False)
-    monkeypatch.setattr(train_module, "_write_log", original)
+        run_training(tiny_job(tmp_path / "cut"), progress=False)
+    monkeypatch.setattr(train_module, "write_log", original)
     assert len(list(csv.DictReader(open(tmp_path / "cut" / "log.csv")))) == 2
     with pytest.raises(ProkdError, match="already holds a checkpoint"):
-        run_training(_job(tmp_path / "cut"), progress=False)
-    run_training(_job(tmp_path / "cut"), resume=True, progress=False)
+        run_training(tiny_job(tmp_path / "cut"), progress=False)
+    run_training(tiny_job(tmp_path / "cut"), resume=True, progress=False)
     full = torch.load(tmp_path / "full" / LAST, weights_only=False)
     cut = torch.load(tmp_path / "cut" / LAST, weights_only=False)
     for key, value in full["model"].items():
@@ -102,11 +66,11 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, monkeypatch)
 
 
 def test_distillation_trains_adapters_and_leaves_teachers_untouched(tmp_path):
-    run_training(_job(tmp_path / "teacher", epochs=1, model="unet-w8"), progress=False)
+    run_training(tiny_job(tmp_path / "teacher", epochs=1, model="unet-w8"), progress=False)
     teachers = [load_trained_model(tmp_path / "teacher"), load_trained_model(tmp_path / "teacher")]
     before = {k: v.clone() for k, v in teachers[0].network.state_dict().items()}
     run_training(
-        _job(tmp_path / "student", epochs=1, teachers=teachers, weighting="confidence"),
+        tiny_job(tmp_path / "student", epochs=1, teachers=teachers, weighting="confidence"),
         progress=False,
     )
     rows = list(csv.DictReader(open(tmp_path / "student" / "log.csv")))
@@ -117,7 +81,7 @@ def test_distillation_trains_adapters_and_leaves_teachers_untouched(tmp_path):
     assert any(k.startswith("feature_loss.adapters.1.") for k in saved["criterion"])
     # the adapters were trained: their weights moved from the run's own initialisation
     # (set-up is seeded, so building it again gives exactly that initialisation)
-    job = _job(tmp_path / "x", teachers=teachers, weighting="confidence")
+    job = tiny_job(tmp_path / "x", teachers=teachers, weighting="confidence")
     initial = train_module._set_up(job, progress=False).criterion.state_dict()
     again = train_module._set_up(job, progress=False).criterion.state_dict()
     adapter_weights = [k for k in saved["criterion"] if "adapters" in k and k.endswith("weight")]
@@ -132,11 +96,11 @@ def test_distillation_trains_adapters_and_leaves_teachers_untouched(tmp_path):
 
 
 def test_soft_target_cache_gives_the_same_training_as_live_teachers(tmp_path):
-    run_training(_job(tmp_path / "teacher", epochs=1, model="unet-w8"), progress=False)
+    run_training(tiny_job(tmp_path / "teacher", epochs=1, model="unet-w8"), progress=False)
     teachers = [load_trained_model(tmp_path / "teacher")]
-    live = _job(tmp_path / "live", epochs=2, teachers=teachers, augment=False)
+    live = tiny_job(tmp_path / "live", epochs=2, teachers=teachers, augment=False)
     run_training(live, progress=False)
-    cached = _job(tmp_path / "cached", epochs=2, teachers=teachers, augment=False)
+    cached = tiny_job(tmp_path / "cached", epochs=2, teachers=teachers, augment=False)
     cached.soft_target_dir = tmp_path / "soft"
     run_training(cached, progress=False)
     assert (tmp_path / "soft" / "teacher0_logits.npy").exists()
@@ -149,8 +113,8 @@ def test_soft_target_cache_gives_the_same_training_as_live_teachers(tmp_path):
 
 
 def test_soft_target_cache_with_augmentation_needs_views(tmp_path):
-    run_training(_job(tmp_path / "teacher", epochs=1), progress=False)
-    job = _job(tmp_path / "student", teachers=[load_trained_model(tmp_path / "teacher")])
+    run_training(tiny_job(tmp_path / "teacher", epochs=1), progress=False)
+    job = tiny_job(tmp_path / "student", teachers=[load_trained_model(tmp_path / "teacher")])
     job.soft_target_dir = tmp_path / "soft"
     with pytest.raises(ProkdError, match="needs distill.augmented_views >= 1"):
         run_training(job, progress=False)
@@ -163,9 +127,9 @@ def test_soft_target_cache_with_augmentation_needs_views(tmp_path):
 def test_cached_views_are_exactly_the_images_the_student_sees(tmp_path, monkeypatch):
     """Consistent teaching: with augmentation on and V cached views per slice, the teacher
     outputs read for a batch are the teacher's outputs on that very augmented batch."""
-    run_training(_job(tmp_path / "teacher", epochs=1, model="unet-w8"), progress=False)
+    run_training(tiny_job(tmp_path / "teacher", epochs=1, model="unet-w8"), progress=False)
     teacher = load_trained_model(tmp_path / "teacher")
-    job = _job(tmp_path / "student", epochs=2, teachers=[teacher], augment=True)
+    job = tiny_job(tmp_path / "student", epochs=2, teachers=[teacher], augment=True)
     job.soft_target_dir, job.augmented_views = tmp_path / "soft", 3
     seen: list[torch.Tensor] = []
     fetched: list[torch.Tensor] = []
@@ -201,7 +165,7 @@ def test_cached_views_are_exactly_the_images_the_student_sees(tmp_path, monkeypa
 
 def test_early_stopping_on_validation_dice(tmp_path):
     """With lr 0 the validation Dice never improves after epoch 1: patience 1 stops at 2."""
-    job = _job(tmp_path / "run", epochs=6)
+    job = tiny_job(tmp_path / "run", epochs=6)
     job.train = replace(job.train, lr=1e-12, patience=1)
     summary = run_training(job, progress=False)
     assert summary["epochs_run"] == 2 and summary["stopped_early"]
@@ -213,14 +177,16 @@ def test_teacher_with_other_preprocessing_is_refused(tmp_path):
     from prokd.inference.trained import TrainedModel
     from prokd.models import build_model
 
-    other = TrainedModel("unet-w4", build_model("unet-w4"), SETTINGS, tmp_path / "t.pt")
+    other = TrainedModel("unet-w4", build_model("unet-w4"), SLICE_SETTINGS, tmp_path / "t.pt")
     other.settings = PreprocessSettings(size=32, fov_mm=64.0)
     with pytest.raises(ConfigError, match=r"t.pt: teacher preprocessing differs .*fov_mm"):
-        _job(tmp_path / "s", teachers=[other])
+        tiny_job(tmp_path / "s", teachers=[other])
 
 
 def test_batch_order_puts_the_unlabelled_share_in_every_batch():
-    volumes = [_volume(i) for i in range(3)] + [_volume(5).without_mask() for _ in range(2)]
+    volumes = [slice_volume(i) for i in range(3)] + [
+        slice_volume(5).without_mask() for _ in range(2)
+    ]
     dataset = SliceDataset(volumes)
     labelled = dataset.labelled()
     assert labelled.sum() == 12 and (~labelled).sum() == 8
@@ -240,12 +206,12 @@ def test_batch_order_puts_the_unlabelled_share_in_every_batch():
 
 
 def test_unlabelled_volumes_reach_distilled_students_only(tmp_path):
-    run_training(_job(tmp_path / "teacher", epochs=1, model="unet-w8"), progress=False)
+    run_training(tiny_job(tmp_path / "teacher", epochs=1, model="unet-w8"), progress=False)
     teachers = [load_trained_model(tmp_path / "teacher")]
     config = config_from_dict({"preprocess": {"size": 32, "fov_mm": 32.0}})
-    unlabelled = [_volume(7).without_mask()]
+    unlabelled = [slice_volume(7).without_mask()]
     alone = TrainJob.from_config(
-        config, tmp_path / "a", [_volume(0)], [], unlabelled_volumes=unlabelled
+        config, tmp_path / "a", [slice_volume(0)], [], unlabelled_volumes=unlabelled
     )
     assert alone.unlabelled_volumes == []
 
@@ -253,8 +219,8 @@ def test_unlabelled_volumes_reach_distilled_students_only(tmp_path):
         job = TrainJob.from_config(
             config.replace(train={"epochs": 1, "batch_size": 4, "slices_per_epoch": 8}),
             tmp_path / name,
-            [_volume(0)],
-            [_volume(10)],
+            [slice_volume(0)],
+            [slice_volume(10)],
             teachers=teachers,
             weighting="label-aware",
             unlabelled_volumes=volumes,

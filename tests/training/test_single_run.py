@@ -17,11 +17,10 @@ from prokd.inference.predict import predict_volume
 from prokd.training.config import config_from_dict
 from prokd.training.runs import prepare_data
 from prokd.training.single_run import train_single
-from tests.conftest import tiny_phantom
-from tests.training.test_experiment import TINY as EXPERIMENT_TINY
+from tests.conftest import TINY_EXPERIMENT, tiny_phantom
 
 TINY = {
-    **EXPERIMENT_TINY,
+    **TINY_EXPERIMENT,
     "model": "unet-w4",
     "split": {"val_fraction": 0.0, "test_fraction": 0.0},
 }

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +24,7 @@ from tqdm import tqdm
 
 from prokd.data.io import write_volume
 from prokd.errors import ProkdError
+from prokd.io_atomic import atomic_folder
 
 FOV_SLAB_MM = 84.0  # superior-inferior coverage of every acquisition
 SUBSLICES = (-0.25, 0.25)  # through-plane partial volume: average of two sub-slices
@@ -308,16 +306,9 @@ def write_phantom(
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise ProkdError(f"{out_dir}: folder exists and is not empty; choose a new folder")
-    # Generate into a temporary sibling, then rename: never a half-written benchmark.
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    # Generated into a temporary sibling, then renamed: never a half-written benchmark.
+    with atomic_folder(out_dir) as staging:
         cases = _generate(staging, sites, cases_per_site, seed, workers, show_progress)
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return cases
 
 

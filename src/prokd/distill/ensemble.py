@@ -50,8 +50,9 @@ class TeacherEnsemble:
         logits, features = [], []
         for teacher in self.teachers:
             taps = get_spec(teacher.name).taps if self.with_features else {}
+            device = next(teacher.network.parameters()).device
             with FeatureTaps(teacher.network, taps) as tapped, torch.inference_mode():
-                out = teacher.network(images)
+                out = teacher.network(images.to(device))  # on the teacher's own device
             # Clone out of inference mode so the loss may save them for backward.
             logits.append(out.clone())
             features.append({k: v.clone() for k, v in tapped.features.items()})

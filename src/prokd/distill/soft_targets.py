@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +27,7 @@ from prokd.data.io import file_sha256
 from prokd.data.preprocess import PreprocessSettings
 from prokd.data.slices import AUGMENTATION_VERSION, SliceDataset, view_seed
 from prokd.distill.ensemble import TeacherEnsemble
-from prokd.io_atomic import temporary_name
+from prokd.io_atomic import atomic_folder
 
 MANIFEST = "manifest.json"
 
@@ -114,15 +112,9 @@ class SoftTargetCache:
             saved = json.loads(manifest.read_text())
             if saved.get("key") == key:
                 return cls(folder, len(ensemble), saved["taps"], views)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        building = Path(tempfile.mkdtemp(prefix=temporary_name(folder), dir=folder.parent))
-        try:
+        with atomic_folder(folder) as building:
             taps = cls._compute(building, ensemble, dataset, views, seed, batch_size, progress)
             (building / MANIFEST).write_text(json.dumps({"key": key, "taps": taps}))
-            shutil.rmtree(folder, ignore_errors=True)
-            building.rename(folder)
-        finally:
-            shutil.rmtree(building, ignore_errors=True)
         return cls(folder, len(ensemble), taps, views)
 
     @staticmethod
@@ -163,7 +155,7 @@ class SoftTargetCache:
                         }
                     )
                 for name, tensor in outputs.items():
-                    arrays[k][name][start:stop] = tensor.numpy().astype(np.float16)
+                    arrays[k][name][start:stop] = tensor.float().cpu().numpy().astype(np.float16)
         for teacher_arrays in arrays:
             for array in teacher_arrays.values():
                 array.flush()

@@ -10,6 +10,7 @@ takes; an ``.onnx`` file has no torch timings.
 
 from __future__ import annotations
 
+import copy
 import platform
 import statistics
 import tempfile
@@ -22,9 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from prokd.data.preprocess import PreprocessSettings
 from prokd.errors import ProkdError
 from prokd.inference.bundled import BUNDLED, resolve_model_path
+from prokd.inference.export import export_model
 from prokd.inference.model_files import load_model_file, onnx_session
+from prokd.inference.trained import TrainedModel
 from prokd.io_atomic import write_json_and_markdown
 from prokd.models import MODELS, build_model
 from prokd.models.profile import FLOP_CONVENTION, count_flops, count_parameters
@@ -110,18 +114,13 @@ def bench_subject(spec: str, device: torch.device | None = None) -> BenchSubject
     return BenchSubject(spec, loaded.name, network, onnx_file, settings.size, settings.channels)
 
 
-def _export_onnx(network: torch.nn.Module, size: int, channels: int, folder: Path) -> Path:
-    path = folder / "model.onnx"
-    torch.onnx.export(
-        network,
-        (torch.zeros(1, channels, size, size),),
-        str(path),
-        input_names=["image"],
-        output_names=["logits"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-        dynamo=False,
-    )
-    return path
+def _export_onnx(subject: BenchSubject, size: int, folder: Path) -> Path:
+    """The graph ``prokd export`` writes for the subject's network (opset, dynamic batch,
+    metadata), exported from a CPU copy so the network itself stays where it runs."""
+    network = copy.deepcopy(subject.network).cpu().eval()
+    settings = PreprocessSettings(size=size, context_slices=(subject.channels - 1) // 2)
+    model = TrainedModel(subject.architecture, network, settings, folder / "bench.pt")
+    return export_model(model, "onnx", folder / "model.onnx")
 
 
 def bench_model(subject: BenchSubject, size: int, threads: int, runs: int) -> dict[str, Any]:
@@ -148,7 +147,7 @@ def bench_model(subject: BenchSubject, size: int, threads: int, runs: int) -> di
             torch_slice = _time(lambda: forward(on_device[0]), runs)
             torch_volume = _time(lambda: forward(on_device[1]), max(3, runs // 4))
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_file = subject.onnx_file or _export_onnx(network.cpu(), size, channels, Path(tmp))
+        onnx_file = subject.onnx_file or _export_onnx(subject, size, Path(tmp))
         session = onnx_session(onnx_file, threads)
         name = session.get_inputs()[0].name
         x1, xv = slice_input.numpy(), volume_input.numpy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,21 +14,13 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from prokd.data.io import Geometry
 from prokd.data.layouts import Case, find_cases
-from prokd.data.preprocess import PreprocessSettings, preprocess_volume, to_original_grid
 from prokd.data.validate import load_case
-from prokd.distill.volume_teachers import (
-    SLICE_MODEL_SUFFIXES,
-    VolumeTeacher,
-    is_volume_teacher,
-    load_volume_teacher,
-)
 from prokd.errors import warn_all
 from prokd.evaluation.metrics import METRIC_NAMES, volume_metrics
-from prokd.inference.model_files import load_model_file
+from prokd.evaluation.stats import describe
 from prokd.inference.postprocess import postprocess_mask
-from prokd.inference.predict import SliceModel, predict_slices
+from prokd.inference.volume_models import VolumeModel, load_volume_model
 from prokd.io_atomic import atomic_path
 
 if TYPE_CHECKING:
@@ -53,7 +46,7 @@ def _largest_gland_slice(truth: np.ndarray) -> int:
 
 
 def evaluate_cases(
-    models: dict[str, tuple[SliceModel, PreprocessSettings] | VolumeTeacher],
+    models: Mapping[str, VolumeModel],
     cases: list[Case],
     progress: bool = True,
     postprocess: bool = True,
@@ -61,16 +54,14 @@ def evaluate_cases(
 ) -> dict[str, ModelEvaluation]:
     """Per model, one row per case: site, metrics against the first reader, inference time.
 
-    Each case is read and preprocessed once (per distinct preprocessing) and predicted by
-    every model; ``seconds`` is the model's prediction time plus the preprocessing time. A
-    model may also be a volume teacher (:mod:`prokd.distill.volume_teachers`), which maps
-    the whole volume itself (its time is all of it) and is thresholded at its own
-    ``threshold``.
-    Where a case has a second reader, ``reader2_*`` columns hold the inter-reader metrics
-    (reader 2 scored against reader 1): the human ceiling for that case. Masks are
-    post-processed (largest component, holes filled) as ``prokd predict`` writes them,
-    unless ``postprocess`` is false. The first ``overlay_cases`` cases also keep their
-    largest-gland slice (image, truth, probability) for the report's overlay figure.
+    Each case is read once and segmented by every model
+    (:class:`~prokd.inference.volume_models.VolumeModel`: preprocessing, prediction and the
+    mapping back to the case's grid; ``seconds`` is all of it), thresholded at the model's
+    own ``threshold``. Where a case has a second reader, ``reader2_*`` columns hold the
+    inter-reader metrics (reader 2 scored against reader 1): the human ceiling for that
+    case. Masks are post-processed (largest component, holes filled) as ``prokd predict``
+    writes them, unless ``postprocess`` is false. The first ``overlay_cases`` cases also keep
+    their largest-gland slice (image, truth, probability) for the report's overlay figure.
     Empty reference masks are reported as :class:`~prokd.errors.DataWarning`.
     """
     results = {name: ModelEvaluation() for name in models}
@@ -81,34 +72,12 @@ def evaluate_cases(
         warn_all(loaded.warnings)
         spacing = tuple(reversed(loaded.image.GetSpacing()))
         truth = sitk.GetArrayFromImage(loaded.mask) > 0
-        ceiling = {}
-        if len(loaded.masks) > 1:
-            reader2 = sitk.GetArrayFromImage(loaded.masks[1]) > 0
-            metrics = volume_metrics(reader2, truth, spacing).as_dict()
-            ceiling = {f"reader2_{k}": metrics[k] for k in METRIC_NAMES}
-        prepared: dict[PreprocessSettings, tuple[np.ndarray, Geometry, float]] = {}
+        ceiling = _reader_ceiling(loaded.masks, truth, spacing)
         for name, model in models.items():
-            threshold = 0.5
-            if isinstance(model, tuple):
-                slice_model, settings = model
-                if settings not in prepared:
-                    start = time.perf_counter()
-                    slices, _, grid = preprocess_volume(loaded.image, None, settings)
-                    prepared[settings] = (slices, grid, time.perf_counter() - start)
-                slices, grid, preprocess_seconds = prepared[settings]
-                start = time.perf_counter()
-                probabilities = to_original_grid(
-                    predict_slices(slice_model, slices, context_slices=settings.context_slices),
-                    grid,
-                    loaded.image,
-                )
-                seconds = time.perf_counter() - start + preprocess_seconds
-            else:
-                start = time.perf_counter()
-                probabilities = model.probabilities(loaded.image)
-                seconds = time.perf_counter() - start
-                threshold = model.threshold
-            mask = probabilities >= threshold
+            start = time.perf_counter()
+            probabilities = model.probabilities(loaded.image)
+            seconds = time.perf_counter() - start
+            mask = probabilities >= model.threshold
             if postprocess:
                 mask = postprocess_mask(mask) > 0
             metrics = volume_metrics(mask, truth, spacing)
@@ -122,31 +91,24 @@ def evaluate_cases(
                         f"{case.case_id}/probability": probabilities[k].astype(np.float32),
                     }
                 )
-            results[name].rows.append(
-                {
-                    "model": name,
-                    "case": case.case_id,
-                    "site": case.site,
-                    **metrics.as_dict(),
-                    "seconds": seconds,
-                    **ceiling,
-                }
-            )
+            row = {"model": name, "case": case.case_id, "site": case.site}
+            results[name].rows.append({**row, **metrics.as_dict(), "seconds": seconds, **ceiling})
     return results
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    array = np.asarray(values, dtype=float)
-    return {
-        "mean": float(array.mean()),
-        "std": float(array.std()),
-        "median": float(np.median(array)),
-        "n": int(array.size),
-    }
+def _reader_ceiling(
+    masks: list[sitk.Image], truth: np.ndarray, spacing: tuple[float, ...]
+) -> dict[str, float]:
+    """``reader2_*``: the second reader's mask scored against the first (none without)."""
+    if len(masks) < 2:
+        return {}
+    reader2 = sitk.GetArrayFromImage(masks[1]) > 0
+    metrics = volume_metrics(reader2, truth, spacing).as_dict()
+    return {f"reader2_{k}": metrics[k] for k in METRIC_NAMES}
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean, std and median of every metric, overall and per site."""
+    """Mean, sample std and median of every metric, overall and per site."""
     keys = [
         k
         for k in rows[0]
@@ -156,11 +118,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     reader_keys = sorted({k for r in rows for k in r if k.startswith("reader2_")})
 
     def block(subset: list[dict[str, Any]]) -> dict[str, Any]:
-        out = {k: _stats([r[k] for r in subset]) for k in keys}
+        out = {k: describe([r[k] for r in subset]) for k in keys}
         for k in reader_keys:
             values = [r[k] for r in subset if k in r]
             if values:
-                out[k] = _stats(values)
+                out[k] = describe(values)
         return out
 
     sites = sorted({r["site"] for r in rows})
@@ -240,13 +202,8 @@ def evaluate_model_file(
     Raises:
         DataError: unreadable model or dataset.
     """
-    spec = str(model_path)
-    if is_volume_teacher(spec) and not spec.endswith(SLICE_MODEL_SUFFIXES):
-        teacher = load_volume_teacher(spec)
-        name, kind, model = teacher.name, "volume model", teacher
-    else:
-        loaded = load_model_file(model_path, device)
-        name, kind, model = loaded.name, loaded.kind, (loaded.slice_model, loaded.settings)
+    model = load_volume_model(model_path, device)
+    name, kind = model.name, model.kind
     layout, cases = find_cases(data_dir, layout)
     results = evaluate_cases({name: model}, cases, postprocess=postprocess)
     out = Path(out or Path("runs") / "evaluate" / f"{name}-{Path(data_dir).name}")

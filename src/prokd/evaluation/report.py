@@ -18,15 +18,11 @@ import numpy as np
 
 from prokd.errors import DataError, error_summary, warn_all
 from prokd.evaluation.evaluate import OVERLAYS
+from prokd.evaluation.markdown import Block, markdown_table, plus_minus, render_markdown
 from prokd.evaluation.metrics import __doc__ as METRICS_DOC
 from prokd.evaluation.plots import dice_boxplot, overlay_figure, read_log, training_curves
+from prokd.evaluation.roles import LIMIT_TEACHER
 from prokd.io_atomic import atomic_path
-
-Block = tuple  # ("h1"|"h2"|"p"|"pre", text) | ("table", header, rows) | ("img", path, caption)
-
-
-def _pm(cell: dict[str, float], digits: int = 3) -> str:
-    return f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
 
 
 def results_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -54,10 +50,10 @@ def results_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 r["role"],
                 "" if r["params"] is None else f"{r['params']:,}",
                 "" if r["val_dice"] is None else f"{r['val_dice']:.3f}",
-                _pm(r["dice"]),
-                _pm(r["iou"]),
-                _pm(r["hd95"], 1),
-                _pm(r["assd"], 2),
+                plus_minus(r["dice"]),
+                plus_minus(r["iou"]),
+                plus_minus(r["hd95"], 1),
+                plus_minus(r["assd"], 2),
                 f"{r['seconds_per_volume']:.2f}",
                 "" if r["kd_gain"] is None else f"{r['kd_gain']:+.3f}",
                 *[f"{r['site_dice'].get(s, float('nan')):.3f}" for s in sites],
@@ -84,13 +80,6 @@ def comparison_rows(comparisons: dict[str, Any]) -> tuple[list[str], list[list[s
         for label, c in comparisons.items()
     ]
     return header, body
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    """A markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def results_table(results: dict[str, Any]) -> str:
@@ -125,7 +114,7 @@ def _overlays(run_dir: Path, results: dict[str, Any], path: Path) -> tuple[Path 
     evaluation = run_dir / "evaluation"
     student = results.get("strategy_selected_on_validation") or "student-kd-p1"
     names = ["teacher", student] + sorted(
-        r["model"] for r in results["rows"] if r["model"].startswith("limit-")
+        r["model"] for r in results["rows"] if r["kind"] == LIMIT_TEACHER
     )
     stored = {}
     for name in names:
@@ -258,27 +247,6 @@ def run_blocks(run_dir: Path, figures: Path) -> list[Block]:
     return blocks
 
 
-def _render_markdown(blocks: list[Block], base: Path) -> str:
-    out = []
-    for block in blocks:
-        kind = block[0]
-        if kind == "h1":
-            out.append(f"# {block[1]}")
-        elif kind == "h2":
-            out.append(f"## {block[1]}")
-        elif kind == "p":
-            out.append(block[1])
-        elif kind == "pre":
-            out.append(block[1])
-        elif kind == "table":
-            out.append(markdown_table(block[1], block[2]))
-        elif kind == "img":
-            out.append(
-                f"![{block[2]}]({Path(block[1]).relative_to(base).as_posix()})\n\n{block[2]}"
-            )
-    return "\n\n".join(out) + "\n"
-
-
 def _render_html(blocks: list[Block], title: str) -> str:
     body = []
     for block in blocks:
@@ -330,7 +298,7 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
         raise DataError(run_dir, "no results.json or log.csv: not a prokd run or experiment")
     md_path, html_path = run_dir / "report.md", run_dir / "report.html"
     with atomic_path(md_path) as tmp:
-        tmp.write_text(_render_markdown(blocks, run_dir))
+        tmp.write_text(render_markdown(blocks, run_dir))
     with atomic_path(html_path) as tmp:
         tmp.write_text(_render_html(blocks, blocks[0][1]))
     return md_path, html_path

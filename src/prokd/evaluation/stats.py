@@ -1,4 +1,9 @@
-"""Paired comparisons of two models on the same volumes: Wilcoxon test and bootstrap CI."""
+"""Summaries and paired comparisons of per-volume scores: mean ± std, Wilcoxon test and
+bootstrap CI.
+
+One convention throughout prokd: a standard deviation is the sample standard deviation
+(``ddof=1``), 0 for a single value.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,22 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
+
+
+def describe(values: Sequence[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (0 for one value), median and count."""
+    array = np.asarray(values, dtype=float)
+    return {
+        "mean": float(array.mean()),
+        "std": sample_std(array),
+        "median": float(np.median(array)),
+        "n": int(array.size),
+    }
+
+
+def sample_std(values: np.ndarray) -> float:
+    """The sample standard deviation (``ddof=1``); 0 for a single value."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
 def paired_comparison(
@@ -43,7 +64,7 @@ def paired_comparison(
     return {
         "n": len(diff),
         "mean": mean,
-        "std": float(diff.std(ddof=1)) if len(diff) > 1 else 0.0,
+        "std": sample_std(diff),
         "ci95": ci,
         "wilcoxon_p": p,
         "wins": int((diff > 0).sum()),

@@ -5,16 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from prokd.evaluation.markdown import Block, plus_minus, render_markdown
 from prokd.evaluation.plots import pareto_plot, regime_plot
-from prokd.evaluation.report import comparison_rows, markdown_table
+from prokd.evaluation.report import comparison_rows
 from prokd.io_atomic import write_json_and_markdown
 
 # Models of every cell, in table order; procedure-2 students follow.
 FIXED_MODELS = ("teacher", "ensemble-limit", "student-nokd", "student-kd-p1")
-
-
-def _pm(cell: dict[str, float] | None) -> str:
-    return "" if cell is None else f"{cell['mean']:.3f} ± {cell['std']:.3f}"
 
 
 def _models(regime: dict[str, Any]) -> list[str]:
@@ -28,7 +25,7 @@ def metric_table(summary: dict[str, Any], metric: str) -> tuple[list[str], list[
     model's ``metric`` (``dice``, ``hd95``, ``assd`` or ``seconds``)."""
     regimes = summary["regimes"]
     models = list(dict.fromkeys(m for r in regimes.values() for m in _models(r)))
-    rows = [[name, *[_pm(r[metric].get(m)) for m in models]] for name, r in regimes.items()]
+    rows = [[name, *[plus_minus(r[metric].get(m)) for m in models]] for name, r in regimes.items()]
     return ["regime", *models], rows
 
 
@@ -44,7 +41,7 @@ def dice_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 name,
                 str(r["cells"]),
                 f"{r['teacher_gap']['mean']:+.3f} ± {r['teacher_gap']['std']:.3f}",
-                _pm(r["chosen_p2_dice"]),
+                plus_minus(r["chosen_p2_dice"]),
                 "" if ratio is None else f"{ratio:.3f}",
                 *dice[1:],
             ]
@@ -66,7 +63,11 @@ def validation_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]
     models = list(dict.fromkeys(m for r in regimes.values() for m in r["val_dice"]))
     header = ["regime", "chosen p2", *models]
     rows = [
-        [name, _pm(r["chosen_p2_val_dice"]), *[_pm(r["val_dice"].get(m)) for m in models]]
+        [
+            name,
+            plus_minus(r["chosen_p2_val_dice"]),
+            *[plus_minus(r["val_dice"].get(m)) for m in models],
+        ]
         for name, r in regimes.items()
     ]
     return header, rows
@@ -92,101 +93,119 @@ def pareto_points(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return points
 
 
-def write_study_report(summary: dict[str, Any], out: str | Path, name: str = "study") -> Path:
-    """Write ``<name>.md`` and ``<name>.json`` with the figures under ``<name>_figures/``
-    into ``out``; returns the markdown's path."""
-    out = Path(out)
-    figures = out / f"{name}_figures"
-    lines = [
-        f"# prokd study: {name}",
-        "",
-        f"Study file: `{summary['study']}`. {summary['description']}".strip(),
-        "",
-        f"Made by `{summary['command']}` on {summary['machine']}. Each cell is one "
-        "`prokd experiment` run by `prokd study` (without `--summarise`).",
-        "",
-        f"Seeds: {', '.join(str(s) for s in summary['seeds'])} (split and training seed). "
-        "Test Dice per 3D volume, averaged per cell, then mean ± std over seeds (over every "
-        "cell of its regimes for a pool). "
-        "'chosen p2': the procedure-2 student whose strategy had the best validation Dice "
-        "in its cell (never chosen on test). 'teacher - no-KD': the most KD could give.",
-        "",
-        markdown_table(*dice_table(summary)),
-        "",
-        *(
-            [f"Regimes with no finished cell yet: {', '.join(summary['regimes_not_run'])}.", ""]
-            if summary["regimes_not_run"]
-            else []
+def _summary_blocks(summary: dict[str, Any]) -> list[Block]:
+    """What the study is, and its tables over every regime."""
+    blocks: list[Block] = [
+        ("h1", f"prokd study: {summary['name']}"),
+        ("p", f"Study file: `{summary['study']}`. {summary['description']}".strip()),
+        (
+            "p",
+            f"Made by `{summary['command']}` on {summary['machine']}. Each cell is one "
+            "`prokd experiment` run by `prokd study` (without `--summarise`).",
         ),
-        "HD95 (mm) per test volume, mean per cell, then mean ± std over cells:",
-        "",
-        markdown_table(*metric_table(summary, "hd95")),
-        "",
-        "ASSD (mm):",
-        "",
-        markdown_table(*metric_table(summary, "assd")),
-        "",
-        "Seconds per test volume: each model's prediction with its preprocessing (reading "
-        "and writing excluded), every model of a cell in one process with the same threads; "
-        "a volume model's is its whole pipeline; a student's runs in torch:",
-        "",
-        markdown_table(*metric_table(summary, "seconds")),
-        "",
-        "Validation Dice (best epoch of each run; what model selection and tuning read):",
-        "",
-        markdown_table(*validation_table(summary)),
-        "",
+        (
+            "p",
+            f"Seeds: {', '.join(str(s) for s in summary['seeds'])} (split and training seed). "
+            "Test Dice per 3D volume, averaged per cell, then mean ± std over seeds (over every "
+            "cell of its regimes for a pool). "
+            "'chosen p2': the procedure-2 student whose strategy had the best validation Dice "
+            "in its cell (never chosen on test). 'teacher - no-KD': the most KD could give.",
+        ),
+        ("table", *dice_table(summary)),
+    ]
+    if summary["regimes_not_run"]:
+        missing = ", ".join(summary["regimes_not_run"])
+        blocks.append(("p", f"Regimes with no finished cell yet: {missing}."))
+    blocks += [
+        ("p", "HD95 (mm) per test volume, mean per cell, then mean ± std over cells:"),
+        ("table", *metric_table(summary, "hd95")),
+        ("p", "ASSD (mm):"),
+        ("table", *metric_table(summary, "assd")),
+        (
+            "p",
+            "Seconds per test volume: each model's prediction with its preprocessing (reading "
+            "and writing excluded), every model of a cell in one process with the same "
+            "threads; a volume model's is its whole pipeline; a student's runs in torch:",
+        ),
+        ("table", *metric_table(summary, "seconds")),
+        ("p", "Validation Dice (best epoch of each run; what model selection and tuning read):"),
+        ("table", *validation_table(summary)),
     ]
     if summary.get("best_on_validation") and len(summary["regimes"]) > 1:
-        lines += [
-            "Highest validation Dice of the distilled student (procedure 2's "
-            "validation-chosen one, or procedure 1's where procedure 2 is off): "
-            f"**{summary['best_on_validation']}** (what a tuning study picks).",
-            "",
-        ]
-    for regime, r in summary["regimes"].items():
-        pool = r.get("pooled_from")
-        chosen = [s for s in r["chosen_strategies"] if s]
-        lines += [
-            f"## {regime}",
-            "",
+        blocks.append(
+            (
+                "p",
+                "Highest validation Dice of the distilled student (procedure 2's "
+                "validation-chosen one, or procedure 1's where procedure 2 is off): "
+                f"**{summary['best_on_validation']}** (what a tuning study picks).",
+            )
+        )
+    return blocks
+
+
+def _regime_blocks(regime: str, r: dict[str, Any]) -> list[Block]:
+    """One regime's (or pool's) seeds and paired comparisons."""
+    pool = r.get("pooled_from")
+    chosen = [s for s in r["chosen_strategies"] if s]
+    return [
+        ("h2", regime),
+        (
+            "p",
             (f"Pool of the regimes {', '.join(pool)}; " if pool else "")
             + f"seeds run: {r['seeds']}"
             + (f"; missing: {r['seeds_missing']}" if r["seeds_missing"] else "")
             + (f". Strategies chosen on validation: {', '.join(chosen)}." if chosen else "."),
-            "",
+        ),
+        (
+            "p",
             f"Paired per-volume test Dice, pooled over {'cells' if pool else 'seeds'} "
-            "(a - b; 'chosen' is each cell's "
-            "validation-chosen procedure-2 student): bootstrap 95% CI of the mean, Wilcoxon "
-            "signed-rank p.",
-            "",
-            markdown_table(*comparison_rows(r["comparisons"])),
-            "",
-        ]
-    plot = regime_plot(summary, figures / "study_dice.png")
-    lines += [f"![Test Dice per regime]({plot.relative_to(out)})", ""]
+            "(a - b; 'chosen' is each cell's validation-chosen procedure-2 student): "
+            "bootstrap 95% CI of the mean, Wilcoxon signed-rank p.",
+        ),
+        ("table", *comparison_rows(r["comparisons"])),
+    ]
+
+
+def _figure_blocks(summary: dict[str, Any], figures: Path) -> list[Block]:
+    """The Dice-per-regime figure, the students' Dice against CPU time, and wall time."""
+    blocks: list[Block] = [
+        ("img", regime_plot(summary, figures / "study_dice.png"), "Test Dice per regime")
+    ]
     points = pareto_points(summary)
     if points:
         latency = summary["latency"]
-        pareto = pareto_plot(points, figures / "pareto.png")
-        lines += [
-            "## Students: Dice against CPU time",
-            "",
-            f"onnxruntime ms per volume of {latency['volume_slices']} slices, "
-            f"{latency['threads']} threads, {latency['cpu']}, measured side by side in one "
-            "process when the summary was made.",
-            "",
-            f"![Pareto]({pareto.relative_to(out)})",
-            "",
+        blocks += [
+            ("h2", "Students: Dice against CPU time"),
+            (
+                "p",
+                f"onnxruntime ms per volume of {latency['volume_slices']} slices, "
+                f"{latency['threads']} threads, {latency['cpu']}, measured side by side in "
+                "one process when the summary was made.",
+            ),
+            ("img", pareto_plot(points, figures / "pareto.png"), "Pareto"),
         ]
     regimes = {n: r for n, r in summary["regimes"].items() if "pooled_from" not in r}
     total = sum(r["cell_seconds"] for r in regimes.values())  # a pool repeats its regimes
     per_regime = ", ".join(f"{n} {r['cell_seconds'] / 60:.0f} min" for n, r in regimes.items())
-    lines += [
-        f"Wall time of the cells: {total / 3600:.2f} h in all ({per_regime}); each cell is "
-        "timed by the invocation that finished it (a resumed cell counts its last part only), "
-        "on a machine that may have run other work beside it. A step whose twin (the same "
-        "network, data, seed and settings) had already finished in another cell was copied "
-        "from there, not trained again, so later cells cost less."
-    ]
-    return write_json_and_markdown(out / name, summary, "\n".join(lines))[1]
+    blocks.append(
+        (
+            "p",
+            f"Wall time of the cells: {total / 3600:.2f} h in all ({per_regime}); each cell is "
+            "timed by the invocation that finished it (a resumed cell counts its last part "
+            "only), on a machine that may have run other work beside it. A step whose twin "
+            "(the same network, data, seed and settings) had already finished in another cell "
+            "was copied from there, not trained again, so later cells cost less.",
+        )
+    )
+    return blocks
+
+
+def write_study_report(summary: dict[str, Any], out: str | Path, name: str = "study") -> Path:
+    """Write ``<name>.md`` and ``<name>.json`` with the figures under ``<name>_figures/``
+    into ``out``; returns the markdown's path."""
+    out = Path(out)
+    blocks = _summary_blocks({**summary, "name": name})
+    for regime, r in summary["regimes"].items():
+        blocks += _regime_blocks(regime, r)
+    blocks += _figure_blocks(summary, out / f"{name}_figures")
+    return write_json_and_markdown(out / name, summary, render_markdown(blocks, out))[1]

@@ -17,10 +17,10 @@ import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
 
-from prokd import __version__
 from prokd.data.dicom import DicomSeries
 from prokd.errors import DataError, error_summary
 from prokd.io_atomic import atomic_path
+from prokd.version import __version__
 
 SEGMENT_LABEL = "Prostate"
 SEG_SERIES_NUMBER_OFFSET = 1000  # the SEG's series number: the source's plus this

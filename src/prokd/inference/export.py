@@ -10,14 +10,13 @@ Both formats are one self-contained file with the preprocessing settings embedde
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict
 from pathlib import Path
 
 import onnx
 import torch
 
-from prokd.inference.model_files import METADATA_KEY, TORCHSCRIPT_EXTRA
+from prokd.inference.model_files import METADATA_KEY, TORCHSCRIPT_EXTRA, initializer_elements
 from prokd.inference.trained import TrainedModel
 from prokd.io_atomic import atomic_path
 
@@ -32,11 +31,6 @@ def export_metadata(model: TrainedModel, parameters: int | None = None) -> str:
     if parameters is not None:
         metadata["parameters"] = parameters
     return json.dumps(metadata)
-
-
-def initializer_elements(proto: onnx.ModelProto) -> int:
-    """Parameters stored in an ONNX graph: the elements of its initializers."""
-    return sum(math.prod(tensor.dims) for tensor in proto.graph.initializer)
 
 
 def export_model(model: TrainedModel, fmt: str, out: str | Path) -> Path:

@@ -7,6 +7,7 @@ only for checkpoints, run folders and TorchScript files.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ from prokd.inference.bundled import BUNDLED, BUNDLED_DIR, bundled_path, resolve_
 from prokd.inference.predict import SliceModel
 
 if TYPE_CHECKING:
+    import onnx
     import torch
 
 METADATA_KEY = "prokd"  # ONNX metadata_props key of the embedded settings
@@ -209,9 +211,12 @@ def onnx_parameters(path: str | Path) -> int | None:
         import onnx
     except ModuleNotFoundError:
         return None
-    from prokd.inference.export import initializer_elements
-
     return initializer_elements(onnx.load(str(path)))
+
+
+def initializer_elements(proto: onnx.ModelProto) -> int:
+    """Parameters stored in an ONNX graph: the elements of its initializers."""
+    return sum(math.prod(tensor.dims) for tensor in proto.graph.initializer)
 
 
 def bundled_table(names: list[str] | None = None) -> str:

@@ -18,9 +18,9 @@ import yaml
 
 from prokd.data.layouts import LAYOUTS
 from prokd.data.preprocess import PreprocessSettings
-from prokd.distill.volume_teachers import is_volume_teacher
 from prokd.distill.weighting import WEIGHTINGS
 from prokd.errors import ConfigError, warn_all
+from prokd.inference.volume_models import is_volume_model
 from prokd.io_atomic import atomic_path
 from prokd.losses.composite import LossWeights
 from prokd.models import MODELS
@@ -192,7 +192,7 @@ CHECKS: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
     "experiment.teacher": (
         f"unknown model (known: {', '.join(MODELS)}; or a volume teacher: taps, a .yaml "
         "spec, an exported .onnx/.ts slice model, module:function)",
-        lambda v: v in MODELS or is_volume_teacher(v),
+        lambda v: v in MODELS or is_volume_model(v),
     ),
     "experiment.limit_teacher": _known(MODELS, "model"),
     "experiment.student": _known(MODELS, "model"),

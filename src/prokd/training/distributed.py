@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from prokd.devices import resolve_device
 
@@ -71,11 +72,15 @@ class Context:
         return out
 
     def sum(self, values: torch.Tensor) -> torch.Tensor:
-        """Element-wise sum over ranks (no gradient)."""
+        """Element-wise sum over ranks (no gradient), on this rank's device (NCCL reduces
+        CUDA tensors only)."""
         if self.distributed:
-            values = values.clone()
+            values = values.to(self.device).clone()
             dist.all_reduce(values)
         return values
+
+
+ONE_PROCESS = Context()  # the default: one process, no ranks
 
 
 class _AllGather(torch.autograd.Function):
@@ -111,3 +116,21 @@ def context_from_env(device: str = "auto") -> Context:
             torch.cuda.set_device(resolved)
         dist.init_process_group(backend)
     return Context(dist.get_rank(), dist.get_world_size(), resolved)
+
+
+def data_parallel(network: torch.nn.Module, context: Context) -> torch.nn.Module:
+    """The network wrapped in DistributedDataParallel when several ranks train."""
+    if not context.distributed:
+        return network
+    device_ids = [context.device] if context.device.type == "cuda" else None
+    return DistributedDataParallel(network, device_ids=device_ids)
+
+
+def average_gradients(module: torch.nn.Module, context: Context) -> None:
+    """Average ``module``'s gradients over ranks (the distillation adapters live in the
+    loss, outside DDP)."""
+    if not context.distributed:
+        return
+    for parameter in module.parameters():
+        if parameter.grad is not None:
+            parameter.grad = context.sum(parameter.grad) / context.world_size

@@ -4,39 +4,62 @@ splits -> well-trained teacher and limit-trained teachers -> no-KD student -> pr
 (teacher -> student) -> procedure 2 (limit-trained teachers -> student, one run per weighting
 strategy) -> evaluation of every model (and of the limit-trained ensemble) on the test cases
 per 3D volume and per site -> ``results.json`` and ``report.md``. Finished steps are skipped.
+
+The steps are planned in :mod:`prokd.training.plan`, twins reused through
+:mod:`prokd.training.reuse`, results assembled in :mod:`prokd.training.results`, and
+``--jobs`` scheduled by :mod:`prokd.training.parallel`.
 """
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 import json
-import os
 import shutil
+import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from prokd.data.cache import PreprocessedVolume
 from prokd.data.io import file_sha256
-from prokd.data.preprocess import PreprocessSettings
-from prokd.data.splits import Split, limit_trained_subsets
+from prokd.data.splits import limit_trained_subsets
 from prokd.distill.ensemble import ProbabilityAverage
-from prokd.distill.volume_teachers import VolumeTeacher, is_volume_teacher, load_volume_teacher
 from prokd.errors import ConfigError
 from prokd.evaluation.evaluate import evaluate_cases, write_evaluation
 from prokd.evaluation.report import build_report
-from prokd.evaluation.stats import paired_comparison
+from prokd.evaluation.roles import (
+    ENSEMBLE,
+    LIMIT_TEACHER,
+    ROLE_TEXT,
+    STUDENT_P2,
+    STUDENT_ROLES,
+    TEACHER,
+)
 from prokd.inference.model_files import onnx_parameters
 from prokd.inference.trained import TrainedModel, load_trained_model
-from prokd.io_atomic import atomic_path, remove_stale_temporaries, temporary_name
+from prokd.inference.volume_models import SliceVolumeModel, VolumeModel, load_volume_model
+from prokd.io_atomic import atomic_path, remove_stale_temporaries
 from prokd.models.profile import count_parameters
 from prokd.training.checkpoints import LAST
-from prokd.training.config import Config
-from prokd.training.distributed import Context
-from prokd.training.loop import ONE_PROCESS, TrainJob, run_training, training_finished
-from prokd.training.parallel import run_parallel, threads_per_job
+from prokd.training.config import Config, config_from_dict
+from prokd.training.distributed import ONE_PROCESS, Context
+from prokd.training.job import TrainJob
+from prokd.training.loop import build_soft_targets, run_training
+from prokd.training.parallel import run_dependent
+from prokd.training.plan import Step, plan_steps
+from prokd.training.results import EvaluatedModel, case_dice, experiment_results
+from prokd.training.reuse import (
+    copy_folder,
+    copy_twin,
+    evaluated,
+    find_evaluation,
+    find_twin,
+    save_step_key,
+    step_key,
+)
+from prokd.training.run_log import training_finished
 from prokd.training.runs import (
     PreparedData,
     prepare_data,
@@ -45,94 +68,48 @@ from prokd.training.runs import (
 )
 
 OVERLAY_CASES = 3
-STEP_KEY = "step_key.json"  # in a finished step's run folder: what its training depended on
+DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice for this machine
 
 
-@dataclass(frozen=True)
-class Step:
-    """One model to train: its run name, network, data, teachers and weighting.
-
-    ``teachers`` names earlier steps; a step may start once they are finished.
-    ``volume_teachers`` are teachers prokd does not train (see
-    :mod:`prokd.distill.volume_teachers`).
-    """
-
-    name: str
-    model: str
-    student: bool
-    case_ids: tuple[str, ...] | None = None
-    teachers: tuple[str, ...] = ()
-    weighting: str = "uniform"
-    soft_targets: str | None = None  # name of the shared soft-target cache, if any
-    volume_teachers: tuple[str, ...] = ()
-
-
-def plan_steps(
-    config: Config, subsets: dict[str, tuple[str, ...]], limit_val_known: bool
-) -> list[Step]:
-    """Every training step of the protocol, in the order ``--jobs 1`` runs them.
-
-    ``validation`` weighting is planned only when the limit-trained teachers have
-    validation scores (``limit_val_known``).
-    """
-    e = config.experiment
-    limit = tuple(f"limit-{name}" for name in subsets)
-    external = is_volume_teacher(e.teacher)  # procedure 1 from a model prokd did not train
-    steps = [] if external else [Step("teacher", e.teacher, student=False)]
-    steps += [
-        Step(f"limit-{name}", e.limit_teacher, student=False, case_ids=ids)
-        for name, ids in subsets.items()
-    ]
-    steps.append(Step("student-nokd", e.student, student=True))
-    if external:
-        steps.append(Step("student-kd-p1", e.student, True, volume_teachers=(e.teacher,)))
-    else:
-        steps.append(
-            Step("student-kd-p1", e.student, True, teachers=("teacher",), soft_targets="p1")
-        )
-    steps += [
-        Step(f"student-kd-p2-{s}", e.student, True, None, limit, s, soft_targets="p2")
-        for s in e.strategies
-        if s != "validation" or limit_val_known
-    ]
-    return steps
+def threads_per_job(configured: int, jobs: int) -> int:
+    """``train.threads`` when set, else an equal share of torch's default thread count."""
+    return configured or max(1, DEFAULT_THREADS // jobs)
 
 
 @dataclass
 class ExperimentModel:
     """A model of the experiment: its name, role and trained members (several: an
-    ensemble), or a volume teacher prokd did not train (``volume``)."""
+    ensemble), or a volume model prokd did not train (``volume``)."""
 
     name: str
     role: str
+    description: str
     members: list[TrainedModel]
-    volume: VolumeTeacher | None = None
+    volume: VolumeModel | None = None
 
-    @property
-    def network(self) -> torch.nn.Module:
-        """The network to evaluate: the member, or the probability average of the members."""
-        if len(self.members) == 1:
-            return self.members[0].network
-        return ProbabilityAverage([m.network for m in self.members])
-
-    @property
-    def settings(self) -> PreprocessSettings:
-        """Preprocessing of the members (all trained with the experiment's settings)."""
-        return self.members[0].settings
-
-    def evaluable(self) -> tuple[torch.nn.Module, PreprocessSettings] | VolumeTeacher:
-        """What :func:`~prokd.evaluation.evaluate.evaluate_cases` runs for this model."""
-        return self.volume if self.volume is not None else (self.network, self.settings)
+    def evaluable(self) -> VolumeModel:
+        """What :func:`~prokd.evaluation.evaluate.evaluate_cases` runs for this model: the
+        volume model, or the member (the probability average of the members) slice by
+        slice."""
+        if self.volume is not None:
+            return self.volume
+        settings = self.members[0].settings  # all trained with the experiment's settings
+        network = (
+            self.members[0].network
+            if len(self.members) == 1
+            else ProbabilityAverage([m.network for m in self.members])
+        )
+        return SliceVolumeModel(self.name, network, settings, "", "checkpoint")
 
     def fingerprint(self) -> list[str]:
-        """Contents of the members' checkpoints (or the volume teacher's model): an
-        evaluation is reused only while equal."""
+        """Contents of the members' checkpoints (or the volume model's): an evaluation is
+        reused only while equal."""
         if self.volume is not None:
             return [self.volume.fingerprint()]
         return [file_sha256(m.path) for m in self.members]
 
     def params(self) -> int | None:
-        """Parameters of the members, or of a volume teacher's ONNX file (``None`` for a
+        """Parameters of the members, or of a volume model's ONNX file (``None`` for a
         Python function)."""
         if self.volume is None:
             return sum(count_parameters(member.network) for member in self.members)
@@ -140,29 +117,9 @@ class ExperimentModel:
         return onnx_parameters(path) if path and path.suffix == ".onnx" else None
 
 
-@dataclass
-class EvaluatedModel:
-    """A model of the experiment as evaluated: its role, size, test summary and per-volume
-    test Dice (case id -> Dice)."""
-
-    name: str
-    role: str
-    params: int | None
-    summary: dict[str, Any]
-    val_dice: float | None
-    dice: dict[str, float]
-
-
-def _check_same_config(out: Path, config: Config) -> None:
-    if saved_config_differs(out, config):
-        raise ConfigError(
-            f"{out}: holds an experiment made with another config; "
-            "use a new --out or the same config"
-        )
-
-
 class Experiment:
-    """The protocol's steps over one prepared dataset and run folder."""
+    """The protocol's steps over one prepared dataset and run folder: each step's training
+    job, training (or reuse of a twin), and the evaluation of the trained models."""
 
     def __init__(
         self,
@@ -175,11 +132,22 @@ class Experiment:
     ) -> None:
         self.config, self.out, self.data, self.progress = config, out, data, progress
         self.context, self.reuse_from = context, reuse_from
-        self._volume_teachers: dict[str, VolumeTeacher] = {}
-        split = data.split
-        self.train_volumes = data.volumes(split.train, "preprocess train")
-        self.val_volumes = data.volumes(split.val, "preprocess val")
-        self.unlabelled_volumes = data.unlabelled_volumes()
+        self._volume_models: dict[str, VolumeModel] = {}
+
+    @cached_property
+    def train_volumes(self) -> list[PreprocessedVolume]:
+        """The training split, preprocessed (from the cache when there)."""
+        return self.data.volumes(self.data.split.train, "preprocess train")
+
+    @cached_property
+    def val_volumes(self) -> list[PreprocessedVolume]:
+        """The validation split, preprocessed."""
+        return self.data.volumes(self.data.split.val, "preprocess val")
+
+    @cached_property
+    def unlabelled_volumes(self) -> list[PreprocessedVolume]:
+        """The unlabelled volumes the distilled students see, preprocessed."""
+        return self.data.unlabelled_volumes()
 
     def trained(self, name: str) -> TrainedModel:
         """The trained model of a finished step."""
@@ -191,17 +159,23 @@ class Experiment:
             return self.out / "soft_targets" / step.soft_targets
         return None
 
+    def volume_model(self, spec: str) -> VolumeModel:
+        """A volume model, loaded once per experiment."""
+        if spec not in self._volume_models:
+            self._volume_models[spec] = load_volume_model(spec)
+        return self._volume_models[spec]
+
     def job(self, step: Step) -> TrainJob:
         """The training job of a step, its teachers loaded from their finished steps."""
         e, cfg = self.config.experiment, self.config.train
         teachers = [self.trained(name) for name in step.teachers]
         volumes = self.train_volumes if step.case_ids is None else self.data.volumes(step.case_ids)
         unlabelled = self.unlabelled_volumes
-        external = [self.volume_teacher(spec) for spec in step.volume_teachers]
+        external = [self.volume_model(spec) for spec in step.volume_teachers]
         if external:
             volumes = self.data.with_teacher_maps(volumes, external)
             unlabelled = self.data.with_teacher_maps(unlabelled, external)
-        scores = [_val_dice(t) for t in teachers]  # volume teachers have none
+        scores = [_val_dice(t) for t in teachers]  # volume models have none
         config = self.config
         if step.student and e.student_augment is not None:
             config = config.replace(train={"augment": e.student_augment})
@@ -220,55 +194,19 @@ class Experiment:
             volume_teachers=[t.name for t in external],
         )
 
-    def volume_teacher(self, spec: str) -> VolumeTeacher:
-        """A volume teacher, loaded once per experiment."""
-        if spec not in self._volume_teachers:
-            self._volume_teachers[spec] = load_volume_teacher(spec)
-        return self._volume_teachers[spec]
-
     def step_key(self, step: Step, job: TrainJob) -> dict[str, Any]:
-        """What a step's trained model and its test evaluation depend on: steps with equal
-        keys give the same model (training is seeded), so one can stand for the other."""
-        distilled = job.distilled
-        loss = dataclasses.asdict(job.loss)
-        if not distilled:  # the teacher terms and their options do not act
-            loss = {k: v for k, v in loss.items() if k == "dice" or k.startswith("lovasz")}
-        train = dataclasses.asdict(job.train)
-        if not (distilled and train["pseudo_labels"]):  # added later: keys stay as they were
-            del train["pseudo_labels"]
-        split = self.data.split
-        return {
-            "model": _network_key(job),
-            "data": dataclasses.asdict(self.config.data),
-            "settings": json.loads(job.settings.fingerprint()),
-            "train": train,
-            "loss": loss,
-            "train_cases": [v.case_id for v in job.train_volumes],
-            "val_cases": list(split.val),
-            "test_cases": list(split.test),
-            "unlabelled_cases": [v.case_id for v in job.unlabelled_volumes],
-            "teachers": [file_sha256(t.path) for t in job.teachers],
-            "volume_teachers": [self.volume_teacher(s).fingerprint() for s in step.volume_teachers],
-            "weighting": step.weighting if distilled else None,
-            "temperature": self.config.distill.temperature(step.weighting) if distilled else None,
-            "soft_targets": job.soft_target_dir is not None,
-            "augmented_views": job.augmented_views if distilled else 0,
-        }
+        """What a step's trained model and its test evaluation depend on (see
+        :func:`~prokd.training.reuse.step_key`)."""
+        fingerprints = [self.volume_model(s).fingerprint() for s in step.volume_teachers]
+        return step_key(job, self.config, self.data.split, step.weighting, fingerprints)
 
-    def twin(self, step: Step, key: Any = None) -> Path | None:
+    def twin(self, step: Step, key: dict[str, Any] | None = None) -> Path | None:
         """The experiment folder among ``reuse_from`` where a twin of ``step`` (same name,
-        equal :meth:`step_key`, given as ``key`` read back from JSON, else computed) has
-        finished; ``None`` if none or if the step has begun."""
+        equal :meth:`step_key`) has finished; ``None`` if none or if the step has begun."""
         if not self.reuse_from or (self.out / "models" / step.name).exists():
             return None
-        key = key if key is not None else _plain_json(self.step_key(step, self.job(step)))
-        for folder in self.reuse_from:
-            run_dir = folder / "models" / step.name
-            saved = run_dir / STEP_KEY
-            if training_finished(run_dir) and saved.exists():
-                if json.loads(saved.read_text())["key"] == key:
-                    return folder
-        return None
+        key = key if key is not None else self.step_key(step, self.job(step))
+        return find_twin(step.name, key, self.reuse_from)
 
     def run_step(self, step: Step) -> None:
         """Train (or finish) one step's model under ``models/<name>``; skip it if done.
@@ -280,29 +218,36 @@ class Experiment:
         if training_finished(run_dir):
             return
         job = self.job(step)
-        key = _plain_json(self.step_key(step, job))
+        key = self.step_key(step, job)
         twin = self.twin(step, key)
         if twin is not None:
-            for part in ("models", "evaluation"):
-                if (twin / part / step.name).is_dir():
-                    _copy_folder(twin / part / step.name, self.out / part / step.name)
+            copy_twin(twin, self.out, step.name)
             if self.progress:
                 print(f"{step.name}: reused from {twin}", flush=True)
             return
         resume = (run_dir / LAST).exists()
         run_training(job, resume=resume, progress=self.progress, context=self.context)
         if self.context.is_main:
-            with atomic_path(run_dir / STEP_KEY) as tmp:
-                tmp.write_text(json.dumps({"key": key}, indent=1))
+            save_step_key(run_dir, key)
+
+    def prepare_shared_targets(self, step: Step) -> None:
+        """Build a step's shared soft-target cache in this process before it starts in a
+        child (``--jobs``), so that the students sharing it do not build it twice."""
+        if self.soft_target_dir(step) is not None and self.twin(step) is None:
+            build_soft_targets(self.job(step), progress=False)
 
     def evaluate(self, models: list[ExperimentModel]) -> list[EvaluatedModel]:
         """Test-set metrics of every model (an averaged ensemble when several members).
 
         An evaluation on disk (``evaluation/<name>/summary.json``) is reused only while it
-        records the same checkpoint contents; a retrained model is evaluated again.
+        records the same checkpoint contents, or copied from a folder of ``reuse_from``
+        that evaluated the same model on the same test cases; a retrained model is
+        evaluated again.
         """
-        summaries = {m.name: self.out / "evaluation" / m.name / "summary.json" for m in models}
-        todo = [m for m in models if not _evaluated(summaries[m.name], m.fingerprint())]
+        folders = {m.name: self.out / "evaluation" / m.name for m in models}
+        todo = [
+            m for m in models if not evaluated(folders[m.name] / "summary.json", m.fingerprint())
+        ]
         todo = [m for m in todo if not self._copy_evaluation(m)]
         if todo:
             cases = [self.data.case(i) for i in self.data.split.test]
@@ -313,66 +258,118 @@ class Experiment:
                 overlay_cases=OVERLAY_CASES,
             )
             for m in todo:
-                write_evaluation(
-                    results[m.name],
-                    summaries[m.name].parent,
-                    {"checkpoints": m.fingerprint()},
-                )
-        evaluated = []
-        for m in models:
-            summary = json.loads(summaries[m.name].read_text())
-            val = _val_dice(m.members[0]) if len(m.members) == 1 else None
-            dice = case_dice(summaries[m.name].parent)
-            evaluated.append(EvaluatedModel(m.name, m.role, m.params(), summary, val, dice))
-        return evaluated
+                write_evaluation(results[m.name], folders[m.name], {"checkpoints": m.fingerprint()})
+        return [
+            EvaluatedModel(
+                m.name,
+                m.role,
+                m.description,
+                m.params(),
+                json.loads((folders[m.name] / "summary.json").read_text()),
+                _val_dice(m.members[0]) if len(m.members) == 1 else None,
+                case_dice(folders[m.name]),
+            )
+            for m in models
+        ]
 
     def _copy_evaluation(self, model: ExperimentModel) -> bool:
-        """Copy ``model``'s evaluation from a folder of ``reuse_from`` that evaluated the
-        same model (equal fingerprint) on the same test cases; ``False`` if there is none."""
-        for folder in self.reuse_from:
-            source = folder / "evaluation" / model.name
-            split_file = folder / "split.json"
-            if (
-                _evaluated(source / "summary.json", model.fingerprint())
-                and split_file.exists()
-                and Split.load(split_file).test == self.data.split.test
-            ):
-                _copy_folder(source, self.out / "evaluation" / model.name)
-                if self.progress:
-                    print(f"evaluation of {model.name}: reused from {folder}", flush=True)
-                return True
-        return False
-
-
-def _network_key(job: TrainJob) -> str:
-    """The network a step trains, with its input channels when they are not one slice."""
-    channels = job.settings.channels
-    return job.model_name if channels == 1 else f"{job.model_name}, {channels} input channels"
-
-
-def _plain_json(value: Any) -> Any:
-    """``value`` as it reads back from JSON (tuples become lists)."""
-    return json.loads(json.dumps(value))
-
-
-def _copy_folder(source: Path, target: Path) -> None:
-    """Copy a folder whole: it appears under ``target`` only once complete."""
-    tmp = target.parent / f"{temporary_name(target)}copy"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(source, tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
-
-
-def _evaluated(summary: Path, fingerprint: list[str]) -> bool:
-    return summary.exists() and json.loads(summary.read_text()).get("checkpoints") == fingerprint
+        """Copy ``model``'s evaluation from a folder of ``reuse_from``; ``False`` if none
+        evaluated the same model on the same test cases."""
+        source = find_evaluation(
+            model.name, model.fingerprint(), self.data.split.test, self.reuse_from
+        )
+        if source is None:
+            return False
+        copy_folder(source, self.out / "evaluation" / model.name)
+        if self.progress:
+            print(f"evaluation of {model.name}: reused from {source.parent.parent}", flush=True)
+        return True
 
 
 def _val_dice(model: TrainedModel) -> float | None:
     summary = model.path.parent / "train_summary.json"
     value = json.loads(summary.read_text()).get("best_val_dice") if summary.exists() else None
     return None if value is None else float(value)
+
+
+def train_step_in_child(
+    config: dict[str, Any], out: str, step: Step, threads: int, reuse_from: tuple[Path, ...]
+) -> float:
+    """``--jobs``: a child process rebuilds the experiment (preprocessed volumes come from
+    the cache) and trains one step with ``threads`` torch threads; returns its wall time."""
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    resolved = config_from_dict(config)
+    data = prepare_data(resolved)
+    Experiment(resolved, Path(out), data, False, reuse_from=reuse_from).run_step(step)
+    return time.perf_counter() - start
+
+
+def train_steps(exp: Experiment, steps: list[Step], jobs: int) -> None:
+    """Train every step: in order, or with ``jobs`` > 1 as parallel processes that split
+    the cores, each step once its teachers are trained.
+
+    Every step trains with its own seeds, and the evaluation after the steps runs with the
+    same per-step thread count, so the numbers equal ``--jobs 1``'s when the thread count
+    per step is the same (set ``train.threads`` to fix it).
+    """
+    if jobs <= 1:
+        for step in steps:
+            exp.run_step(step)
+        return
+    by_name = {step.name: step for step in steps}
+    threads = threads_per_job(exp.config.train.threads, jobs)
+    config = exp.config.to_dict()
+    run_dependent(
+        {step.name: step.teachers for step in steps},
+        {s.name for s in steps if training_finished(exp.out / "models" / s.name)},
+        jobs,
+        train_step_in_child,
+        lambda name: (config, str(exp.out), by_name[name], threads, exp.reuse_from),
+        lambda name: exp.prepare_shared_targets(by_name[name]),
+    )
+
+
+def _limit_subsets(config: Config, data: PreparedData) -> dict[str, tuple[str, ...]]:
+    """The limit-trained teachers' training cases (none when procedure 2 is off)."""
+    e = config.experiment
+    if not e.strategies:
+        return {}
+    return limit_trained_subsets(
+        data.cases,
+        data.split.train,
+        e.limit_mode,
+        e.limit_k,
+        e.limit_fraction or None,
+        config.split.seed,
+    )
+
+
+def models_to_evaluate(
+    exp: Experiment, steps: list[Step], subsets: dict[str, tuple[str, ...]]
+) -> list[ExperimentModel]:
+    """Every trained model of the protocol, the ensemble of the limit-trained teachers, and
+    (procedure 1 from a volume model) the volume model itself, in report order."""
+    trained = {step.name: exp.trained(step.name) for step in steps}
+    teacher = exp.config.experiment.teacher
+    if "teacher" not in trained:  # procedure 1 from a volume model: nothing trained it
+        volume = exp.volume_model(teacher)
+        described = f"teacher ({volume.name}, not trained here)"
+        models = [ExperimentModel("teacher", TEACHER, described, [], volume)]
+    else:
+        models = [ExperimentModel("teacher", TEACHER, ROLE_TEXT[TEACHER], [trained["teacher"]])]
+    limit = [trained[f"limit-{name}"] for name in subsets]
+    models += [
+        ExperimentModel(f"limit-{n}", LIMIT_TEACHER, ROLE_TEXT[LIMIT_TEACHER], [m])
+        for n, m in zip(subsets, limit, strict=True)
+    ]
+    if limit:
+        models.append(ExperimentModel("ensemble-limit", ENSEMBLE, ROLE_TEXT[ENSEMBLE], limit))
+    for step in steps:
+        if step.role in STUDENT_ROLES:
+            text = ROLE_TEXT[step.role].format(weighting=step.weighting)
+            models.append(ExperimentModel(step.name, step.role, text, [trained[step.name]]))
+    return models
 
 
 def run_experiment(
@@ -399,7 +396,11 @@ def run_experiment(
         raise ConfigError("--jobs runs steps as separate processes; not under torchrun")
     if data_root:
         config = config.replace(data={"root": str(Path(data_root))})
-    _check_same_config(out, config)
+    if saved_config_differs(out, config):
+        raise ConfigError(
+            f"{out}: holds an experiment made with another config; "
+            "use a new --out or the same config"
+        )
     if out.is_dir() and context.is_main:
         remove_stale_temporaries(out)  # left by a killed run; this run owns the folder
     data = prepare_data(config)
@@ -407,149 +408,24 @@ def run_experiment(
         raise ConfigError("split.test_fraction gives no test case; raise it or add cases")
     if context.is_main:
         write_run_metadata(out, config, data)
-    e = config.experiment
     exp = Experiment(config, out, data, progress and context.is_main, context, reuse_from)
-
-    # No strategy: procedure 2 is off, and no limit-trained teacher is needed.
-    subsets = (
-        limit_trained_subsets(
-            data.cases,
-            data.split.train,
-            e.limit_mode,
-            e.limit_k,
-            e.limit_fraction or None,
-            config.split.seed,
-        )
-        if e.strategies
-        else {}
-    )
+    subsets = _limit_subsets(config, data)
     if context.is_main:
         with atomic_path(out / "limit_subsets.json") as tmp:
             tmp.write_text(json.dumps({k: list(v) for k, v in subsets.items()}, indent=1))
     steps = plan_steps(config, subsets, limit_val_known=bool(data.split.val))
-    if jobs > 1:
-        run_parallel(exp, steps, jobs)
-    else:
-        for step in steps:
-            exp.run_step(step)
+    train_steps(exp, steps, jobs)
     if not context.is_main:
         return None
-    skipped = sorted(set(e.strategies) - {s.weighting for s in steps if s.soft_targets == "p2"})
-    trained = {step.name: exp.trained(step.name) for step in steps}
-    nokd, p1 = trained["student-nokd"], trained["student-kd-p1"]
-    limit = [trained[f"limit-{name}"] for name in subsets]
-    p2 = {s.weighting: trained[s.name] for s in steps if s.soft_targets == "p2"}
+    planned = {s.weighting for s in steps if s.role == STUDENT_P2}
+    skipped = sorted(set(config.experiment.strategies) - planned)
+    models = models_to_evaluate(exp, steps, subsets)
     # Soft targets are only needed while students train; they are large, so they go.
     shutil.rmtree(out / "soft_targets", ignore_errors=True)
-
-    if "teacher" not in trained:  # procedure 1 from a volume teacher: nothing trained it
-        volume = exp.volume_teacher(e.teacher)
-        models = [
-            ExperimentModel("teacher", f"teacher ({volume.name}, not trained here)", [], volume)
-        ]
-    else:
-        models = [ExperimentModel("teacher", "well-trained teacher", [trained["teacher"]])]
-    models += [
-        ExperimentModel(f"limit-{n}", "limit-trained teacher", [m])
-        for n, m in zip(subsets, limit, strict=True)
-    ]
-    if limit:
-        models.append(
-            ExperimentModel("ensemble-limit", "ensemble of limit-trained teachers", limit)
-        )
-    models += [
-        ExperimentModel("student-nokd", "student without KD", [nokd]),
-        ExperimentModel("student-kd-p1", "student, procedure 1", [p1]),
-    ]
-    models += [
-        ExperimentModel(f"student-kd-p2-{s}", f"student, procedure 2 ({s})", [m])
-        for s, m in p2.items()
-    ]
     if not context.distributed:  # evaluation as the steps ran: thread count fixes the sums
         torch.set_num_threads(threads_per_job(config.train.threads, jobs))
-    evaluated = exp.evaluate(models)
-    results = _results(evaluated, subsets, skipped, config)
+    results = experiment_results(exp.evaluate(models), subsets, skipped, config)
     with atomic_path(out / "results.json") as tmp:
         tmp.write_text(json.dumps(results, indent=1))
     build_report(out)
     return results
-
-
-def _results(
-    evaluated: list[EvaluatedModel],
-    subsets: dict[str, tuple[str, ...]],
-    skipped: list[str],
-    config: Config,
-) -> dict[str, Any]:
-    nokd = next(m for m in evaluated if m.name == "student-nokd").summary["overall"]["dice"]
-    rows = []
-    for m in evaluated:
-        overall = m.summary["overall"]
-        rows.append(
-            {
-                "model": m.name,
-                "role": m.role,
-                "params": m.params,
-                "val_dice": m.val_dice,
-                **{
-                    k: {"mean": overall[k]["mean"], "std": overall[k]["std"]}
-                    for k in ("dice", "iou", "hd95", "assd")
-                },
-                "seconds_per_volume": overall["seconds"]["mean"],
-                "site_dice": {s: b["dice"]["mean"] for s, b in m.summary["sites"].items()},
-                "kd_gain": overall["dice"]["mean"] - nokd["mean"]
-                if m.name.startswith("student-kd")
-                else None,
-            }
-        )
-    p2 = [r for r in rows if r["model"].startswith("student-kd-p2-") and r["val_dice"] is not None]
-    chosen = max(p2, key=lambda r: r["val_dice"])["model"] if p2 else None
-    teacher = next(r for r in rows if r["model"] == "teacher")["dice"]["mean"]
-    return {
-        "rows": rows,
-        "limit_subsets": {k: len(v) for k, v in subsets.items()},
-        "strategy_selected_on_validation": chosen,
-        "strategies_skipped": skipped,
-        "teacher_gap": teacher - nokd["mean"],
-        "comparisons": _comparisons(evaluated, chosen),
-        "test_cases": evaluated[0].summary["overall"]["dice"]["n"],
-        "config": config.to_dict(),
-    }
-
-
-# (name, model a, model b): "chosen" is the procedure-2 student chosen on validation.
-COMPARISONS = (
-    ("p1 vs no-KD", "student-kd-p1", "student-nokd"),
-    ("chosen p2 vs no-KD", "chosen", "student-nokd"),
-    ("chosen p2 vs uniform", "chosen", "student-kd-p2-uniform"),
-    ("chosen p2 vs p1", "chosen", "student-kd-p1"),
-)
-
-
-def case_dice(evaluation_dir: Path) -> dict[str, float]:
-    """Test Dice per case (case id -> Dice) from an evaluation's ``metrics.csv``."""
-    with open(Path(evaluation_dir) / "metrics.csv", newline="") as handle:
-        return {row["case"]: float(row["dice"]) for row in csv.DictReader(handle)}
-
-
-def paired_scores(
-    dice: dict[str, dict[str, float]], chosen: str | None
-) -> dict[str, tuple[str, str, list[float], list[float]]]:
-    """For each of :data:`COMPARISONS` whose models were evaluated: the names of models a
-    ("chosen" resolved) and b, and their Dice over the same cases, in one order."""
-    pairs = {}
-    for label, a, b in COMPARISONS:
-        a = chosen if a == "chosen" else a
-        if a in dice and b in dice and a != b:
-            cases = sorted(dice[a])
-            pairs[label] = (a, b, [dice[a][c] for c in cases], [dice[b][c] for c in cases])
-    return pairs
-
-
-def _comparisons(evaluated: list[EvaluatedModel], chosen: str | None) -> dict[str, Any]:
-    """Paired per-volume test-Dice comparisons (difference a - b) of the protocol's models."""
-    pairs = paired_scores({m.name: m.dice for m in evaluated}, chosen)
-    return {
-        label: {"a": a, "b": b, **paired_comparison(scores_a, scores_b)}
-        for label, (a, b, scores_a, scores_b) in pairs.items()
-    }

@@ -8,196 +8,38 @@ its last checkpoint ends exactly as an uninterrupted one on the same machine.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.transforms import Compose
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from prokd.data.cache import PreprocessedVolume
-from prokd.data.preprocess import PreprocessSettings
 from prokd.data.slices import SliceDataset, training_augmentation, view_seed
 from prokd.distill.ensemble import TeacherEnsemble, logits_from_probabilities, pseudo_labelled
 from prokd.distill.soft_targets import SoftTargetCache
-from prokd.distill.weighting import TeacherWeighting, UniformWeighting, build_weighting
 from prokd.errors import ConfigError, ProkdError
 from prokd.evaluation.metrics import dice_score
 from prokd.inference.predict import predict_slices
-from prokd.inference.trained import BEST, TrainedModel, model_payload
-from prokd.io_atomic import atomic_path
+from prokd.inference.trained import BEST, model_payload
 from prokd.losses.composite import CompositeLoss
 from prokd.losses.distillation import FeatureDistillation
 from prokd.models import build_model, get_spec
 from prokd.models.taps import FeatureTaps, tap_shapes
 from prokd.training.checkpoints import LAST, save_checkpoint
-from prokd.training.config import Config, LossConfig, TrainConfig
-from prokd.training.distributed import Context
-
-SUMMARY = "train_summary.json"
-ONE_PROCESS = Context()
-LOG = "log.csv"
-
-
-@dataclass
-class TrainJob:
-    """Everything one training run needs. Build it with :meth:`from_config`."""
-
-    run_dir: Path
-    model_name: str
-    train_volumes: list[PreprocessedVolume]
-    val_volumes: list[PreprocessedVolume]
-    settings: PreprocessSettings
-    train: TrainConfig
-    loss: LossConfig
-    teachers: list[TrainedModel] = field(default_factory=list)
-    weighting: TeacherWeighting = field(default_factory=UniformWeighting)
-    soft_target_dir: Path | None = None  # opt-in soft-target cache
-    augmented_views: int = 0  # views per slice in that cache when augmentation is on
-    unlabelled_volumes: list[PreprocessedVolume] = field(default_factory=list)  # teacher terms only
-    volume_teachers: list[str] = field(default_factory=list)  # their maps are on the volumes
-
-    @property
-    def distilled(self) -> bool:
-        """Whether the run learns from teachers (trained networks or volume teachers)."""
-        return bool(self.teachers or self.volume_teachers)
-
-    @classmethod
-    def from_config(
-        cls,
-        config: Config,
-        run_dir: Path,
-        train_volumes: list[PreprocessedVolume],
-        val_volumes: list[PreprocessedVolume],
-        *,
-        model: str | None = None,
-        epochs: int | None = None,
-        teachers: list[TrainedModel] | None = None,
-        weighting: str = "uniform",
-        teacher_val_dice: list[float] | None = None,
-        soft_target_dir: Path | None = None,
-        unlabelled_volumes: list[PreprocessedVolume] | None = None,
-        volume_teachers: list[str] | None = None,
-    ) -> TrainJob:
-        """The job a config describes; ``model`` and ``epochs`` override the config's.
-
-        ``unlabelled_volumes`` are used by distilled runs only (a run without teachers has
-        nothing to learn from them). ``volume_teachers`` names the volume teachers whose
-        maps the training and unlabelled volumes carry, after the trained ``teachers``.
-
-        Raises:
-            ConfigError: a teacher was trained with other preprocessing than the config's
-                (its soft targets would be computed on other slices), or an unknown or
-                unusable weighting.
-        """
-        teachers = list(teachers or [])
-        for teacher in teachers:
-            problem = settings_mismatch(teacher.settings, config.preprocess)
-            if problem:
-                raise ConfigError(
-                    f"{teacher.path}: teacher preprocessing differs from the config's "
-                    f"({problem}); train the student with the teacher's preprocessing"
-                )
-        train = config.train if epochs is None else replace(config.train, epochs=epochs)
-        volume_teachers = list(volume_teachers or [])
-        distilled = bool(teachers or volume_teachers)
-        return cls(
-            run_dir=Path(run_dir),
-            model_name=model or config.model,
-            train_volumes=train_volumes,
-            val_volumes=val_volumes,
-            settings=config.preprocess,
-            train=train,
-            loss=config.loss,
-            teachers=teachers,
-            weighting=build_weighting(
-                weighting, teacher_val_dice, config.distill.temperature(weighting)
-            ),
-            soft_target_dir=soft_target_dir if teachers else None,
-            augmented_views=config.distill.augmented_views,
-            unlabelled_volumes=list(unlabelled_volumes or []) if distilled else [],
-            volume_teachers=volume_teachers,
-        )
-
-    def training_slices(self, augment: Compose | None = None) -> SliceDataset:
-        """The slices a run trains on: the labelled volumes', then the unlabelled ones'."""
-        volumes = self.train_volumes + self.unlabelled_volumes
-        return SliceDataset(volumes, augment, self.settings.context_slices)
-
-
-def settings_mismatch(teacher: PreprocessSettings, student: PreprocessSettings) -> str | None:
-    """The first preprocessing field where two settings differ, or ``None``."""
-    theirs = asdict(teacher)
-    for key, value in asdict(student).items():
-        if theirs[key] != value:
-            return f"{key}: teacher {theirs[key]!r}, student {value!r}"
-    return None
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def batch_order(
-    dataset: SliceDataset,
-    count: int,
-    batch_size: int,
-    foreground_fraction: float,
-    unlabelled_share: float,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """Slice indices for one epoch, batch after batch.
-
-    Each batch of ``batch_size`` holds ``round(batch_size * unlabelled_share)`` slices of
-    unlabelled volumes (none when there are none), drawn uniformly; the labelled rest follow
-    :func:`sample_slices`.
-    """
-    labelled = dataset.labelled()
-    known, unknown = np.flatnonzero(labelled), np.flatnonzero(~labelled)
-    if not len(unknown) or not unlabelled_share:
-        fg = dataset.has_gland() & labelled
-        pool = known if len(unknown) else np.arange(len(dataset))
-        return pool[sample_slices(fg[pool], count, foreground_fraction, rng)]
-    sizes = [min(batch_size, count - start) for start in range(0, count, batch_size)]
-    extra = [int(round(size * unlabelled_share)) if len(known) else size for size in sizes]
-    drawn = sample_slices(dataset.has_gland()[known], count - sum(extra), foreground_fraction, rng)
-    labelled_rows = iter(known[drawn])
-    unlabelled_rows = iter(rng.choice(unknown, size=sum(extra), replace=sum(extra) > len(unknown)))
-    order = []
-    for size, n in zip(sizes, extra, strict=True):
-        order += [next(labelled_rows) for _ in range(size - n)]
-        order += [next(unlabelled_rows) for _ in range(n)]
-    return np.asarray(order, dtype=int)
-
-
-def sample_slices(
-    has_gland: np.ndarray, count: int, foreground_fraction: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Slice indices for one epoch, ``foreground_fraction`` of them containing gland.
-
-    Draws without replacement while a group has enough slices; falls back to the other group
-    when one is empty.
-    """
-    fg, bg = np.flatnonzero(has_gland), np.flatnonzero(~has_gland)
-    n_fg = int(round(count * foreground_fraction)) if len(bg) else count
-    n_fg = n_fg if len(fg) else 0
-    parts = []
-    for pool, n in ((fg, n_fg), (bg, count - n_fg)):
-        if n:
-            parts.append(rng.choice(pool, size=n, replace=n > len(pool)))
-    indices = np.concatenate(parts) if parts else np.zeros(0, dtype=int)
-    return rng.permutation(indices)
+from prokd.training.distributed import (
+    ONE_PROCESS,
+    Context,
+    average_gradients,
+    data_parallel,
+)
+from prokd.training.job import TrainJob
+from prokd.training.run_log import TensorBoardLog, write_log, write_summary
+from prokd.training.sampling import batch_order, collate_slices, seed_everything
 
 
 def validation_dice(
@@ -219,51 +61,6 @@ def validation_dice(
     ]
     scores = sorted(pair for part in context.all_gather_object(mine) for pair in part)
     return float(np.mean([score for _, score in scores]))
-
-
-def _collate(
-    dataset: SliceDataset, indices: np.ndarray, seeds: np.ndarray
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Stack slices (images, labels, and volume teachers' maps if any); each augmented with
-    its own seed, so a slice's augmentation does not depend on which rank draws it or what
-    came before it."""
-    items = [dataset.view(int(i), int(s)) for i, s in zip(indices, seeds, strict=True)]
-    maps = torch.stack([it["teacher"] for it in items]) if "teacher" in items[0] else None
-    return (
-        torch.stack([it["image"] for it in items]),
-        torch.stack([it["label"] for it in items]),
-        maps,
-    )
-
-
-def _write_log(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    if not history:
-        return
-    columns = list(dict.fromkeys(k for row in history for k in row))
-    with atomic_path(run_dir / LOG) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(history)
-
-
-class _TensorBoard:
-    """Scalars to TensorBoard when the ``tensorboard`` package is installed; else nothing."""
-
-    def __init__(self, run_dir: Path) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            self.writer = None
-        else:
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
-
-    def log(self, row: dict[str, Any]) -> None:
-        if self.writer is None:
-            return
-        for key, value in row.items():
-            if key != "epoch" and isinstance(value, int | float) and math.isfinite(value):
-                self.writer.add_scalar(key, value, row["epoch"])
-        self.writer.flush()
 
 
 def _build_loss(job: TrainJob, ensemble: TeacherEnsemble | None) -> CompositeLoss:
@@ -398,22 +195,6 @@ def build_soft_targets(job: TrainJob, progress: bool = True) -> SoftTargetCache:
     return _open_soft_targets(job, ensemble, job.training_slices(augment), progress)
 
 
-def _parallelise(setup: _Setup, context: Context) -> None:
-    """Wrap the network in DistributedDataParallel when several ranks train."""
-    if context.distributed:
-        device_ids = [context.device] if context.device.type == "cuda" else None
-        setup.model = DistributedDataParallel(setup.network, device_ids=device_ids)
-
-
-def _average_adapter_gradients(criterion: CompositeLoss, context: Context) -> None:
-    """The adapters live in the loss, outside DDP: average their gradients over ranks."""
-    if not context.distributed:
-        return
-    for parameter in criterion.parameters():
-        if parameter.grad is not None:
-            parameter.grad = context.sum(parameter.grad) / context.world_size
-
-
 def _restore(setup: _Setup, last: Path, context: Context) -> dict[str, Any]:
     """Load the resumable state of ``last.pt`` into the set-up; return the loop state."""
     saved = torch.load(last, map_location=context.device, weights_only=False)
@@ -441,7 +222,7 @@ def _step_loss(
     gradient average then gives exactly the gradient of the one-process loss.
     """
     mine = context.shard(np.arange(len(batch)))
-    images, labels, maps = _collate(setup.dataset, batch[mine], seeds[mine])
+    images, labels, maps = collate_slices(setup.dataset, batch[mine], seeds[mine])
     images, labels = images.to(context.device), labels.to(context.device)
     with (
         torch.autocast(context.device.type, dtype=torch.bfloat16, enabled=amp),
@@ -533,7 +314,7 @@ def _train_epoch(
         )
         setup.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        _average_adapter_gradients(setup.criterion, context)
+        average_gradients(setup.criterion, context)
         setup.optimizer.step()
         for key, value in logged.items():
             sums[key] = sums.get(key, 0.0) + value
@@ -585,35 +366,7 @@ def _close_epoch(
         },
         job.run_dir / LAST,
     )
-    _write_log(job.run_dir, state["history"])
-
-
-def _write_summary(
-    job: TrainJob, state: dict[str, Any], slices: int, seconds: float, context: Context
-) -> dict[str, Any]:
-    history = state["history"]
-    summary = {
-        "model": job.model_name,
-        "best_val_dice": state["best"] if job.val_volumes else None,
-        "best_epoch": state["best_epoch"],
-        "epochs_run": len(history),
-        "stopped_early": len(history) < job.train.epochs,
-        "seconds_this_session": seconds,
-        "epoch_seconds_mean": float(np.mean([r["train_seconds"] for r in history])),
-        "train_slices": slices,
-        "train_cases": [v.case_id for v in job.train_volumes],
-        "unlabelled_cases": [v.case_id for v in job.unlabelled_volumes],
-        "val_cases": [v.case_id for v in job.val_volumes],
-        "teachers": [str(t.path) for t in job.teachers],
-        "volume_teachers": job.volume_teachers,
-        "weighting": job.weighting.name if job.distilled else None,
-        "world_size": context.world_size,
-        "device": str(context.device),
-    }
-    if context.is_main:
-        with atomic_path(job.run_dir / SUMMARY) as tmp:
-            tmp.write_text(json.dumps(summary, indent=1))
-    return summary
+    write_log(job.run_dir, state["history"])
 
 
 def refuse_existing_checkpoint(run_dir: Path, resume: bool) -> None:
@@ -650,8 +403,8 @@ def run_training(
     if context.is_main:
         job.run_dir.mkdir(parents=True, exist_ok=True)
     state = _restore(setup, last, context) if last.exists() else _new_state()
-    _parallelise(setup, context)
-    board = _TensorBoard(job.run_dir) if context.is_main else None
+    setup.model = data_parallel(setup.network, context)
+    board = TensorBoardLog(job.run_dir) if context.is_main else None
     started = time.perf_counter()
     for epoch in range(state["epoch"] + 1, cfg.epochs):
         if state["stale"] >= cfg.patience:
@@ -663,11 +416,6 @@ def run_training(
         if progress and context.is_main:
             parts = ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k not in ("epoch", "lr"))
             tqdm.write(f"{job.run_dir.name} epoch {epoch + 1}: {parts}")
-    summary = _write_summary(job, state, len(setup.dataset), time.perf_counter() - started, context)
+    summary = write_summary(job, state, len(setup.dataset), time.perf_counter() - started, context)
     context.barrier()  # the other ranks read best.pt next: wait until rank 0 wrote it
     return summary
-
-
-def training_finished(run_dir: Path) -> bool:
-    """Whether a run folder holds a completed training (summary and best checkpoint)."""
-    return (Path(run_dir) / SUMMARY).exists() and (Path(run_dir) / BEST).exists()

@@ -1,81 +1,60 @@
-"""``prokd experiment --jobs N``: independent training steps as parallel processes.
+"""A scheduler of dependent tasks as parallel processes (``prokd experiment --jobs N``).
 
-A step may start once the steps that train its teachers are finished: the teachers, the
-limit-trained teachers and the no-KD student at once, procedure 1 after the teacher, the
-procedure-2 students after every limit-trained teacher. Each process gets an equal share of
-the cores. Every step trains with its own seeds, and the evaluation after the steps runs
-with the same per-step thread count, so the numbers equal ``--jobs 1``'s when the thread
-count per step is the same (set ``train.threads`` to fix it).
+A task may start once the tasks it needs are finished. Each runs ``work(*arguments(name))``
+in a fresh (spawned) process and returns its wall time; at most ``jobs`` run at once. The
+scheduler knows nothing of what the tasks do: the caller gives the work function (a
+module-level function, so that it can be pickled), its arguments, and a hook run in this
+process just before a task starts.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import torch
 from tqdm import tqdm
 
-from prokd.training.config import config_from_dict
-from prokd.training.loop import build_soft_targets, training_finished
-from prokd.training.runs import prepare_data
 
-if TYPE_CHECKING:
-    from prokd.training.experiment import Experiment, Step
+def run_dependent(
+    needs: dict[str, tuple[str, ...]],
+    finished: set[str],
+    jobs: int,
+    work: Callable[..., float],
+    arguments: Callable[[str], tuple],
+    before_start: Callable[[str], None] | None = None,
+) -> None:
+    """Run every task of ``needs`` (task name -> names of the tasks it needs) that is not
+    in ``finished``, up to ``jobs`` at a time, each once the tasks it needs are finished.
 
+    Progress is one line per finished task. A task that fails raises here, in the parent.
 
-def _run_step(
-    config: dict[str, Any], out: str, step: Step, threads: int, reuse_from: tuple[Path, ...]
-) -> float:
-    """Child process: rebuild the experiment (preprocessed volumes come from the cache) and
-    train one step with ``threads`` torch threads; returns its wall time."""
-    from prokd.training.experiment import Experiment
-
-    torch.set_num_threads(threads)
-    start = time.perf_counter()
-    resolved = config_from_dict(config)
-    data = prepare_data(resolved)
-    Experiment(resolved, Path(out), data, False, reuse_from=reuse_from).run_step(step)
-    return time.perf_counter() - start
-
-
-DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice for this machine
-
-
-def threads_per_job(configured: int, jobs: int) -> int:
-    """``train.threads`` when set, else an equal share of torch's default thread count."""
-    return configured or max(1, DEFAULT_THREADS // jobs)
-
-
-def run_parallel(exp: Experiment, steps: list[Step], jobs: int) -> None:
-    """Train every unfinished step, up to ``jobs`` at a time, each once its teachers exist.
-
-    Shared soft-target caches are built here, once, before the students that share them
-    start. Progress is one line per finished step.
+    Raises:
+        ValueError: a task needs a task that neither exists nor is finished, or tasks need
+            each other in a circle.
     """
-    is_done = {s.name: training_finished(exp.out / "models" / s.name) for s in steps}
-    pending = [s for s in steps if not is_done[s.name]]
-    threads = threads_per_job(exp.config.train.threads, jobs)
-    config = exp.config.to_dict()
-    running: dict[Future, Step] = {}
-    total, finished = len(pending), 0
+    done = set(finished)
+    pending = [name for name in needs if name not in done]
+    unknown = {n for name in pending for n in needs[name]} - set(needs) - done
+    if unknown:
+        raise ValueError(f"tasks need unknown tasks: {sorted(unknown)}")
+    running: dict[Future, str] = {}
+    total, count = len(pending), 0
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         while pending or running:
-            ready = [s for s in pending if all(is_done[t] for t in s.teachers)]
-            for step in ready[: jobs - len(running)]:
-                if exp.soft_target_dir(step) is not None and exp.twin(step) is None:
-                    build_soft_targets(exp.job(step), progress=False)
-                args = (config, str(exp.out), step, threads, exp.reuse_from)
-                running[pool.submit(_run_step, *args)] = step
-                pending.remove(step)
+            ready = [name for name in pending if all(n in done for n in needs[name])]
+            for name in ready[: jobs - len(running)]:
+                if before_start is not None:
+                    before_start(name)
+                running[pool.submit(work, *arguments(name))] = name
+                pending.remove(name)
+            if not running:
+                raise ValueError(f"tasks wait on each other in a circle: {sorted(pending)}")
             complete, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in complete:
-                step = running.pop(future)
-                seconds = future.result()  # a failed step raises here, in the parent
-                is_done[step.name] = True
-                finished += 1
-                tqdm.write(f"[{finished}/{total}] {step.name} trained in {seconds:.0f} s")
+                name = running.pop(future)
+                seconds = future.result()
+                done.add(name)
+                count += 1
+                tqdm.write(f"[{count}/{total}] {name} finished in {seconds:.0f} s")

@@ -23,8 +23,9 @@ from prokd.data.splits import (
     hold_back_labels,
     split_by_site,
 )
-from prokd.distill.volume_teachers import VolumeTeacher, slice_grid_probabilities
+from prokd.distill.volume_teachers import slice_grid_probabilities
 from prokd.errors import ConfigError
+from prokd.inference.volume_models import VolumeModel
 from prokd.io_atomic import atomic_path
 from prokd.training.config import Config, SourceConfig, load_config, save_config
 
@@ -77,7 +78,7 @@ class PreparedData:
         return next(c for c in [*self.cases, *self.unlabelled] if c.case_id == case_id)
 
     def with_teacher_maps(
-        self, volumes: list[PreprocessedVolume], teachers: list[VolumeTeacher]
+        self, volumes: list[PreprocessedVolume], teachers: list[VolumeModel]
     ) -> list[PreprocessedVolume]:
         """The volumes carrying every volume teacher's probabilities on their slice grid
         (computed once per volume and teacher, then read from the cache)."""

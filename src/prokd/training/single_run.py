@@ -5,20 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prokd.distill.volume_teachers import is_volume_teacher, load_volume_teacher
 from prokd.errors import ConfigError, ProkdError
 from prokd.inference.trained import load_trained_model
+from prokd.inference.volume_models import is_volume_model, load_volume_model
 from prokd.io_atomic import remove_stale_temporaries
 from prokd.training.checkpoints import LAST
 from prokd.training.config import Config
-from prokd.training.distributed import Context
-from prokd.training.loop import (
-    ONE_PROCESS,
-    TrainJob,
-    refuse_existing_checkpoint,
-    run_training,
-    validation_dice,
-)
+from prokd.training.distributed import ONE_PROCESS, Context
+from prokd.training.job import TrainJob
+from prokd.training.loop import refuse_existing_checkpoint, run_training, validation_dice
 from prokd.training.runs import prepare_data, saved_config_differs, write_run_metadata
 
 
@@ -62,8 +57,8 @@ def train_single(
         remove_stale_temporaries(out)  # left by the killed run this one continues
     data = prepare_data(config)
     specs = config.distill.teachers
-    teachers = [load_trained_model(t) for t in specs if not is_volume_teacher(t)]
-    volume_teachers = [load_volume_teacher(t) for t in specs if is_volume_teacher(t)]
+    teachers = [load_trained_model(t) for t in specs if not is_volume_model(t)]
+    volume_teachers = [load_volume_model(t) for t in specs if is_volume_model(t)]
     val = data.volumes(data.split.val, "preprocess val")
     scores = None  # volume teachers have no validation score: none is computed then
     if val and teachers and not volume_teachers:

@@ -26,11 +26,12 @@ import torch
 
 from prokd.errors import ConfigError, ProkdError
 from prokd.evaluation.bench import VOLUME_SLICES, bench_model, bench_subject, cpu_model
-from prokd.evaluation.stats import paired_comparison
+from prokd.evaluation.stats import describe, paired_comparison
 from prokd.evaluation.study_report import write_study_report
 from prokd.io_atomic import atomic_path
 from prokd.training.config import Config, config_from_dict, load_config
-from prokd.training.experiment import COMPARISONS, case_dice, paired_scores, run_experiment
+from prokd.training.experiment import run_experiment
+from prokd.training.results import COMPARISONS, case_dice, paired_scores
 from prokd.yaml_files import read_yaml
 
 STUDY_KEYS = ("base", "seeds", "regimes", "pools", "description")
@@ -291,31 +292,22 @@ def _summarise_cells(cells: list[Cell], out: Path) -> dict[str, Any] | None:
         if name
     ]
     chosen_dice = [row["dice"]["mean"] for row in chosen_rows]
-    chosen_val = _mean_std([row["val_dice"] for row in chosen_rows]) if chosen_rows else None
-    p1_val = _mean_std(validation["student-kd-p1"]) if "student-kd-p1" in validation else None
+    chosen_val = describe([row["val_dice"] for row in chosen_rows]) if chosen_rows else None
+    p1_val = describe(validation["student-kd-p1"]) if "student-kd-p1" in validation else None
     selection = chosen_val or p1_val  # procedure 2's chosen student; procedure 1's if it is off
     return {
         "seeds": sorted({c.seed for c in cells if c.folder in done}),
         "cells": len(done),
         "seeds_missing": sorted({c.seed for c in cells if c.folder not in done}),
-        **{key: {m: _mean_std(v) for m, v in values.items()} for key, values in metrics.items()},
-        "val_dice": {m: _mean_std(v) for m, v in validation.items()},
+        **{key: {m: describe(v) for m, v in values.items()} for key, values in metrics.items()},
+        "val_dice": {m: describe(v) for m, v in validation.items()},
         "chosen_strategies": chosen,
-        "chosen_p2_dice": _mean_std(chosen_dice) if chosen_dice else None,
+        "chosen_p2_dice": describe(chosen_dice) if chosen_dice else None,
         "chosen_p2_val_dice": chosen_val,
         "chosen_p2_over_teacher": float(np.mean(chosen_dice) / teacher) if chosen_dice else None,
         "selection_val_dice": selection["mean"] if selection else None,
-        "teacher_gap": _mean_std(gaps),
+        "teacher_gap": describe(gaps),
         "comparisons": pooled,
         "cell_seconds": sum(seconds),
         "config": next(iter(done.values()))["config"],
-    }
-
-
-def _mean_std(values: list[float]) -> dict[str, float]:
-    array = np.asarray(values, dtype=float)
-    return {
-        "mean": float(array.mean()),
-        "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
-        "n": len(array),
     }
