@@ -14,7 +14,7 @@ from prokd.data.io import Geometry
 from prokd.data.preprocess import PreprocessSettings
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY_EXPERIMENT = {
     "preprocess": {"size": 32, "fov_mm": 128.0},
     "split": {"val_fraction": 0.0, "test_fraction": 0.5},

@@ -10,7 +10,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from prokd.errors import DataWarning, ProkdError
+from prokd.errors import DataWarning, ProkdError, one_line_warnings
+from prokd.extras import TRAIN_EXTRA_HINT, TRAIN_EXTRA_MODULES, train_extra_installed
 from prokd.version import __version__
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -18,16 +19,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 TRAIN_IGNORES = ("experiment",)
 EXPERIMENT_IGNORES = ("model", "distill.teachers", "distill.weighting")
 MODEL_HELP = "bundled model (prostate-t2), checkpoint, run folder, .onnx or .ts file"
-# What `pip install 'prokd[train]'` adds to the predict-only base install.
-TRAIN_EXTRA_MODULES = ("torch", "monai", "matplotlib", "onnx", "onnxscript")
-TRAIN_EXTRA_HINT = "install the training extra: pip install 'prokd[train]'"
-
-
-def train_extra_installed() -> bool:
-    """Whether the ``train`` extra (torch, MONAI ...) is importable."""
-    import importlib.util
-
-    return all(importlib.util.find_spec(name) is not None for name in TRAIN_EXTRA_MODULES)
 
 
 def command(name: str) -> Callable:
@@ -258,9 +249,11 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _device_argument(parser: argparse.ArgumentParser) -> None:
+    from prokd.devices import DEVICES
+
     parser.add_argument(
         "--device",
-        choices=["auto", "cpu", "cuda"],
+        choices=DEVICES,
         default="auto",
         help="where torch runs: auto (CUDA when available), cpu or cuda",
     )
@@ -433,26 +426,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line_warnings(command_name: str) -> Callable[..., None]:
-    """A ``warnings.showwarning`` that prints prokd's own warnings as one line each."""
-    default = warnings.showwarning
-
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
-        if issubclass(category, DataWarning):
-            print(f"prokd {command_name}: warning: {message}", file=sys.stderr)
-        else:
-            default(message, category, filename, lineno, file, line)
-
-    return show
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a prokd command; user errors print one line and return a non-zero code."""
     args = build_parser().parse_args(argv)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always", DataWarning)
-            warnings.showwarning = _one_line_warnings(args.command)
+            warnings.showwarning = one_line_warnings(args.command)
             return COMMANDS[args.command](args)
     except ProkdError as err:
         print(f"prokd {args.command}: error: {err}", file=sys.stderr)

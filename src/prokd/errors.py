@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 
@@ -46,3 +47,16 @@ def warn_all(messages: Iterable[str]) -> None:
     """Issue each message as a :class:`DataWarning` (the CLI prints one line per warning)."""
     for message in messages:
         warnings.warn(message, DataWarning, stacklevel=2)
+
+
+def one_line_warnings(command_name: str) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints prokd's own warnings as one line each."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, DataWarning):
+            print(f"prokd {command_name}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from prokd.data.io import Geometry, read_volume, write_mask_like, write_volume
+from prokd.data.io import Geometry, image_from_array, read_volume, write_volume
 from prokd.errors import DataError
 from tests.conftest import make_volume, write
 
@@ -23,7 +23,7 @@ def test_read_write_read_keeps_array_and_geometry(tmp_path, suffix):
     assert Geometry.of(original).mismatch(Geometry.of(again), tolerance=1e-5) is None
 
 
-def test_write_mask_like_copies_reference_geometry(tmp_path):
+def test_a_mask_written_on_a_reference_grid_keeps_its_geometry(tmp_path):
     reference = make_volume(
         np.zeros((3, 4, 5), np.float32),
         spacing=(0.7, 0.7, 4.0),
@@ -32,7 +32,7 @@ def test_write_mask_like_copies_reference_geometry(tmp_path):
     )
     mask = np.zeros((3, 4, 5), np.uint8)
     mask[1, 2, 3] = 1
-    out = read_volume(write_mask_like(mask, reference, tmp_path / "m.nii.gz"))
+    out = read_volume(write_volume(image_from_array(mask, reference), tmp_path / "m.nii.gz"))
     assert Geometry.of(out).mismatch(Geometry.of(reference), tolerance=1e-6) is None
     assert out.GetPixelID() == sitk.sitkUInt8
     np.testing.assert_array_equal(sitk.GetArrayFromImage(out), mask)

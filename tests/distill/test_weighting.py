@@ -47,16 +47,6 @@ def test_teacher_that_matches_labels_gets_more_weight():
     torch.testing.assert_close(weights[:, 1], torch.full((1, 2, 2), 0.9 / 1.1))
 
 
-def test_label_aware_per_sample_is_constant_within_a_slice():
-    from prokd.distill.weighting import LabelAwareWeighting
-
-    a = torch.randn(2, 2, 4, 4)
-    b = torch.randn(2, 2, 4, 4)
-    labels = torch.randint(0, 2, (2, 1, 4, 4))
-    weights = LabelAwareWeighting(per_sample=True)([a, b], labels)
-    assert torch.allclose(weights, weights[:, :, :1, :1].expand_as(weights))
-
-
 def test_validation_weights_follow_validation_dice():
     weights = build_weighting("validation", [0.6, 0.9])([_logits(0.5), _logits(0.5)], LABELS)
     assert (weights[:, 1] > weights[:, 0]).all()

@@ -42,7 +42,7 @@ def test_save_load_roundtrip(tmp_path):
         ("train:\n  epochs: 0\n", "train.epochs: must be at least 1"),
         ("train:\n  foreground_fraction: 1.5\n", "train.foreground_fraction: must be in [0, 1]"),
         ("loss:\n  temperature: -1\n", "loss.temperature: must be positive"),
-        ("loss:\n  feature_norm: layer\n", "loss.feature_norm: must be 'pixel' or 'channel'"),
+        ("loss:\n  feature_norm: layer\n", "loss.feature_norm: must be one of 'pixel', 'channel'"),
         ("preprocess:\n  size: 4\n", "preprocess.size must be at least 8"),
         (
             "preprocess:\n  clip_percentiles: [1]\n",

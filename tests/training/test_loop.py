@@ -133,7 +133,7 @@ def test_cached_views_are_exactly_the_images_the_student_sees(tmp_path, monkeypa
     job.soft_target_dir, job.augmented_views = tmp_path / "soft", 3
     seen: list[torch.Tensor] = []
     fetched: list[torch.Tensor] = []
-    collate, fetch = train_module._collate, train_module.SoftTargetCache.fetch
+    collate, fetch = train_module.collate_slices, train_module.SoftTargetCache.fetch
 
     plain: list[torch.Tensor] = []
 
@@ -149,7 +149,7 @@ def test_cached_views_are_exactly_the_images_the_student_sees(tmp_path, monkeypa
         fetched.append(logits[0].clone())
         return logits, features
 
-    monkeypatch.setattr(train_module, "_collate", recording_collate)
+    monkeypatch.setattr(train_module, "collate_slices", recording_collate)
     monkeypatch.setattr(train_module.SoftTargetCache, "fetch", recording_fetch)
     run_training(job, progress=False)
     slices = sum(len(v.image) for v in job.train_volumes)

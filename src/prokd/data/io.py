@@ -306,8 +306,3 @@ def image_from_array(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
         raise ValueError(f"array shape {array.shape} does not match reference shape {expected}")
     image = sitk.GetImageFromArray(array)
     return Geometry.of(reference).apply_to(image)
-
-
-def write_mask_like(mask: np.ndarray, reference: sitk.Image, path: str | Path) -> Path:
-    """Write a label array as uint8 with the exact geometry of ``reference``."""
-    return write_volume(image_from_array(mask.astype(np.uint8), reference), path)

@@ -168,6 +168,9 @@ def hold_back_labels(cases: list[Case], split: Split, per_site: int, seed: int =
     return replace(split, train=tuple(sorted(keep)), unlabelled=held)
 
 
+LIMIT_MODES = ("site", "random")  # one limit-trained teacher per site, or k random subsets
+
+
 def limit_trained_subsets(
     cases: list[Case],
     train_ids: tuple[str, ...],
@@ -198,8 +201,10 @@ def limit_trained_subsets(
             site: tuple(sorted(c.case_id for c in train if c.site == site))
             for site in sorted({c.site for c in train})
         }
-    if mode != "random":
-        raise ConfigError(f"limit-trained subsets: unknown mode {mode!r} (use 'site' or 'random')")
+    if mode not in LIMIT_MODES:
+        raise ConfigError(
+            f"limit-trained subsets: unknown mode {mode!r} (use one of {', '.join(LIMIT_MODES)})"
+        )
     if k < 1:
         raise ConfigError(f"limit-trained subsets: k must be at least 1, got {k}")
     fraction = 1.0 / k if fraction is None else fraction

@@ -4,11 +4,16 @@ Each strategy turns the K teachers' logits (and the ground truth) into weights o
 (B, K, H, W) that sum to 1 over teachers; the student's targets are the weighted mixture.
 ``labelled`` (B,) marks the slices whose labels are real; strategies that read labels weigh
 the teachers of unlabelled slices uniformly.
+
+Every strategy is a class in :data:`WEIGHTINGS`, built through :meth:`TeacherWeighting.build`
+(:func:`build_weighting` looks the name up, nothing more). A strategy with a softmax
+temperature states its default once, as ``default_temperature``; the config's
+``distill.*_temperature`` keys start from it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +25,15 @@ class TeacherWeighting:
     """Base class: ``weighting(teacher_logits, labels, labelled) -> (B, K, H, W)`` weights."""
 
     name = ""
+    default_temperature: float | None = None  # strategies without a temperature: None
+
+    @classmethod
+    def build(
+        cls, temperature: float | None = None, validation_dice: Sequence[float] | None = None
+    ) -> TeacherWeighting:
+        """The strategy with ``temperature`` (default: its own); ``validation_dice`` is
+        read by strategies that need the teachers' validation scores."""
+        return cls()
 
     def __call__(
         self,
@@ -30,7 +44,22 @@ class TeacherWeighting:
         raise NotImplementedError
 
 
-WEIGHTINGS: dict[str, Callable[..., TeacherWeighting]] = {}
+class TemperatureWeighting(TeacherWeighting):
+    """A strategy whose weights are a softmax with a temperature."""
+
+    default_temperature = 1.0
+
+    def __init__(self, temperature: float | None = None) -> None:
+        self.temperature = self.default_temperature if temperature is None else temperature
+
+    @classmethod
+    def build(
+        cls, temperature: float | None = None, validation_dice: Sequence[float] | None = None
+    ) -> TeacherWeighting:
+        return cls(temperature)
+
+
+WEIGHTINGS: dict[str, type[TeacherWeighting]] = {}
 
 
 def register_weighting(cls: type[TeacherWeighting]) -> type[TeacherWeighting]:
@@ -60,9 +89,21 @@ class ValidationWeighting(TeacherWeighting):
     """Fixed weights from each teacher's validation Dice: ``softmax(dice / temperature)``."""
 
     name = "validation"
+    default_temperature = 0.05
 
-    def __init__(self, validation_dice: Sequence[float], temperature: float = 0.05) -> None:
-        self.weights = torch.softmax(torch.tensor(list(validation_dice)) / temperature, 0)
+    def __init__(self, validation_dice: Sequence[float], temperature: float | None = None) -> None:
+        self.temperature = self.default_temperature if temperature is None else temperature
+        self.weights = torch.softmax(torch.tensor(list(validation_dice)) / self.temperature, 0)
+
+    @classmethod
+    def build(
+        cls, temperature: float | None = None, validation_dice: Sequence[float] | None = None
+    ) -> TeacherWeighting:
+        """Raises:
+        ConfigError: no validation scores to weigh by."""
+        if not validation_dice:
+            raise ConfigError("teacher weighting 'validation' needs the teachers' validation Dice")
+        return cls(validation_dice, temperature)
 
     def __call__(self, teacher_logits, labels, labelled=None):
         b, _, h, w = teacher_logits[0].shape
@@ -71,13 +112,11 @@ class ValidationWeighting(TeacherWeighting):
 
 
 @register_weighting
-class ConfidenceWeighting(TeacherWeighting):
+class ConfidenceWeighting(TemperatureWeighting):
     """Per pixel, confident teachers weigh more: ``softmax_k(-entropy_k / temperature)``."""
 
     name = "confidence"
-
-    def __init__(self, temperature: float = 0.1) -> None:
-        self.temperature = temperature
+    default_temperature = 0.1
 
     def __call__(self, teacher_logits, labels, labelled=None):
         probs = _stack_probs(teacher_logits)
@@ -86,24 +125,17 @@ class ConfidenceWeighting(TeacherWeighting):
 
 
 @register_weighting
-class LabelAwareWeighting(TeacherWeighting):
-    """Teachers that agree with the ground truth weigh more: ``softmax_k(-CE_k / temperature)``.
-
-    Per pixel by default (with temperature 1, ``w_k`` is proportional to the probability the
-    teacher gives the true class); ``per_sample=True`` uses each slice's mean cross-entropy.
-    """
+class LabelAwareWeighting(TemperatureWeighting):
+    """Teachers that agree with the ground truth weigh more: ``softmax_k(-CE_k / temperature)``,
+    per pixel (with temperature 1, ``w_k`` is proportional to the probability the teacher
+    gives the true class)."""
 
     name = "label-aware"
-
-    def __init__(self, temperature: float = 1.0, per_sample: bool = False) -> None:
-        self.temperature = temperature
-        self.per_sample = per_sample
+    default_temperature = 1.0
 
     def __call__(self, teacher_logits, labels, labelled=None):
         target = labels[:, 0] if labels.dim() == 4 else labels
         ce = torch.stack([F.cross_entropy(z, target, reduction="none") for z in teacher_logits], 1)
-        if self.per_sample:
-            ce = ce.mean(dim=(2, 3), keepdim=True).expand_as(ce)
         weights = torch.softmax(-ce / self.temperature, dim=1)
         if labelled is None:
             return weights
@@ -116,24 +148,13 @@ def build_weighting(
     validation_dice: Sequence[float] | None = None,
     temperature: float | None = None,
 ) -> TeacherWeighting:
-    """A strategy by name; ``validation`` needs each teacher's validation Dice.
-
-    ``temperature`` replaces the strategy's default softmax temperature (strategies without
-    one ignore it).
+    """A strategy by name, through its class's :meth:`~TeacherWeighting.build`;
+    ``validation`` needs each teacher's validation Dice; ``temperature`` replaces the
+    strategy's default (strategies without one ignore it).
 
     Raises:
         ConfigError: unknown name, or ``validation`` without validation scores.
     """
     if name not in WEIGHTINGS:
         raise ConfigError(f"unknown teacher weighting {name!r} (known: {', '.join(WEIGHTINGS)})")
-    if name == "validation":
-        if not validation_dice:
-            raise ConfigError("teacher weighting 'validation' needs the teachers' validation Dice")
-        return ValidationWeighting(validation_dice, *_given(temperature))
-    if name in ("confidence", "label-aware"):
-        return WEIGHTINGS[name](*_given(temperature))
-    return WEIGHTINGS[name]()
-
-
-def _given(temperature: float | None) -> tuple[float, ...]:
-    return () if temperature is None else (temperature,)
+    return WEIGHTINGS[name].build(temperature, validation_dice)

@@ -145,6 +145,47 @@ def _overlays(run_dir: Path, results: dict[str, Any], path: Path) -> tuple[Path 
     return overlay_figure(figures, path), ""
 
 
+def _figure_blocks(run_dir: Path, results: dict[str, Any], figures: Path) -> list[Block]:
+    """The experiment's figures: test Dice per volume, training curves, overlays."""
+    blocks: list[Block] = []
+    metrics = {
+        r["model"]: _read_metrics(run_dir / "evaluation" / r["model"] / "metrics.csv")
+        for r in results["rows"]
+    }
+    blocks.append(
+        (
+            "img",
+            dice_boxplot(metrics, figures / "dice_boxplot.png"),
+            "Test Dice per volume, by model and site.",
+        )
+    )
+    logs = {p.parent.name: read_log(p) for p in sorted((run_dir / "models").glob("*/log.csv"))}
+    if logs:
+        blocks.append(
+            (
+                "img",
+                training_curves(logs, figures / "training_curves.png"),
+                "Training loss and validation Dice per epoch.",
+            )
+        )
+    overlay, missing = _overlays(run_dir, results, figures / "overlays.png")
+    if overlay is None:
+        blocks.append(("p", f"Overlay figure not drawn: {missing}."))
+        warn_all([f"{run_dir}: overlay figure not drawn: {missing}"])
+    else:
+        blocks.append(
+            (
+                "img",
+                overlay,
+                "Largest-gland slice of the first test cases: truth "
+                "(green), teacher and chosen student (red), and the "
+                "limit-trained teachers' disagreement (std of their "
+                "probabilities).",
+            )
+        )
+    return blocks
+
+
 def experiment_blocks(run_dir: Path, figures: Path) -> list[Block]:
     """Report content of an experiment folder."""
     results = _read_json(run_dir / "results.json")
@@ -189,41 +230,7 @@ def experiment_blocks(run_dir: Path, figures: Path) -> list[Block]:
                 + ".",
             )
         )
-    metrics = {
-        r["model"]: _read_metrics(run_dir / "evaluation" / r["model"] / "metrics.csv")
-        for r in results["rows"]
-    }
-    blocks.append(
-        (
-            "img",
-            dice_boxplot(metrics, figures / "dice_boxplot.png"),
-            "Test Dice per volume, by model and site.",
-        )
-    )
-    logs = {p.parent.name: read_log(p) for p in sorted((run_dir / "models").glob("*/log.csv"))}
-    if logs:
-        blocks.append(
-            (
-                "img",
-                training_curves(logs, figures / "training_curves.png"),
-                "Training loss and validation Dice per epoch.",
-            )
-        )
-    overlay, missing = _overlays(run_dir, results, figures / "overlays.png")
-    if overlay is None:
-        blocks.append(("p", f"Overlay figure not drawn: {missing}."))
-        warn_all([f"{run_dir}: overlay figure not drawn: {missing}"])
-    else:
-        blocks.append(
-            (
-                "img",
-                overlay,
-                "Largest-gland slice of the first test cases: truth "
-                "(green), teacher and chosen student (red), and the "
-                "limit-trained teachers' disagreement (std of their "
-                "probabilities).",
-            )
-        )
+    blocks += _figure_blocks(run_dir, results, figures)
     blocks += [("h2", "Metric definitions"), ("pre", METRICS_DOC.strip())]
     return blocks
 

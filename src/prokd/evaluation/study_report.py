@@ -8,6 +8,7 @@ from typing import Any
 from prokd.evaluation.markdown import Block, plus_minus, render_markdown
 from prokd.evaluation.plots import pareto_plot, regime_plot
 from prokd.evaluation.report import comparison_rows
+from prokd.evaluation.roles import STUDENT_P2
 from prokd.io_atomic import write_json_and_markdown
 
 # Models of every cell, in table order; procedure-2 students follow.
@@ -16,7 +17,7 @@ FIXED_MODELS = ("teacher", "ensemble-limit", "student-nokd", "student-kd-p1")
 
 def _models(regime: dict[str, Any]) -> list[str]:
     names = list(regime["dice"])
-    p2 = sorted(n for n in names if n.startswith("student-kd-p2-"))
+    p2 = sorted(n for n in names if regime["roles"].get(n) == STUDENT_P2)
     return [n for n in FIXED_MODELS if n in names] + p2
 
 

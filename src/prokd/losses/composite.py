@@ -39,11 +39,6 @@ class LossParts:
     total: torch.Tensor
     parts: dict[str, torch.Tensor]
 
-    def as_floats(self) -> dict[str, float]:
-        """Every part and the total as Python floats."""
-        parts = {k: float(v.detach()) for k, v in self.parts.items()}
-        return {"loss": float(self.total.detach()), **parts}
-
 
 class CompositeLoss(nn.Module):
     """Supervised and distillation loss for one student and zero, one or several teachers.

@@ -18,11 +18,19 @@ import yaml
 
 from prokd.data.layouts import LAYOUTS
 from prokd.data.preprocess import PreprocessSettings
-from prokd.distill.weighting import WEIGHTINGS
+from prokd.data.splits import LIMIT_MODES
+from prokd.distill.weighting import (
+    WEIGHTINGS,
+    ConfidenceWeighting,
+    LabelAwareWeighting,
+    ValidationWeighting,
+)
 from prokd.errors import ConfigError, warn_all
 from prokd.inference.volume_models import is_volume_model
 from prokd.io_atomic import atomic_path
 from prokd.losses.composite import LossWeights
+from prokd.losses.distillation import FEATURE_NORMS
+from prokd.losses.lovasz import CLASS_MODES
 from prokd.models import MODELS
 from prokd.yaml_files import read_yaml
 
@@ -109,9 +117,10 @@ class DistillConfig:
     weighting: str = "uniform"
     soft_target_cache: bool = False  # teacher outputs computed once and reused
     augmented_views: int = 0  # with augmentation: views per slice the cache holds
-    validation_temperature: float = 0.05  # softmax temperature of each strategy's weights
-    confidence_temperature: float = 0.1
-    label_aware_temperature: float = 1.0
+    # softmax temperature of each strategy's weights (defaults: the strategies' own)
+    validation_temperature: float = ValidationWeighting.default_temperature
+    confidence_temperature: float = ConfidenceWeighting.default_temperature
+    label_aware_temperature: float = LabelAwareWeighting.default_temperature
 
     def temperature(self, weighting: str) -> float | None:
         """The configured temperature of a weighting strategy (``None``: it has none)."""
@@ -180,6 +189,10 @@ def _known(registry: dict[str, Any], what: str) -> tuple[str, typing.Callable[[A
     return f"unknown {what} (known: {', '.join(registry)})", lambda v: v in registry
 
 
+def _one_of(options: tuple[str, ...]) -> tuple[str, typing.Callable[[Any], bool]]:
+    return f"must be one of {', '.join(repr(o) for o in options)}", lambda v: v in options
+
+
 def _all_known(registry: dict[str, Any], what: str) -> tuple[str, typing.Callable[[Any], bool]]:
     return f"unknown {what} (known: {', '.join(registry)})", lambda v: set(v) <= set(registry)
 
@@ -211,14 +224,14 @@ CHECKS: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
     "distill.confidence_temperature": ("must be positive", lambda v: v > 0),
     "distill.label_aware_temperature": ("must be positive", lambda v: v > 0),
     "loss.temperature": ("must be positive", lambda v: v > 0),
-    "loss.feature_norm": ("must be 'pixel' or 'channel'", lambda v: v in ("pixel", "channel")),
-    "loss.lovasz_classes": ("must be 'present' or 'all'", lambda v: v in ("present", "all")),
+    "loss.feature_norm": _one_of(FEATURE_NORMS),
+    "loss.lovasz_classes": _one_of(CLASS_MODES),
     "loss.dice": ("must be >= 0", lambda v: v >= 0),
     "loss.lovasz": ("must be >= 0", lambda v: v >= 0),
     "loss.kl": ("must be >= 0", lambda v: v >= 0),
     "loss.feature": ("must be >= 0", lambda v: v >= 0),
     "distill.augmented_views": ("must be >= 0", lambda v: v >= 0),
-    "experiment.limit_mode": ("must be 'site' or 'random'", lambda v: v in ("site", "random")),
+    "experiment.limit_mode": _one_of(LIMIT_MODES),
     "experiment.limit_k": ("must be at least 1", lambda v: v >= 1),
     "experiment.limit_fraction": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
     "experiment.teacher_epochs": ("must be >= 0", lambda v: v >= 0),

@@ -260,6 +260,7 @@ def _summarise_cells(cells: list[Cell], out: Path) -> dict[str, Any] | None:
     # model of a cell in one process with the same threads.
     metrics: dict[str, dict[str, list[float]]] = {"dice": {}, "hd95": {}, "assd": {}, "seconds": {}}
     validation: dict[str, list[float]] = {}
+    roles = {row["model"]: row["kind"] for r in done.values() for row in r["rows"]}
     for r in done.values():
         for row in r["rows"]:
             for metric, values in metrics.items():
@@ -301,6 +302,7 @@ def _summarise_cells(cells: list[Cell], out: Path) -> dict[str, Any] | None:
         "seeds_missing": sorted({c.seed for c in cells if c.folder not in done}),
         **{key: {m: describe(v) for m, v in values.items()} for key, values in metrics.items()},
         "val_dice": {m: describe(v) for m, v in validation.items()},
+        "roles": roles,
         "chosen_strategies": chosen,
         "chosen_p2_dice": describe(chosen_dice) if chosen_dice else None,
         "chosen_p2_val_dice": chosen_val,
