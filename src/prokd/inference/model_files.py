@@ -69,12 +69,14 @@ ONNX_LOAD_ERRORS = {
 
 
 def onnx_session(path: Path, threads: int = 0) -> ort.InferenceSession:
-    """An onnxruntime CPU session for ``path``.
+    """An onnxruntime CPU session for ``path`` (the one builder every ONNX model goes
+    through); onnxruntime logs errors only, so a user's terminal shows prokd's own lines.
 
     Raises:
         DataError: naming the file and saying why onnxruntime refused it.
     """
     options = ort.SessionOptions()
+    options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
