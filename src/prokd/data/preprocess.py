@@ -147,8 +147,10 @@ def body_centre_index(oriented: sitk.Image) -> tuple[float, float] | None:
 
 def axial_view(image: sitk.Image) -> sitk.Image:
     """``image`` with its voxel axes permuted and flipped to :data:`ORIENTATION` (axial
-    slices along the array's first axis): the same voxels, the same physical space."""
-    return sitk.DICOMOrient(image, ORIENTATION)
+    slices along the array's first axis): the same voxels, the same physical space. An
+    image already in that order is returned as it is (no copy)."""
+    code = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
+    return image if code == ORIENTATION else sitk.DICOMOrient(image, ORIENTATION)
 
 
 def file_axes(axial: np.ndarray, reference: sitk.Image) -> np.ndarray:
@@ -163,6 +165,8 @@ def file_axes(axial: np.ndarray, reference: sitk.Image) -> np.ndarray:
     expected = tuple(reversed(view.GetSize()))
     if axial.shape != expected:
         raise ValueError(f"array shape {axial.shape} != axial view shape {expected}")
+    if code == ORIENTATION:  # the file stores its axes in that order already
+        return axial
     image = Geometry.of(view).apply_to(sitk.GetImageFromArray(axial))
     return sitk.GetArrayFromImage(sitk.DICOMOrient(image, code))
 
