@@ -9,6 +9,11 @@ slice (teachers run once per view, when the cache is built; the student then see
 as one of its views and reads the teachers' outputs for exactly that image). The one-off
 cache build time is reported on its own.
 
+Every configuration is measured ``--repeats`` times (default 5): each repeat runs every
+configuration of a setting once, in alternating order (forward, then backward), so drift of
+the machine falls on every configuration alike. Reported: the median epoch time with its
+range, and the median over repeats of the ratio to the no-KD epoch of the same repeat.
+
     .venv/bin/python benchmarks/kd_epoch_cost.py --data data/phantom \
         --out benchmarks/results/kd_epoch_cost
 
@@ -18,6 +23,7 @@ Writes ``<out>.json`` and ``<out>.md``.
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +45,60 @@ def _epoch_seconds(job: TrainJob) -> float:
     return float(run_training(job, progress=False)["epoch_seconds_mean"])
 
 
+def _measure(
+    run_config,
+    tmp: Path,
+    volumes,
+    student: str,
+    teachers,
+    ks: list[int],
+    cached: bool,
+    repeats: int,
+) -> list[dict]:
+    """One setting: the no-KD epoch and each K's, ``repeats`` times in alternating order."""
+    configs = [0, *ks]
+    seconds: dict[int, list[float]] = {k: [] for k in configs}
+    builds: dict[int, float] = {}
+    for repeat in range(repeats):
+        order = configs if repeat % 2 == 0 else configs[::-1]
+        for k in order:
+            name = f"k{k}-{run_config.train.augment}-{cached}-r{repeat}"
+            cache_dir = tmp / f"cache-{k}-{run_config.train.augment}" if cached and k else None
+            start = time.perf_counter()
+            epoch = _epoch_seconds(
+                TrainJob.from_config(
+                    run_config,
+                    tmp / name,
+                    volumes,
+                    [],
+                    model=student,
+                    teachers=teachers[:k],
+                    soft_target_dir=cache_dir,
+                )
+            )
+            if cache_dir is not None and k not in builds:  # the first run builds the cache
+                builds[k] = time.perf_counter() - start - epoch
+            seconds[k].append(epoch)
+    rows = []
+    for k in configs:
+        ratios = [a / b for a, b in zip(seconds[k], seconds[0], strict=True)]
+        row = {
+            "teachers": k,
+            "augment": run_config.train.augment,
+            "views": run_config.distill.augmented_views if k else 0,
+            "soft_target_cache": cached and k > 0,
+            "epoch_seconds": statistics.median(seconds[k]),
+            "epoch_seconds_runs": seconds[k],
+            "ratio_to_nokd": statistics.median(ratios),
+            "ratio_runs": ratios,
+        }
+        if k in builds:
+            row["cache_build_seconds"] = builds[k]
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data/phantom", help="six-site folder (prokd phantom)")
@@ -50,7 +110,9 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=256, help="slices per epoch")
     parser.add_argument("--teachers", type=int, nargs="+", default=[1, 3, 6])
     parser.add_argument("--views", type=int, default=4, help="augmented views per slice")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of every configuration")
     args = parser.parse_args()
+    started = time.perf_counter()
 
     config = config_from_dict(
         {
@@ -74,65 +136,35 @@ def main() -> None:
             run_config = config.replace(
                 train={"augment": augment}, distill={"augmented_views": views}
             )
-            base = _epoch_seconds(
-                TrainJob.from_config(
-                    run_config,
-                    Path(tmp) / f"nokd-{augment}-{cached}",
-                    volumes,
-                    [],
-                    model=args.student,
-                )
+            rows += _measure(
+                run_config,
+                Path(tmp),
+                volumes,
+                args.student,
+                teachers,
+                args.teachers,
+                cached,
+                args.repeats,
             )
-            rows.append(
-                {
-                    "teachers": 0,
-                    "augment": augment,
-                    "views": 0,
-                    "soft_target_cache": False,
-                    "epoch_seconds": base,
-                    "ratio_to_nokd": 1.0,
-                }
-            )
-            for k in args.teachers:
-                name = f"k{k}-{augment}-{cached}"
-                cache_dir = Path(tmp) / f"cache-{k}" if cached else None
-                start = time.perf_counter()
-                seconds = _epoch_seconds(
-                    TrainJob.from_config(
-                        run_config,
-                        Path(tmp) / name,
-                        volumes,
-                        [],
-                        model=args.student,
-                        teachers=teachers[:k],
-                        soft_target_dir=cache_dir,
-                    )
-                )
-                row = {
-                    "teachers": k,
-                    "augment": augment,
-                    "views": views,
-                    "soft_target_cache": cached,
-                    "epoch_seconds": seconds,
-                    "ratio_to_nokd": seconds / base,
-                }
-                if cached:
-                    row["cache_build_seconds"] = time.perf_counter() - start - seconds
-                rows.append(row)
-                print(row)
     result = {
+        "command": "python benchmarks/kd_epoch_cost.py",
         "student": args.student,
         "teacher": args.teacher,
         "slices_per_epoch": args.slices,
+        "repeats": args.repeats,
         "rows": rows,
         "environment": environment(),
+        "wall_seconds": time.perf_counter() - started,
     }
     lines = [
         f"Student {args.student}, teachers {args.teacher}, {args.slices} slices per epoch "
         f"at {config.preprocess.size}x{config.preprocess.size}, "
         f"{result['environment']['torch_threads']} torch threads; made by "
-        f"`python benchmarks/kd_epoch_cost.py` on {cpu_model()}. "
-        "'views': augmented views per slice in the soft-target cache (0: stored slices). "
+        f"`{result['command']}` on {cpu_model()} in {result['wall_seconds'] / 60:.0f} min. "
+        f"Every configuration ran {args.repeats} times, the configurations of a setting "
+        "alternating (forward, then backward) run by run: epoch s is the median (range in "
+        "brackets), x no-KD the median over runs of the ratio to the no-KD epoch of the same "
+        "run. 'views': augmented views per slice in the soft-target cache (0: stored slices). "
         "'cache build s' is the one-off cost of computing the cache over every training slice "
         "(and view), before the first epoch.",
         "",
@@ -141,9 +173,10 @@ def main() -> None:
     ]
     for r in rows:
         build = f"{r['cache_build_seconds']:.1f}" if "cache_build_seconds" in r else ""
+        spread = f"{min(r['epoch_seconds_runs']):.1f}-{max(r['epoch_seconds_runs']):.1f}"
         lines.append(
             f"| {r['teachers']} | {r['augment']} | {r['soft_target_cache']} | {r['views']} | "
-            f"{r['epoch_seconds']:.1f} | {r['ratio_to_nokd']:.2f} | {build} |"
+            f"{r['epoch_seconds']:.1f} [{spread}] | {r['ratio_to_nokd']:.2f} | {build} |"
         )
     write_json_and_markdown(args.out, result, "\n".join(lines))
     print("\n".join(lines))
