@@ -172,3 +172,23 @@ def test_evaluate_reads_dicom_images_of_a_six_site_dataset(shared_data, tmp_path
     assert "[six-site], 1 cases" in capsys.readouterr().out
     row = (out / "metrics.csv").read_text().splitlines()[1].split(",")
     assert row[1] == "SITEX/Case01" and float(row[3]) > 0.8  # Dice
+
+
+def test_a_dicom_folder_is_a_source_of_unlabelled_volumes(shared_data, tmp_path):
+    """``data.unlabelled: [DICOM folder]``: each study's chosen series is one unlabelled
+    case, read as the axial T2, and cached by the contents of its files."""
+    from prokd.data.cache import case_fingerprint
+    from prokd.data.layouts import unlabelled_cases
+    from prokd.data.preprocess import PreprocessSettings
+
+    (case,) = unlabelled_cases(shared_data / "dicom/ProstateX")
+    assert case.case_id == "ProstateX/ProstateX-0000/07-07-2011/4.000000-t2tsetra-00702"
+    assert case.site == "ProstateX" and case.patient == "ProstateX/ProstateX-0000"
+    assert not case.labelled and read_volume(case.image).GetSize() == (384, 384, 19)
+    copy = tmp_path / "ProstateX"
+    shutil.copytree(shared_data / AXIAL, copy / "series")
+    (copied,) = unlabelled_cases(copy)
+    settings = PreprocessSettings()
+    before = case_fingerprint(copied, settings)
+    _edit(sorted((copy / "series").glob("*.dcm"))[0], SeriesDescription="t2 edited")
+    assert case_fingerprint(copied, settings) != before

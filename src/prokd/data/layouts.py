@@ -325,18 +325,45 @@ def unlabelled_cases(folder: str | Path, channel: int | None = None) -> list[Cas
     Case ids are ``<folder name>/<case id in the layout>`` for a known layout (whose sites
     are kept), and ``<folder name>/<path inside the folder>`` for a plain folder (whose site
     is the folder's name; ``channel`` is the T2 channel of its 4D images). Each volume is its
-    own patient.
+    own patient. A folder with no volume file gives the series ``prokd predict`` would choose
+    in each DICOM study under it (:func:`dicom_cases`).
 
     Raises:
-        DataError: the folder is missing, or holds no image volume.
+        DataError: the folder is missing, or holds no image volume or DICOM series.
     """
     folder = Path(folder)
     name = folder.resolve().name
     if folder.is_dir() and detected_layout(folder):
         _, cases = find_cases(folder)
         return [Case(f"{name}/{c.case_id}", c.site, c.image, (), c.image_channel) for c in cases]
+    if folder.is_dir() and not holds_volume_files(folder):
+        return dicom_cases(folder)
     cases = []
     for path, _ in image_volumes(folder):
         inner = path.resolve().relative_to(folder.resolve())
         cases.append(Case(f"{name}/{inner.parent / volume_stem(path)}", name, path, (), channel))
+    return cases
+
+
+def dicom_cases(folder: Path) -> list[Case]:
+    """The chosen series of every DICOM study under ``folder`` as unlabelled cases: id
+    ``<folder name>/<series folder inside it>``, site the folder's name, one patient per
+    PatientID (two studies of one patient stay on one side of a split).
+
+    Raises:
+        DataError: no DICOM image series, or a study whose T2 cannot be told.
+    """
+    from prokd.data.dicom import by_study, choose_series, find_series
+
+    name = folder.resolve().name
+    series = find_series(folder)
+    if not series:
+        raise DataError(folder, "no image volumes or DICOM series found (mask files are skipped)")
+    cases = []
+    for study in by_study(series):
+        chosen = choose_series(study)
+        inner = chosen.folder.resolve().relative_to(folder.resolve())
+        case_id = f"{name}/{inner.as_posix()}" if inner.parts else name
+        group = f"{name}/{chosen.patient_id}" if chosen.patient_id else case_id
+        cases.append(Case(case_id, name, chosen.folder, (), group=group))
     return cases
