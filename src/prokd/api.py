@@ -18,7 +18,6 @@ import SimpleITK as sitk
 
 from prokd.data.inputs import find_inputs
 from prokd.data.io import image_from_array
-from prokd.data.validate import check_finite
 from prokd.errors import DataError
 from prokd.inference.model_files import LoadedModel, load_model_file
 from prokd.inference.segment import segment_image, with_crop_centre
@@ -79,7 +78,6 @@ def segment(
             )
         volume = inputs[0] if channel is None else replace(inputs[0], channel=channel)
         image = volume.read()
-        check_finite(image, volume.path, volume.channel)
     result = segment_image(loaded, image, postprocess)
     return SegmentResult(
         mask=image_from_array(result.mask, image),

@@ -63,15 +63,10 @@ def _inspect(args: argparse.Namespace) -> int:
         inspect_cases,
         inspect_dataset,
     )
-    from prokd.data.layouts import detected_layout, holds_volume_files
+    from prokd.data.layouts import is_dicom_folder
 
-    path = Path(args.data_dir)
-    if (
-        args.layout is None
-        and path.is_dir()
-        and not (detected_layout(path) or holds_volume_files(path))
-    ):
-        text, usable = dicom_inventory(path)
+    if args.layout is None and is_dicom_folder(Path(args.data_dir)):
+        text, usable = dicom_inventory(args.data_dir)
         print(text)
         return 0 if usable else 1
     if Path(args.data_dir).suffix in (".yaml", ".yml"):

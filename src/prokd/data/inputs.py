@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import SimpleITK as sitk
 
 from prokd.data.io import is_dicom_input, is_volume_file, read_volume, volume_stem
-from prokd.data.layouts import detected_layout, holds_volume_files, image_volumes
+from prokd.data.layouts import image_volumes, is_dicom_folder
+from prokd.data.validate import check_finite
 from prokd.errors import DataError
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ class VolumeInput:
     note: str | None = None
 
     def read(self) -> sitk.Image:
-        """The volume as a 3D SimpleITK image.
+        """The volume as a 3D SimpleITK image, checked for NaN/Inf voxels.
 
         Raises:
             DataError: naming the file or series, for any unusable input.
@@ -41,8 +42,11 @@ class VolumeInput:
         if self.series is not None:
             from prokd.data.dicom import read_series
 
-            return read_series(self.series)
-        return read_volume(self.path, self.channel)
+            image = read_series(self.series)
+        else:
+            image = read_volume(self.path, self.channel)
+        check_finite(image, self.path, self.channel)
+        return image
 
     def output_stem(self, root: Path) -> Path:
         """The output path, without suffix, mirroring this input's place under ``root``
@@ -97,6 +101,6 @@ def find_inputs(source: str | Path, selector: str | None = None) -> list[VolumeI
         if not is_dicom_input(source):
             raise DataError(source, "unsupported file type (not a volume file or DICOM)")
         return dicom_inputs(source, selector)
-    if detected_layout(source) or holds_volume_files(source):
-        return [VolumeInput(path, channel) for path, channel in image_volumes(source)]
-    return dicom_inputs(source, selector)
+    if is_dicom_folder(source):
+        return dicom_inputs(source, selector)
+    return [VolumeInput(path, channel) for path, channel in image_volumes(source)]

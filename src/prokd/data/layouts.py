@@ -291,9 +291,13 @@ def is_image_file(path: Path) -> bool:
     return not in_labels and not any(marker in stem for marker in MASK_MARKERS)
 
 
-def holds_volume_files(folder: Path) -> bool:
-    """Whether any volume file lies under ``folder`` (searched recursively)."""
-    return any(p.is_file() and is_volume_file(p) for p in folder.rglob("*"))
+def is_dicom_folder(folder: Path) -> bool:
+    """A folder in no known layout and with no volume file under it: read as DICOM studies."""
+    return (
+        folder.is_dir()
+        and not detected_layout(folder)
+        and not any(p.is_file() and is_volume_file(p) for p in folder.rglob("*"))
+    )
 
 
 def image_volumes(folder: str | Path) -> list[tuple[Path, int | None]]:
@@ -333,11 +337,11 @@ def unlabelled_cases(folder: str | Path, channel: int | None = None) -> list[Cas
     """
     folder = Path(folder)
     name = folder.resolve().name
+    if is_dicom_folder(folder):
+        return dicom_cases(folder)
     if folder.is_dir() and detected_layout(folder):
         _, cases = find_cases(folder)
         return [Case(f"{name}/{c.case_id}", c.site, c.image, (), c.image_channel) for c in cases]
-    if folder.is_dir() and not holds_volume_files(folder):
-        return dicom_cases(folder)
     cases = []
     for path, _ in image_volumes(folder):
         inner = path.resolve().relative_to(folder.resolve())

@@ -26,7 +26,6 @@ from prokd.data.io import (
     write_volume,
 )
 from prokd.data.preprocess import axial_view, file_axes
-from prokd.data.validate import check_finite
 from prokd.errors import DataError, warn_all
 from prokd.inference.model_files import LoadedModel, load_model_file
 from prokd.inference.postprocess import MaskQC, postprocess_mask, quality_control
@@ -186,7 +185,6 @@ def segment_file(
 ) -> Segmented:
     """Predict one volume; write mask (uint8 0/1), optional probabilities and the QC sidecar."""
     image = volume.read()
-    check_finite(image, volume.path, volume.channel)
     result = segment_image(model, image, postprocess, batch_size)
     write_mask(result.mask, image, volume, mask_path, model.label)
     if probabilities:

@@ -264,8 +264,6 @@ class SliceVolumeModel:
     def from_loaded(cls, loaded: LoadedModel, name: str | None = None) -> SliceVolumeModel:
         """A model file loaded by :func:`~prokd.inference.model_files.load_model_file`."""
         fingerprint = f"{file_sha256(loaded.path)}:{loaded.settings.fingerprint()}"
-        if loaded.path.is_dir():
-            fingerprint = f"{loaded.path}:{loaded.settings.fingerprint()}"
         return cls(
             name or loaded.name, loaded.slice_model, loaded.settings, fingerprint, loaded.kind
         )
