@@ -164,3 +164,36 @@ def test_slice_model_files_teach_as_prokd_predicts(tmp_path):
     with pytest.raises(ConfigError, match="bare.yaml: preprocess: missing"):
         load_volume_model(str(spec))
     assert not is_volume_model(str(checkpoint))  # a checkpoint teaches with its features
+
+
+def test_slice_models_sharing_preprocessing_preprocess_a_volume_once(monkeypatch):
+    """Two slice models of one evaluation: one preprocessing per volume, the probabilities
+    of an unshared model, and each model's seconds counting that preprocessing."""
+    import prokd.inference.volume_models as volume_models
+
+    settings = PreprocessSettings(size=32, fov_mm=16.0)
+    calls = []
+    original = volume_models.preprocess_volume
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(volume_models, "preprocess_volume", counted)
+    torch.manual_seed(0)
+    networks = [build_model("unet-w4").eval() for _ in range(2)]
+    shared = volume_models.SharedSlices()
+    models = [
+        volume_models.SliceVolumeModel(f"m{k}", n, settings, "", "checkpoint", shared)
+        for k, n in enumerate(networks)
+    ]
+    image = make_volume(intensities(), spacing=(0.5, 0.5, 3.0), direction=FLIPPED)
+    outputs = [m.probabilities(image) for m in models]
+    assert len(calls) == 1
+    preprocess_seconds = shared.slices(image, settings)[2]  # the stored cost, not recomputed
+    assert len(calls) == 1 and preprocess_seconds > 0
+    assert all(m.last_seconds > preprocess_seconds for m in models)  # both count it
+    alone = volume_models.SliceVolumeModel("alone", networks[1], settings, "", "checkpoint")
+    np.testing.assert_array_equal(alone.probabilities(image), outputs[1])
+    assert len(calls) == 2
+    np.testing.assert_allclose(outputs[0], predict_volume(networks[0], image, settings))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,13 +55,14 @@ def evaluate_cases(
 
     Each case is read once and segmented by every model
     (:class:`~prokd.inference.volume_models.VolumeModel`: preprocessing, prediction and the
-    mapping back to the case's grid; ``seconds`` is all of it), thresholded at the model's
-    own ``threshold``. Where a case has a second reader, ``reader2_*`` columns hold the
-    inter-reader metrics (reader 2 scored against reader 1): the human ceiling for that
-    case. Masks are post-processed (largest component, holes filled) as ``prokd predict``
-    writes them, unless ``postprocess`` is false. The first ``overlay_cases`` cases also keep
-    their largest-gland slice (image, truth, probability) for the report's overlay figure.
-    Empty reference masks are reported as :class:`~prokd.errors.DataWarning`.
+    mapping back to the case's grid; ``seconds`` is all of it, the model's
+    ``last_seconds``), thresholded at the model's own ``threshold``. Where a case has a
+    second reader, ``reader2_*`` columns hold the inter-reader metrics (reader 2 scored
+    against reader 1): the human ceiling for that case. Masks are post-processed (largest
+    component, holes filled) as ``prokd predict`` writes them, unless ``postprocess`` is
+    false. The first ``overlay_cases`` cases also keep their largest-gland slice (image,
+    truth, probability) for the report's overlay figure. Empty reference masks are reported
+    as :class:`~prokd.errors.DataWarning`.
     """
     results = {name: ModelEvaluation() for name in models}
     for index, case in enumerate(
@@ -74,9 +74,8 @@ def evaluate_cases(
         truth = sitk.GetArrayFromImage(loaded.mask) > 0
         ceiling = _reader_ceiling(loaded.masks, truth, spacing)
         for name, model in models.items():
-            start = time.perf_counter()
             probabilities = model.probabilities(loaded.image)
-            seconds = time.perf_counter() - start
+            seconds = model.last_seconds
             mask = probabilities >= model.threshold
             if postprocess:
                 mask = postprocess_mask(mask) > 0

@@ -27,6 +27,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -35,8 +36,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import SimpleITK as sitk
 
-from prokd.data.io import file_sha256
-from prokd.data.preprocess import PreprocessSettings
+from prokd.data.io import Geometry, file_sha256
+from prokd.data.preprocess import PreprocessSettings, preprocess_volume, to_original_grid
 from prokd.errors import ConfigError
 from prokd.inference.model_files import (
     LoadedModel,
@@ -44,7 +45,7 @@ from prokd.inference.model_files import (
     load_onnx_slice_model,
     onnx_session,
 )
-from prokd.inference.predict import SliceModel, predict_volume
+from prokd.inference.predict import SliceModel, predict_slices
 from prokd.yaml_files import read_yaml
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class VolumeModel(Protocol):
     name: str
     kind: str  # how reports describe it: "onnx", "checkpoint", "volume model" ...
     threshold: float  # probability at which its masks are cut
+    last_seconds: float  # what the last ``probabilities`` call cost, preprocessing included
 
     def fingerprint(self) -> str:
         """What its outputs depend on (model file contents, preprocessing)."""
@@ -128,6 +130,7 @@ class OnnxVolumeModel:
         self.name = name or self.path.stem
         self.kind = "volume model"
         self.threshold = threshold  # probability at which its own masks are cut
+        self.last_seconds = 0.0
         self._session = None
 
     def fingerprint(self) -> str:
@@ -175,6 +178,8 @@ class OnnxVolumeModel:
         from monai.inferers import sliding_window_inference
         from scipy import ndimage
 
+        start = time.perf_counter()
+
         p = self.preprocessing
         array = sitk.GetArrayFromImage(image).astype(np.float32).transpose(2, 1, 0)
         tensor = MetaTensor(
@@ -204,7 +209,9 @@ class OnnxVolumeModel:
             gland = torch.sigmoid(back[0])
         else:
             gland = torch.softmax(back, dim=0)[1]
-        return np.ascontiguousarray(gland.numpy().transpose(2, 1, 0), dtype=np.float32)
+        result = np.ascontiguousarray(gland.numpy().transpose(2, 1, 0), dtype=np.float32)
+        self.last_seconds = time.perf_counter() - start
+        return result
 
 
 class CallableVolumeModel:
@@ -223,6 +230,7 @@ class CallableVolumeModel:
         self.name, self.function = spec, function
         self.kind = "volume model"
         self.threshold = 0.5
+        self.last_seconds = 0.0
         self.source = Path(module.__file__) if getattr(module, "__file__", None) else None
 
     def fingerprint(self) -> str:
@@ -235,7 +243,9 @@ class CallableVolumeModel:
         Raises:
             ConfigError: the function returned another shape than the image's (z, y, x).
         """
+        start = time.perf_counter()
         result = np.asarray(self.function(image), dtype=np.float32)
+        self.last_seconds = time.perf_counter() - start
         expected = tuple(reversed(image.GetSize()))
         if result.shape != expected:
             raise ConfigError(
@@ -245,9 +255,33 @@ class CallableVolumeModel:
         return result
 
 
+class SharedSlices:
+    """The preprocessed slices of the volume last seen, per preprocessing settings, with
+    what computing them cost: slice models that share settings preprocess a volume once
+    when they segment it one after the other (an experiment evaluates ten models a case)."""
+
+    def __init__(self) -> None:
+        self._image: sitk.Image | None = None
+        self._slices: dict[PreprocessSettings, tuple[np.ndarray, Geometry, float]] = {}
+
+    def slices(
+        self, image: sitk.Image, settings: PreprocessSettings
+    ) -> tuple[np.ndarray, Geometry, float]:
+        """Slices and slice grid of ``image`` under ``settings``, and their seconds."""
+        if image is not self._image:
+            self._image, self._slices = image, {}
+        if settings not in self._slices:
+            start = time.perf_counter()
+            slices, _, grid = preprocess_volume(image, None, settings)
+            self._slices[settings] = (slices, grid, time.perf_counter() - start)
+        return self._slices[settings]
+
+
 class SliceVolumeModel:
     """A 2D slice model run slice by slice on its own preprocessing, as ``prokd predict``
-    runs it: a loaded model file, or a torch network in memory with its settings."""
+    runs it: a loaded model file, or a torch network in memory with its settings.
+    ``shared`` lets models of one evaluation preprocess each volume once; each still counts
+    the preprocessing in its ``last_seconds``."""
 
     def __init__(
         self,
@@ -256,9 +290,12 @@ class SliceVolumeModel:
         settings: PreprocessSettings,
         fingerprint: str,
         kind: str,
+        shared: SharedSlices | None = None,
     ) -> None:
         self.name, self.kind, self.threshold = name, kind, 0.5
         self.slice_model, self.settings, self._fingerprint = slice_model, settings, fingerprint
+        self.shared = shared or SharedSlices()
+        self.last_seconds = 0.0
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel, name: str | None = None) -> SliceVolumeModel:
@@ -274,7 +311,14 @@ class SliceVolumeModel:
 
     def probabilities(self, image: sitk.Image) -> np.ndarray:
         """Gland probabilities (z, y, x) on ``image``'s grid."""
-        return predict_volume(self.slice_model, image, self.settings)
+        slices, grid, preprocess_seconds = self.shared.slices(image, self.settings)
+        start = time.perf_counter()
+        gland = predict_slices(
+            self.slice_model, slices, context_slices=self.settings.context_slices
+        )
+        result = to_original_grid(gland, grid, image)
+        self.last_seconds = preprocess_seconds + time.perf_counter() - start
+        return result
 
 
 SLICE_MODEL_SUFFIXES = (".onnx", ".ts", ".torchscript")

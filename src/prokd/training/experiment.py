@@ -39,7 +39,12 @@ from prokd.evaluation.roles import (
 )
 from prokd.inference.model_files import onnx_parameters
 from prokd.inference.trained import TrainedModel, load_trained_model
-from prokd.inference.volume_models import SliceVolumeModel, VolumeModel, load_volume_model
+from prokd.inference.volume_models import (
+    SharedSlices,
+    SliceVolumeModel,
+    VolumeModel,
+    load_volume_model,
+)
 from prokd.io_atomic import atomic_path, remove_stale_temporaries
 from prokd.models.profile import count_parameters
 from prokd.training.checkpoints import LAST
@@ -87,10 +92,10 @@ class ExperimentModel:
     members: list[TrainedModel]
     volume: VolumeModel | None = None
 
-    def evaluable(self) -> VolumeModel:
+    def evaluable(self, shared: SharedSlices) -> VolumeModel:
         """What :func:`~prokd.evaluation.evaluate.evaluate_cases` runs for this model: the
         volume model, or the member (the probability average of the members) slice by
-        slice."""
+        slice, its preprocessing ``shared`` with the other slice models."""
         if self.volume is not None:
             return self.volume
         settings = self.members[0].settings  # all trained with the experiment's settings
@@ -99,7 +104,7 @@ class ExperimentModel:
             if len(self.members) == 1
             else ProbabilityAverage([m.network for m in self.members])
         )
-        return SliceVolumeModel(self.name, network, settings, "", "checkpoint")
+        return SliceVolumeModel(self.name, network, settings, "", "checkpoint", shared)
 
     def fingerprint(self) -> list[str]:
         """Contents of the members' checkpoints (or the volume model's): an evaluation is
@@ -251,8 +256,9 @@ class Experiment:
         todo = [m for m in todo if not self._copy_evaluation(m)]
         if todo:
             cases = [self.data.case(i) for i in self.data.split.test]
+            shared = SharedSlices()
             results = evaluate_cases(
-                {m.name: m.evaluable() for m in todo},
+                {m.name: m.evaluable(shared) for m in todo},
                 cases,
                 self.progress,
                 overlay_cases=OVERLAY_CASES,
