@@ -119,9 +119,9 @@ def is_dicom_file(path: Path) -> bool:
         return False
 
 
-def _candidate_files(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
+def folder_files(path: Path) -> list[Path]:
+    """Every file under a folder, searched recursively, hidden files and folders skipped,
+    sorted."""
     return sorted(
         p
         for p in path.rglob("*")
@@ -259,7 +259,7 @@ def find_series(path: str | Path) -> list[DicomSeries]:
         wanted, path = str(header.SeriesInstanceUID), path.parent
         candidates = [p for p in sorted(path.iterdir()) if p.is_file()]
     else:
-        candidates = _candidate_files(path)
+        candidates = folder_files(path)
     grouped: dict[str, list[tuple[Path, pydicom.Dataset]]] = defaultdict(list)
     for file in candidates:
         header = _read_header(file)

@@ -40,11 +40,9 @@ def volume_files(path: Path) -> list[Path]:
     """Every file that holds a volume's data: the file itself and, for a detached header
     (``.mhd``, ``.nhdr``), the data file it names; every file of a DICOM folder, sorted."""
     if path.is_dir():
-        return sorted(
-            p
-            for p in path.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        )
+        from prokd.data.dicom import folder_files
+
+        return folder_files(path)
     files = [path]
     if path.suffix.lower() in (".mhd", ".nhdr") and path.is_file():
         text = path.read_text(errors="replace")
@@ -147,10 +145,9 @@ def read_volume(path: str | Path, channel: int | None = None) -> sitk.Image:
     if is_dicom_input(path):
         from prokd.data.dicom import read_series, series_at
 
-        image = read_series(series_at(path))
         if channel not in (None, 0):
             raise DataError(path, f"a DICOM series has no channel {channel}")
-        return image
+        return read_series(series_at(path))
     if not path.is_file():
         raise DataError(path, "file not found")
     if not is_volume_file(path):
