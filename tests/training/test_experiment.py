@@ -11,9 +11,9 @@ from prokd.cli import main
 from prokd.errors import ConfigError, DataWarning
 from prokd.evaluation.report import build_report
 from prokd.evaluation.roles import STUDENT_NOKD, TEACHER
-from prokd.training.config import load_config, save_config
+from prokd.training.config import config_from_dict, load_config, save_config
 from prokd.training.experiment import Experiment, run_experiment
-from prokd.training.plan import Step
+from prokd.training.plan import Step, plan_steps
 from prokd.training.runs import prepare_data
 from tests.conftest import CONFIGS, TINY_EXPERIMENT, tiny_demo, tiny_experiment, tiny_phantom
 
@@ -260,3 +260,55 @@ def test_without_strategies_procedure_2_and_its_limit_teachers_are_left_out(phan
     assert list(results["comparisons"]) == ["p1 vs no-KD"]
     assert json.loads((out / "limit_subsets.json").read_text()) == {}
     assert "student-kd-p1" in (out / "report.md").read_text()
+
+
+def test_site_teacher_regime_trains_students_at_the_centre(tmp_path_factory, tmp_path):
+    """Site teachers on their own labels; the students at SiteA see SiteA's labels and the
+    other site's training volumes without masks; procedure 1 keeps the pooled labels."""
+    phantom = tiny_phantom(tmp_path_factory.mktemp("sites"), sites=2, cases_per_site=3, seed=2)
+    config = tiny_demo(tmp_path).replace(
+        split={"val_fraction": 0.34, "test_fraction": 0.34},
+        experiment={
+            "centre_site": "SiteA",
+            "strategies": ("uniform", "agreement", "site"),
+            "baselines": ("best-teacher", "self-training"),
+        },
+    )
+    out = tmp_path / "run"
+    results = run_experiment(config, out, str(phantom), progress=False)
+    assert [r["model"] for r in results["rows"]] == [
+        "teacher",
+        "limit-SiteA",
+        "limit-SiteB",
+        "ensemble-limit",
+        "student-nokd",
+        "student-kd-p1",
+        "student-kd-p2-uniform",
+        "student-kd-p2-agreement",
+        "student-kd-p2-site",
+        "student-kd-best-teacher",
+        "student-self-training",
+    ]
+    exp = Experiment(config, out, prepare_data(config.replace(data={"root": str(phantom)})), False)
+    steps = {s.name: s for s in plan_steps(config, {"SiteA": (), "SiteB": ()}, True)}
+    for name in ("student-nokd", "student-kd-p2-site", "student-self-training"):
+        job = exp.job(steps[name])
+        assert {v.site for v in job.train_volumes} == {"SiteA"}, name
+    job = exp.job(steps["student-kd-p2-site"])
+    assert {v.site for v in job.unlabelled_volumes} == {"SiteB"}
+    assert not any(v.labelled or v.mask.any() for v in job.unlabelled_volumes)
+    assert {v.site for v in exp.job(steps["student-kd-p1"]).train_volumes} == {"SiteA", "SiteB"}
+    assert steps["student-kd-p2-site"].teacher_sites == ("SiteA", "SiteB")
+    best = exp.job(steps["student-kd-best-teacher"]).teachers
+    scores = {n: exp.trained(n) for n in ("limit-SiteA", "limit-SiteB")}
+    assert len(best) == 1 and best[0].path in {m.path for m in scores.values()}
+    assert [t.path.parent.name for t in exp.job(steps["student-self-training"]).teachers] == [
+        "student-nokd"
+    ]
+
+
+def test_site_teacher_regime_needs_site_teachers():
+    with pytest.raises(ConfigError, match="needs limit_mode: site"):
+        config_from_dict({"experiment": {"centre_site": "SiteA", "limit_mode": "random"}})
+    with pytest.raises(ConfigError, match="unknown baseline"):
+        config_from_dict({"experiment": {"baselines": ["oracle"]}})

@@ -1,38 +1,53 @@
 """Teacher weighting strategies for multi-teacher distillation (procedure 2).
 
-Each strategy turns the K teachers' logits (and the ground truth) into weights of shape
-(B, K, H, W) that sum to 1 over teachers; the student's targets are the weighted mixture.
-``labelled`` (B,) marks the slices whose labels are real; strategies that read labels weigh
-the teachers of unlabelled slices uniformly.
+Each strategy turns the K teachers' logits (and the ground truth, and the student's input
+slices) into weights of shape (B, K, H, W) that sum to 1 over teachers; the student's
+targets are the weighted mixture. ``labelled`` (B,) marks the slices whose labels are real;
+strategies that read labels weigh the teachers of unlabelled slices uniformly. Most
+distillation happens on unlabelled slices, so the label-free strategies (``confidence``,
+``agreement``, ``site``) weigh every slice from the image and the teachers alone.
 
 Every strategy is a class in :data:`WEIGHTINGS`, built through :meth:`TeacherWeighting.build`
-(:func:`build_weighting` looks the name up, nothing more). A strategy with a softmax
-temperature states its default once, as ``default_temperature``; the config's
-``distill.*_temperature`` keys start from it.
+from :class:`TeacherFacts` (:func:`build_weighting` looks the name up, nothing more). A
+strategy with a softmax temperature states its default once, as ``default_temperature``; the
+config's ``distill.*_temperature`` keys start from it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from prokd.data.cache import PreprocessedVolume
+from prokd.distill.site_classifier import SiteClassifier
 from prokd.errors import ConfigError
 
 
+@dataclass(frozen=True)
+class TeacherFacts:
+    """What a strategy may know when it is built: each teacher's validation Dice, the site
+    each teacher was trained at, and the student's training volumes (labelled and
+    unlabelled, each with its site)."""
+
+    validation_dice: Sequence[float] | None = None
+    sites: Sequence[str] | None = None
+    volumes: Sequence[PreprocessedVolume] = ()
+
+
 class TeacherWeighting:
-    """Base class: ``weighting(teacher_logits, labels, labelled) -> (B, K, H, W)`` weights."""
+    """Base class: ``weighting(teacher_logits, labels, labelled, images) -> (B, K, H, W)``."""
 
     name = ""
     default_temperature: float | None = None  # strategies without a temperature: None
 
     @classmethod
     def build(
-        cls, temperature: float | None = None, validation_dice: Sequence[float] | None = None
+        cls, temperature: float | None = None, facts: TeacherFacts = TeacherFacts()
     ) -> TeacherWeighting:
-        """The strategy with ``temperature`` (default: its own); ``validation_dice`` is
-        read by strategies that need the teachers' validation scores."""
+        """The strategy with ``temperature`` (default: its own), from the ``facts`` it needs."""
         return cls()
 
     def __call__(
@@ -40,6 +55,7 @@ class TeacherWeighting:
         teacher_logits: Sequence[torch.Tensor],
         labels: torch.Tensor,
         labelled: torch.Tensor | None = None,
+        images: torch.Tensor | None = None,
     ) -> torch.Tensor:
         raise NotImplementedError
 
@@ -54,7 +70,7 @@ class TemperatureWeighting(TeacherWeighting):
 
     @classmethod
     def build(
-        cls, temperature: float | None = None, validation_dice: Sequence[float] | None = None
+        cls, temperature: float | None = None, facts: TeacherFacts = TeacherFacts()
     ) -> TeacherWeighting:
         return cls(temperature)
 
@@ -78,7 +94,7 @@ class UniformWeighting(TeacherWeighting):
 
     name = "uniform"
 
-    def __call__(self, teacher_logits, labels, labelled=None):
+    def __call__(self, teacher_logits, labels, labelled=None, images=None):
         b, _, h, w = teacher_logits[0].shape
         k = len(teacher_logits)
         return teacher_logits[0].new_full((b, k, h, w), 1.0 / k)
@@ -97,15 +113,15 @@ class ValidationWeighting(TeacherWeighting):
 
     @classmethod
     def build(
-        cls, temperature: float | None = None, validation_dice: Sequence[float] | None = None
+        cls, temperature: float | None = None, facts: TeacherFacts = TeacherFacts()
     ) -> TeacherWeighting:
         """Raises:
         ConfigError: no validation scores to weigh by."""
-        if not validation_dice:
+        if not facts.validation_dice:
             raise ConfigError("teacher weighting 'validation' needs the teachers' validation Dice")
-        return cls(validation_dice, temperature)
+        return cls(facts.validation_dice, temperature)
 
-    def __call__(self, teacher_logits, labels, labelled=None):
+    def __call__(self, teacher_logits, labels, labelled=None, images=None):
         b, _, h, w = teacher_logits[0].shape
         weights = self.weights.to(teacher_logits[0])
         return weights[None, :, None, None].expand(b, len(weights), h, w).contiguous()
@@ -118,7 +134,7 @@ class ConfidenceWeighting(TemperatureWeighting):
     name = "confidence"
     default_temperature = 0.1
 
-    def __call__(self, teacher_logits, labels, labelled=None):
+    def __call__(self, teacher_logits, labels, labelled=None, images=None):
         probs = _stack_probs(teacher_logits)
         entropy = -torch.xlogy(probs, probs).sum(2)  # (B, K, H, W)
         return torch.softmax(-entropy / self.temperature, dim=1)
@@ -133,7 +149,7 @@ class LabelAwareWeighting(TemperatureWeighting):
     name = "label-aware"
     default_temperature = 1.0
 
-    def __call__(self, teacher_logits, labels, labelled=None):
+    def __call__(self, teacher_logits, labels, labelled=None, images=None):
         target = labels[:, 0] if labels.dim() == 4 else labels
         ce = torch.stack([F.cross_entropy(z, target, reduction="none") for z in teacher_logits], 1)
         weights = torch.softmax(-ce / self.temperature, dim=1)
@@ -143,18 +159,69 @@ class LabelAwareWeighting(TemperatureWeighting):
         return torch.where(labelled.to(weights.device)[:, None, None, None], weights, uniform)
 
 
+@register_weighting
+class AgreementWeighting(TemperatureWeighting):
+    """Per pixel, teachers that agree with the others weigh more:
+    ``softmax_k(-|p_k - mean_{j != k} p_j| / temperature)`` on gland probabilities ``p``; one
+    teacher alone gets weight 1. Label-free: an outlier teacher (a site model far from its
+    own data) loses weight wherever it disagrees."""
+
+    name = "agreement"
+    default_temperature = 0.1
+
+    def __call__(self, teacher_logits, labels, labelled=None, images=None):
+        gland = _stack_probs(teacher_logits)[:, :, 1]  # (B, K, H, W)
+        k = gland.shape[1]
+        if k == 1:
+            return torch.ones_like(gland)
+        others = (gland.sum(1, keepdim=True) - gland) / (k - 1)
+        return torch.softmax(-(gland - others).abs() / self.temperature, dim=1)
+
+
+@register_weighting
+class SiteWeighting(TemperatureWeighting):
+    """Per slice, teacher k weighs as much as the slice looks like teacher k's site:
+    ``softmax_k(log p(site_k | slice) / temperature)`` from a small domain classifier on the
+    slice's intensity statistics, fitted on the student's training slices, whose sites are
+    known (:class:`~prokd.distill.site_classifier.SiteClassifier`). Label-free at use."""
+
+    name = "site"
+    default_temperature = 1.0
+
+    def __init__(self, classifier: SiteClassifier, temperature: float | None = None) -> None:
+        super().__init__(temperature)
+        self.classifier = classifier
+
+    @classmethod
+    def build(
+        cls, temperature: float | None = None, facts: TeacherFacts = TeacherFacts()
+    ) -> TeacherWeighting:
+        """Raises:
+        ConfigError: the teachers' sites are unknown, or no training slice comes from one."""
+        if not facts.sites:
+            raise ConfigError("teacher weighting 'site' needs the site of each teacher")
+        return cls(SiteClassifier.fit(facts.volumes, list(facts.sites)), temperature)
+
+    def __call__(self, teacher_logits, labels, labelled=None, images=None):
+        if images is None:
+            raise ValueError("teacher weighting 'site' needs the student's input slices")
+        b, _, h, w = teacher_logits[0].shape
+        log_p = self.classifier.log_probabilities(images.to(teacher_logits[0].device))
+        weights = torch.softmax(log_p / self.temperature, dim=1)  # (B, K)
+        return weights[:, :, None, None].expand(b, weights.shape[1], h, w).contiguous()
+
+
 def build_weighting(
-    name: str,
-    validation_dice: Sequence[float] | None = None,
-    temperature: float | None = None,
+    name: str, facts: TeacherFacts = TeacherFacts(), temperature: float | None = None
 ) -> TeacherWeighting:
-    """A strategy by name, through its class's :meth:`~TeacherWeighting.build`;
-    ``validation`` needs each teacher's validation Dice; ``temperature`` replaces the
-    strategy's default (strategies without one ignore it).
+    """A strategy by name, through its class's :meth:`~TeacherWeighting.build` with the
+    ``facts`` it needs (``validation``: each teacher's validation Dice; ``site``: each
+    teacher's site and the training volumes); ``temperature`` replaces the strategy's
+    default (strategies without one ignore it).
 
     Raises:
-        ConfigError: unknown name, or ``validation`` without validation scores.
+        ConfigError: unknown name, or a strategy without the facts it needs.
     """
     if name not in WEIGHTINGS:
         raise ConfigError(f"unknown teacher weighting {name!r} (known: {', '.join(WEIGHTINGS)})")
-    return WEIGHTINGS[name].build(temperature, validation_dice)
+    return WEIGHTINGS[name].build(temperature, facts)

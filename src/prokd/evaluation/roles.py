@@ -9,8 +9,10 @@ ENSEMBLE = "ensemble"
 STUDENT_NOKD = "student-nokd"
 STUDENT_P1 = "student-p1"
 STUDENT_P2 = "student-p2"
-STUDENT_ROLES = (STUDENT_NOKD, STUDENT_P1, STUDENT_P2)
-DISTILLED_ROLES = (STUDENT_P1, STUDENT_P2)
+STUDENT_BEST_TEACHER = "student-best-teacher"  # distilled from the best limit-trained teacher
+STUDENT_SELF = "student-self-training"  # taught by the no-KD student: semi-supervised only
+STUDENT_ROLES = (STUDENT_NOKD, STUDENT_P1, STUDENT_P2, STUDENT_BEST_TEACHER, STUDENT_SELF)
+DISTILLED_ROLES = (STUDENT_P1, STUDENT_P2, STUDENT_BEST_TEACHER, STUDENT_SELF)
 
 # How reports describe each role ({weighting}: the procedure-2 strategy).
 ROLE_TEXT = {
@@ -20,4 +22,6 @@ ROLE_TEXT = {
     STUDENT_NOKD: "student without KD",
     STUDENT_P1: "student, procedure 1",
     STUDENT_P2: "student, procedure 2 ({weighting})",
+    STUDENT_BEST_TEACHER: "student of the best limit-trained teacher",
+    STUDENT_SELF: "student self-trained from the no-KD student (no other teacher)",
 }

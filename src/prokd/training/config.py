@@ -21,8 +21,10 @@ from prokd.data.preprocess import PreprocessSettings
 from prokd.data.splits import LIMIT_MODES
 from prokd.distill.weighting import (
     WEIGHTINGS,
+    AgreementWeighting,
     ConfidenceWeighting,
     LabelAwareWeighting,
+    SiteWeighting,
     ValidationWeighting,
 )
 from prokd.errors import ConfigError, warn_all
@@ -121,6 +123,8 @@ class DistillConfig:
     validation_temperature: float = ValidationWeighting.default_temperature
     confidence_temperature: float = ConfidenceWeighting.default_temperature
     label_aware_temperature: float = LabelAwareWeighting.default_temperature
+    agreement_temperature: float = AgreementWeighting.default_temperature
+    site_temperature: float = SiteWeighting.default_temperature
 
     def temperature(self, weighting: str) -> float | None:
         """The configured temperature of a weighting strategy (``None``: it has none)."""
@@ -128,7 +132,12 @@ class DistillConfig:
             "validation": self.validation_temperature,
             "confidence": self.confidence_temperature,
             "label-aware": self.label_aware_temperature,
+            "agreement": self.agreement_temperature,
+            "site": self.site_temperature,
         }.get(weighting)
+
+
+BASELINES = ("best-teacher", "self-training")
 
 
 @dataclass(frozen=True)
@@ -147,6 +156,14 @@ class ExperimentConfig:
     teacher_epochs: int = 0  # 0: train.epochs
     student_epochs: int = 0  # 0: train.epochs
     student_augment: bool | None = None  # None: train.augment (students may differ from teachers)
+    # Site-teacher regime: one teacher per site on that site's labels (limit_mode "site");
+    # the procedure-2 students, the no-KD student and the baselines train at this site, on its
+    # labels and on every other training volume without its mask. None: labels are pooled.
+    centre_site: str | None = None
+    # Students that isolate distillation: "best-teacher" (distilled from the limit-trained
+    # teacher with the best validation Dice) and "self-training" (taught by the no-KD student
+    # on the same labelled and unlabelled slices: semi-supervised, no other teacher).
+    baselines: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -223,6 +240,8 @@ CHECKS: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
     "distill.validation_temperature": ("must be positive", lambda v: v > 0),
     "distill.confidence_temperature": ("must be positive", lambda v: v > 0),
     "distill.label_aware_temperature": ("must be positive", lambda v: v > 0),
+    "distill.agreement_temperature": ("must be positive", lambda v: v > 0),
+    "distill.site_temperature": ("must be positive", lambda v: v > 0),
     "loss.temperature": ("must be positive", lambda v: v > 0),
     "loss.feature_norm": _one_of(FEATURE_NORMS),
     "loss.lovasz_classes": _one_of(CLASS_MODES),
@@ -232,6 +251,10 @@ CHECKS: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
     "loss.feature": ("must be >= 0", lambda v: v >= 0),
     "distill.augmented_views": ("must be >= 0", lambda v: v >= 0),
     "experiment.limit_mode": _one_of(LIMIT_MODES),
+    "experiment.baselines": (
+        f"unknown baseline (known: {', '.join(BASELINES)})",
+        lambda v: set(v) <= set(BASELINES),
+    ),
     "experiment.limit_k": ("must be at least 1", lambda v: v >= 1),
     "experiment.limit_fraction": ("must be in [0, 1]", lambda v: 0 <= v <= 1),
     "experiment.teacher_epochs": ("must be >= 0", lambda v: v >= 0),
@@ -326,7 +349,16 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
 
 def config_from_dict(values: dict[str, Any] | None) -> Config:
     """Validated :class:`Config` from a (possibly partial) nested dict."""
-    return _build(Config, values or {}, "")
+    config = _build(Config, values or {}, "")
+    e = config.experiment
+    if e.centre_site is not None and (e.limit_mode != "site" or not e.strategies):
+        raise ConfigError(
+            "experiment.centre_site: the site-teacher regime needs limit_mode: site and at "
+            "least one strategy (its site teachers are procedure 2's teachers)"
+        )
+    if "best-teacher" in e.baselines and not e.strategies:
+        raise ConfigError("experiment.baselines: best-teacher needs procedure 2's teachers")
+    return config
 
 
 def given_keys(values: Any, prefix: str = "") -> list[str]:

@@ -164,6 +164,26 @@ class Experiment:
             return self.out / "soft_targets" / step.soft_targets
         return None
 
+    def at_centre(
+        self, volumes: list[PreprocessedVolume], unlabelled: list[PreprocessedVolume]
+    ) -> tuple[list[PreprocessedVolume], list[PreprocessedVolume]]:
+        """What a student at the centre site sees: that site's labelled volumes, and the
+        other sites' training volumes (masks dropped) beside the unlabelled ones.
+
+        Raises:
+            ConfigError: no training volume comes from the centre site.
+        """
+        site = self.config.experiment.centre_site
+        own = [v for v in volumes if v.site == site]
+        if not own:
+            sites = ", ".join(sorted({v.site for v in volumes}))
+            raise ConfigError(
+                f"experiment.centre_site: no labelled training case from {site!r} "
+                f"(training sites: {sites})"
+            )
+        others = [v.without_mask() for v in volumes if v.site != site]
+        return own, unlabelled + others
+
     def volume_model(self, spec: str) -> VolumeModel:
         """A volume model, loaded once per experiment."""
         if spec not in self._volume_models:
@@ -174,8 +194,12 @@ class Experiment:
         """The training job of a step, its teachers loaded from their finished steps."""
         e, cfg = self.config.experiment, self.config.train
         teachers = [self.trained(name) for name in step.teachers]
+        if step.best_teacher:
+            teachers = [_best_on_validation(teachers)]
         volumes = self.train_volumes if step.case_ids is None else self.data.volumes(step.case_ids)
         unlabelled = self.unlabelled_volumes
+        if step.centre:
+            volumes, unlabelled = self.at_centre(volumes, unlabelled)
         external = [self.volume_model(spec) for spec in step.volume_teachers]
         if external:
             volumes = self.data.with_teacher_maps(volumes, external)
@@ -194,6 +218,7 @@ class Experiment:
             teachers=teachers,
             weighting=step.weighting,
             teacher_val_dice=None if external or None in scores else scores,
+            teacher_sites=list(step.teacher_sites) or None,
             soft_target_dir=self.soft_target_dir(step),
             unlabelled_volumes=unlabelled,
             volume_teachers=[t.name for t in external],
@@ -290,6 +315,18 @@ class Experiment:
         if self.progress:
             print(f"evaluation of {model.name}: reused from {source.parent.parent}", flush=True)
         return True
+
+
+def _best_on_validation(teachers: list[TrainedModel]) -> TrainedModel:
+    """The teacher with the best validation Dice.
+
+    Raises:
+        ConfigError: a teacher has no validation score (no validation case).
+    """
+    scores = [_val_dice(t) for t in teachers]
+    if None in scores:
+        raise ConfigError("experiment.baselines: best-teacher needs validation cases")
+    return teachers[scores.index(max(scores))]
 
 
 def _val_dice(model: TrainedModel) -> float | None:

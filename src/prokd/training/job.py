@@ -9,7 +9,12 @@ from typing import TYPE_CHECKING
 from prokd.data.cache import PreprocessedVolume
 from prokd.data.preprocess import PreprocessSettings
 from prokd.data.slices import SliceDataset
-from prokd.distill.weighting import TeacherWeighting, UniformWeighting, build_weighting
+from prokd.distill.weighting import (
+    TeacherFacts,
+    TeacherWeighting,
+    UniformWeighting,
+    build_weighting,
+)
 from prokd.errors import ConfigError
 from prokd.inference.trained import TrainedModel
 from prokd.training.config import Config, LossConfig, TrainConfig
@@ -54,6 +59,7 @@ class TrainJob:
         teachers: list[TrainedModel] | None = None,
         weighting: str = "uniform",
         teacher_val_dice: list[float] | None = None,
+        teacher_sites: list[str] | None = None,
         soft_target_dir: Path | None = None,
         unlabelled_volumes: list[PreprocessedVolume] | None = None,
         volume_teachers: list[str] | None = None,
@@ -63,6 +69,8 @@ class TrainJob:
         ``unlabelled_volumes`` are used by distilled runs only (a run without teachers has
         nothing to learn from them). ``volume_teachers`` names the volume teachers whose
         maps the training and unlabelled volumes carry, after the trained ``teachers``.
+        ``teacher_val_dice`` and ``teacher_sites`` (the site each teacher was trained at)
+        are what weighting strategies may read.
 
         Raises:
             ConfigError: a teacher was trained with other preprocessing than the config's
@@ -80,6 +88,8 @@ class TrainJob:
         train = config.train if epochs is None else replace(config.train, epochs=epochs)
         volume_teachers = list(volume_teachers or [])
         distilled = bool(teachers or volume_teachers)
+        unlabelled = list(unlabelled_volumes or []) if distilled else []
+        facts = TeacherFacts(teacher_val_dice, teacher_sites, train_volumes + unlabelled)
         return cls(
             run_dir=Path(run_dir),
             model_name=model or config.model,
@@ -89,12 +99,10 @@ class TrainJob:
             train=train,
             loss=config.loss,
             teachers=teachers,
-            weighting=build_weighting(
-                weighting, teacher_val_dice, config.distill.temperature(weighting)
-            ),
+            weighting=build_weighting(weighting, facts, config.distill.temperature(weighting)),
             soft_target_dir=soft_target_dir if teachers else None,
             augmented_views=config.distill.augmented_views,
-            unlabelled_volumes=list(unlabelled_volumes or []) if distilled else [],
+            unlabelled_volumes=unlabelled,
             volume_teachers=volume_teachers,
         )
 

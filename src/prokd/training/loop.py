@@ -256,7 +256,7 @@ def _step_loss(
             tapped.features,
             teacher_logits,
             teacher_features,
-            job.weighting(teacher_logits, labels, labelled[torch.from_numpy(mine)]),
+            job.weighting(teacher_logits, labels, labelled[torch.from_numpy(mine)], images),
         )
     total = torch.stack(list(parts.values()) + [share * v for v in local.values()]).sum()
     logged = {k: float(v.detach()) * len(batch) for k, v in parts.items()}

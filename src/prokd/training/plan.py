@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 from prokd.evaluation.roles import (
     LIMIT_TEACHER,
+    STUDENT_BEST_TEACHER,
     STUDENT_NOKD,
     STUDENT_P1,
     STUDENT_P2,
     STUDENT_ROLES,
+    STUDENT_SELF,
     TEACHER,
 )
 from prokd.inference.volume_models import is_volume_model
@@ -23,7 +25,11 @@ class Step:
 
     ``teachers`` names earlier steps; a step may start once they are finished.
     ``volume_teachers`` are teachers prokd does not train (see
-    :mod:`prokd.inference.volume_models`).
+    :mod:`prokd.inference.volume_models`). ``centre``: the step trains at the centre site of
+    the site-teacher regime (its labels only; the other training volumes without masks).
+    ``best_teacher``: the step learns from the one of ``teachers`` with the best validation
+    Dice. ``teacher_sites``: the site each of ``teachers`` was trained at (limit_mode
+    ``site``), for the ``site`` weighting.
     """
 
     name: str
@@ -34,6 +40,9 @@ class Step:
     weighting: str = "uniform"
     soft_targets: str | None = None  # name of the shared soft-target cache, if any
     volume_teachers: tuple[str, ...] = ()
+    centre: bool = False
+    best_teacher: bool = False
+    teacher_sites: tuple[str, ...] = ()  # the site of each teacher, when each has one
 
     @property
     def student(self) -> bool:
@@ -47,17 +56,21 @@ def plan_steps(
     """Every training step of the protocol, in the order ``--jobs 1`` runs them.
 
     ``validation`` weighting is planned only when the limit-trained teachers have
-    validation scores (``limit_val_known``).
+    validation scores (``limit_val_known``). In the site-teacher regime
+    (``experiment.centre_site``) every student but procedure 1's trains at the centre;
+    procedure 1 keeps the pooled labels, the upper bound that privacy forbids.
     """
     e = config.experiment
+    centre = e.centre_site is not None
     limit = tuple(f"limit-{name}" for name in subsets)
+    sites = tuple(subsets) if e.limit_mode == "site" else ()  # per-site subsets: named by site
     external = is_volume_model(e.teacher)  # procedure 1 from a model prokd did not train
     steps = [] if external else [Step("teacher", e.teacher, TEACHER)]
     steps += [
         Step(f"limit-{name}", e.limit_teacher, LIMIT_TEACHER, case_ids=ids)
         for name, ids in subsets.items()
     ]
-    steps.append(Step("student-nokd", e.student, STUDENT_NOKD))
+    steps.append(Step("student-nokd", e.student, STUDENT_NOKD, centre=centre))
     if external:
         steps.append(Step("student-kd-p1", e.student, STUDENT_P1, volume_teachers=(e.teacher,)))
     else:
@@ -65,8 +78,40 @@ def plan_steps(
             Step("student-kd-p1", e.student, STUDENT_P1, teachers=("teacher",), soft_targets="p1")
         )
     steps += [
-        Step(f"student-kd-p2-{s}", e.student, STUDENT_P2, None, limit, s, soft_targets="p2")
+        Step(
+            f"student-kd-p2-{s}",
+            e.student,
+            STUDENT_P2,
+            None,
+            limit,
+            s,
+            "p2",
+            centre=centre,
+            teacher_sites=sites,
+        )
         for s in e.strategies
         if s != "validation" or limit_val_known
     ]
+    if "best-teacher" in e.baselines:
+        steps.append(
+            Step(
+                "student-kd-best-teacher",
+                e.student,
+                STUDENT_BEST_TEACHER,
+                teachers=limit,
+                centre=centre,
+                best_teacher=True,
+            )
+        )
+    if "self-training" in e.baselines:
+        steps.append(
+            Step(
+                "student-self-training",
+                e.student,
+                STUDENT_SELF,
+                teachers=("student-nokd",),
+                soft_targets="self",
+                centre=centre,
+            )
+        )
     return steps
