@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 
@@ -67,17 +68,39 @@ def test_tiny_study_runs_resumes_and_reports(tmp_path_factory, tmp_path, capsys)
     teacher = json.loads((models / "teacher/train_summary.json").read_text())
     student = json.loads((models / "student-kd-p1/train_summary.json").read_text())
     assert teacher["unlabelled_cases"] == [] and student["unlabelled_cases"] == split["unlabelled"]
+    tested = {
+        case
+        for seed in (0, 1)
+        for case in json.loads((out / f"one-labelled/seed{seed}/split.json").read_text())["test"]
+    }
     for regime in summary["regimes"].values():
-        chosen = regime["comparisons"]["chosen p2 vs no-KD"]
-        assert chosen["n"] == 4  # 2 test volumes x 2 seeds, pooled
-        assert chosen["ci95"][0] <= chosen["mean"] <= chosen["ci95"][1]
+        chosen = regime["comparisons"]["adaptive vs no-KD"]
+        assert chosen["n_seeds"] == 2 and chosen["n_volumes"] == len(tested)  # distinct volumes
+        assert chosen["ci"][0] <= chosen["mean"] <= chosen["ci"][1]
+        assert chosen["mean"] == pytest.approx(np.mean(chosen["seed_means"]))
         assert set(regime["chosen_strategies"]) <= {
             "student-kd-p2-uniform",
             "student-kd-p2-confidence",
         }
     assert set(summary["latency"]["ms_per_volume"]) == {"unet-w4@32"}
     report = (out / "study.md").read_text()
-    assert "| one-labelled | 2 |" in report and "chosen p2 vs uniform" in report
+    assert "| one-labelled | 2 |" in report and "| adaptive vs uniform |" in report
+    listed = summary["comparisons"]
+    assert {c["name"] for c in listed} >= {"adaptive vs uniform", "adaptive vs pooled procedure 1"}
+    for entry in listed:
+        assert {
+            "name",
+            "regime",
+            "a",
+            "b",
+            "mean",
+            "ci",
+            "p",
+            "p_holm",
+            "n_seeds",
+            "n_volumes",
+        } <= set(entry)
+        assert entry["p_holm"] == entry["p"]  # one regime: Holm over one test changes nothing
     assert "Wall time of the cells" in report and "Validation Dice (best epoch" in report
     assert "HD95 (mm) per test volume" in report and "Seconds per test volume" in report
     for metric in ("hd95", "assd", "seconds"):
@@ -166,10 +189,11 @@ def test_cells_reuse_steps_that_train_the_same_model(tmp_path_factory, tmp_path)
     both = summary["regimes"]["both"]
     assert both["cells"] == 2 and both["pooled_from"] == ["base", "warmer"]
     assert both["dice"]["student-nokd"]["n"] == 2
-    for label, pooled in both["comparisons"].items():
-        assert pooled["n"] == sum(
-            summary["regimes"][r]["comparisons"][label]["n"] for r in ("base", "warmer")
-        )
+    for label, pooled in both["comparisons"].items():  # one seed: its cells are one observation
+        assert pooled["n_seeds"] == 1
+        assert pooled["n_volumes"] == summary["regimes"]["base"]["comparisons"][label]["n_volumes"]
+    holm_p = {(c["name"], c["regime"]): c["p_holm"] for c in summary["comparisons"]}
+    assert holm_p[("adaptive vs uniform", "both")] is None  # one seed: no test, nothing to correct
     assert summary["best_on_validation"] == "both"  # with pools, a tuning pick compares them
     assert "Pool of the regimes base, warmer" in (out / "study.md").read_text()
     assert "both " not in (out / "study.md").read_text().split("Wall time of the cells")[1]

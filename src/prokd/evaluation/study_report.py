@@ -7,7 +7,6 @@ from typing import Any
 
 from prokd.evaluation.markdown import Block, plus_minus, render_markdown
 from prokd.evaluation.plots import pareto_plot, regime_plot
-from prokd.evaluation.report import comparison_rows
 from prokd.evaluation.roles import STUDENT_P2
 from prokd.io_atomic import write_json_and_markdown
 
@@ -144,7 +143,53 @@ def _summary_blocks(summary: dict[str, Any]) -> list[Block]:
     return blocks
 
 
-def _regime_blocks(regime: str, r: dict[str, Any]) -> list[Block]:
+def _p(value: float | None) -> str:
+    return "" if value is None else f"{value:.3g}"
+
+
+def seed_comparison_rows(
+    comparisons: list[dict[str, Any]], regime: str
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of one regime's seed-level comparisons (see
+    :func:`~prokd.evaluation.stats.seed_level_comparison`)."""
+    header = [
+        "comparison",
+        "a",
+        "b",
+        "seeds",
+        "volumes",
+        "mean a - b",
+        "std over seeds",
+        "95% CI (t)",
+        "seeds a wins / ties",
+        "p (t, seeds)",
+        "p Holm",
+        "p (Wilcoxon, volumes)",
+    ]
+    body = [
+        [
+            c["name"],
+            c["a"],
+            c["b"],
+            str(c["n_seeds"]),
+            str(c["n_volumes"]),
+            f"{c['mean']:+.3f}",
+            f"{c['std']:.3f}",
+            f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]",
+            f"{c['wins']} / {c['ties']}",
+            _p(c["p"]),
+            _p(c["p_holm"]),
+            _p(c["volume_p"]),
+        ]
+        for c in comparisons
+        if c["regime"] == regime
+    ]
+    return header, body
+
+
+def _regime_blocks(
+    regime: str, r: dict[str, Any], comparisons: list[dict[str, Any]]
+) -> list[Block]:
     """One regime's (or pool's) seeds and paired comparisons."""
     pool = r.get("pooled_from")
     chosen = [s for s in r["chosen_strategies"] if s]
@@ -159,11 +204,16 @@ def _regime_blocks(regime: str, r: dict[str, Any]) -> list[Block]:
         ),
         (
             "p",
-            f"Paired per-volume test Dice, pooled over {'cells' if pool else 'seeds'} "
-            "(a - b; 'chosen' is each cell's validation-chosen procedure-2 student): "
-            "bootstrap 95% CI of the mean, Wilcoxon signed-rank p.",
+            "Paired test Dice, a - b, with the seed as the unit of replication: each seed's "
+            f"mean difference over its test volumes{' (all its folds)' if pool else ''} is one "
+            "observation; mean, std, t 95% CI and two-sided t-test p over seeds; p Holm "
+            f"corrects each comparison over the study's {'pools' if pool else 'regimes'}. "
+            "'volumes' counts distinct test volumes (one tested under several seeds is one); "
+            "the Wilcoxon p is over them, each averaged over its seeds first. 'chosen' is "
+            "each cell's validation-chosen procedure-2 student (the adaptive one); a seed "
+            "where it is the compared model itself counts as a tie.",
         ),
-        ("table", *comparison_rows(r["comparisons"])),
+        ("table", *seed_comparison_rows(comparisons, regime)),
     ]
 
 
@@ -207,6 +257,6 @@ def write_study_report(summary: dict[str, Any], out: str | Path, name: str = "st
     out = Path(out)
     blocks = _summary_blocks({**summary, "name": name})
     for regime, r in summary["regimes"].items():
-        blocks += _regime_blocks(regime, r)
+        blocks += _regime_blocks(regime, r, summary["comparisons"])
     blocks += _figure_blocks(summary, out / f"{name}_figures")
     return write_json_and_markdown(out / name, summary, render_markdown(blocks, out))[1]

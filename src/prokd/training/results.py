@@ -70,12 +70,15 @@ def experiment_results(
     }
 
 
-# (name, model a, model b): "chosen" is the procedure-2 student chosen on validation.
+# (name, model a, model b): "chosen" is the procedure-2 student chosen on validation (the
+# adaptive student; it may be the uniform one, and that comparison is then a tie).
 COMPARISONS = (
     ("p1 vs no-KD", "student-kd-p1", "student-nokd"),
-    ("chosen p2 vs no-KD", "chosen", "student-nokd"),
-    ("chosen p2 vs uniform", "chosen", "student-kd-p2-uniform"),
-    ("chosen p2 vs p1", "chosen", "student-kd-p1"),
+    ("adaptive vs no-KD", "chosen", "student-nokd"),
+    ("adaptive vs uniform", "chosen", "student-kd-p2-uniform"),
+    ("adaptive vs pooled procedure 1", "chosen", "student-kd-p1"),
+    ("adaptive vs best single-site teacher", "chosen", "student-kd-best-teacher"),
+    ("kd vs semi-supervised", "chosen", "student-self-training"),
 )
 
 
@@ -89,11 +92,12 @@ def paired_scores(
     dice: dict[str, dict[str, float]], chosen: str | None
 ) -> dict[str, tuple[str, str, list[float], list[float]]]:
     """For each of :data:`COMPARISONS` whose models were evaluated: the names of models a
-    ("chosen" resolved) and b, and their Dice over the same cases, in one order."""
+    ("chosen" resolved) and b, and their Dice over the same cases, in one order (a model
+    compared with itself, the chosen student being the uniform one, is a tie)."""
     pairs = {}
     for label, a, b in COMPARISONS:
         a = chosen if a == "chosen" else a
-        if a in dice and b in dice and a != b:
+        if a in dice and b in dice:
             cases = sorted(dice[a])
             pairs[label] = (a, b, [dice[a][c] for c in cases], [dice[b][c] for c in cases])
     return pairs

@@ -7,8 +7,9 @@ whole ``prokd experiment`` in ``<out>/<regime>/seed<N>``; finished cells are ski
 interrupted one resumes. A step that would train the same model as a finished step of
 another cell under ``<out>`` (equal network, data, seed and settings; see
 ``Experiment.step_key``) is copied instead. The summary gives, per regime, mean ± std over
-seeds of test Dice for every model, and paired per-volume comparisons pooled over seeds
-(Wilcoxon signed-rank, bootstrap 95% CI).
+seeds of test Dice for every model, and paired comparisons with the seed as the unit of
+replication (each seed's mean difference over its test volumes; t interval and t-test over
+seeds, Holm-corrected across the study's regimes), listed in ``comparisons``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 
 from prokd.errors import ConfigError, ProkdError
 from prokd.evaluation.bench import VOLUME_SLICES, bench_model, bench_subject, cpu_model
-from prokd.evaluation.stats import describe, paired_comparison
+from prokd.evaluation.stats import describe, holm, seed_level_comparison
 from prokd.evaluation.study_report import write_study_report
 from prokd.io_atomic import atomic_path
 from prokd.training.config import Config, config_from_dict, load_config
@@ -219,10 +220,11 @@ def student_latency(summary: dict[str, Any], runs: int = 10) -> dict[str, Any]:
 
 
 def summarise_study(study: Study, out: Path) -> dict[str, Any]:
-    """Per regime: mean ± std over seeds of every model's test Dice, and pooled paired
-    comparisons over (seed, volume) pairs; per pool (regimes named together in the study
-    file, such as the folds of a leave-one-case-out design) the same over all its cells;
-    from the cells' stored results only."""
+    """Per regime: mean ± std over seeds of every model's test Dice, and seed-level paired
+    comparisons; per pool (regimes named together in the study file, such as the folds of a
+    leave-one-case-out design) the same over all its cells, a seed's folds together; and
+    ``comparisons``, every regime's and pool's comparisons as one list with Holm-corrected
+    p-values; from the cells' stored results only."""
     regimes = {}
     for regime in study.regimes:
         summary = _summarise_cells([c for c in study.cells if c.regime == regime], out)
@@ -240,6 +242,7 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
     }
     return {
         "study": str(study.path),
+        "comparisons": comparison_list(regimes),
         "best_on_validation": max(scored, key=scored.get) if scored else None,
         "description": study.description,
         "seeds": list(study.seeds),
@@ -248,10 +251,27 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
     }
 
 
+def comparison_list(regimes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every regime's (and pool's) seed-level comparisons as one list: ``name``, ``regime``,
+    ``a``, ``b``, ``mean``, ``ci``, ``p``, ``p_holm``, ``n_seeds``, ``n_volumes`` (and the
+    rest of the comparison). ``p_holm`` corrects each comparison's p over the study's
+    regimes (pools, which repeat regimes, over the pools)."""
+    entries = [
+        {"name": name, "regime": regime, **c, "pool": "pooled_from" in r}
+        for regime, r in regimes.items()
+        for name, c in r["comparisons"].items()
+    ]
+    for name, pool in {(e["name"], e["pool"]) for e in entries}:
+        family = [e for e in entries if e["name"] == name and e["pool"] == pool]
+        for entry, adjusted in zip(family, holm([e["p"] for e in family]), strict=True):
+            entry["p_holm"] = adjusted
+    return entries
+
+
 def _summarise_cells(cells: list[Cell], out: Path) -> dict[str, Any] | None:
     """Mean ± std over the finished cells of every model's test Dice, HD95, ASSD and
-    seconds per volume, and paired comparisons pooled over (cell, volume) pairs; ``None``
-    when no cell has finished."""
+    seconds per volume, and seed-level paired comparisons; ``None`` when no cell has
+    finished."""
     results = {c.folder: _finished(out / c.folder) for c in cells}
     done = {folder: r for folder, r in results.items() if r is not None}
     if not done:
@@ -269,19 +289,21 @@ def _summarise_cells(cells: list[Cell], out: Path) -> dict[str, Any] | None:
             if row["val_dice"] is not None:
                 validation.setdefault(row["model"], []).append(row["val_dice"])
     chosen = [r["strategy_selected_on_validation"] for r in done.values()]
-    pooled_scores: dict[str, tuple[list[float], list[float]]] = {}
+    seed_of = {c.folder: c.seed for c in cells}
+    pairs: dict[str, list[tuple[int, str, float, float]]] = {}
     for folder, r in done.items():
         evaluation = out / folder / "evaluation"
         dice = {row["model"]: case_dice(evaluation / row["model"]) for row in r["rows"]}
-        pairs = paired_scores(dice, r["strategy_selected_on_validation"])
-        for label, (_, _, a, b) in pairs.items():
-            pooled = pooled_scores.setdefault(label, ([], []))
-            pooled[0].extend(a)
-            pooled[1].extend(b)
-    pooled = {
-        label: {"a": a, "b": b, **paired_comparison(*pooled_scores[label])}
+        pick = r["strategy_selected_on_validation"]
+        for label, (name, _, a, b) in paired_scores(dice, pick).items():
+            cases = sorted(dice[name])  # the order of paired_scores
+            pairs.setdefault(label, []).extend(
+                (seed_of[folder], case, x, y) for case, x, y in zip(cases, a, b, strict=True)
+            )
+    comparisons = {
+        label: {"a": a, "b": b, **seed_level_comparison(pairs[label])}
         for label, a, b in COMPARISONS
-        if label in pooled_scores
+        if label in pairs
     }
     gaps = [r["teacher_gap"] for r in done.values()]
     timed = [out / folder / CELL_TIME for folder in done]
@@ -309,7 +331,7 @@ def _summarise_cells(cells: list[Cell], out: Path) -> dict[str, Any] | None:
         "chosen_p2_over_teacher": float(np.mean(chosen_dice) / teacher) if chosen_dice else None,
         "selection_val_dice": selection["mean"] if selection else None,
         "teacher_gap": describe(gaps),
-        "comparisons": pooled,
+        "comparisons": comparisons,
         "cell_seconds": sum(seconds),
         "config": next(iter(done.values()))["config"],
     }
