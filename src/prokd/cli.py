@@ -210,15 +210,18 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 @command("export")
 def _export(args: argparse.Namespace) -> int:
-    from prokd.errors import DataError
+    from prokd.errors import ConfigError, DataError
     from prokd.inference.export import export_model
     from prokd.inference.trained import load_trained_model
 
     out = Path(args.out)
+    if args.with_taps and args.format != "onnx":
+        raise ConfigError("--with-taps: feature taps are exported to ONNX only")
     if out.exists() and not args.overwrite:
         raise DataError(out, "output exists; pass --overwrite to replace it")
-    path = export_model(load_trained_model(args.checkpoint), args.format, out)
-    print(f"wrote {path} ({args.format}, {path.stat().st_size / 1e6:.1f} MB)")
+    path = export_model(load_trained_model(args.checkpoint), args.format, out, args.with_taps)
+    taps = " with feature taps" if args.with_taps else ""
+    print(f"wrote {path} ({args.format}{taps}, {path.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
@@ -393,6 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["onnx", "torchscript"], required=True)
     p.add_argument("--out", required=True, metavar="PATH", help="output file (.onnx or .ts)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    p.add_argument(
+        "--with-taps",
+        action="store_true",
+        help="ONNX: also output the feature taps (a site teacher file for distillation)",
+    )
 
     p = sub.add_parser("bench", help="params, FLOPs and CPU latency (torch and onnxruntime)")
     p.add_argument(

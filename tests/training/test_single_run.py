@@ -1,11 +1,13 @@
 """``prokd train`` refuses a run folder before writing into it, and resumes only the same run."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+import yaml
 
 from prokd.cli import main
 from prokd.data.io import read_volume
@@ -111,3 +113,57 @@ def test_a_25d_model_trains_exports_predicts_and_benches(data, tmp_path):
     assert row["params"] > 0 and row["onnx_volume"]["median_ms"] > 0
     with pytest.raises(ConfigError, match="preprocess.context_slices must be in 0..3"):
         config_from_dict({"preprocess": {"context_slices": 4}})
+
+
+def test_site_teacher_workflow_from_files(tmp_path_factory, tmp_path, capsys):
+    """The documented workflow: each site trains and exports a teacher file with its taps
+    from its own data; the centre trains a student from the files, on its own labels and the
+    other site's scans without masks, weighing the teachers by site."""
+    phantom = tiny_phantom(tmp_path_factory.mktemp("sites"), sites=2, cases_per_site=2, seed=4)
+    files = []
+    for site in ("SiteA", "SiteB"):
+        (tmp_path / "sites" / site).mkdir(parents=True)
+        (tmp_path / "sites" / site / site).symlink_to(phantom / site)  # one site's own folder
+        config = tmp_path / f"{site}.yaml"
+        config.write_text(yaml.safe_dump({**TINY, "data": {"cache_dir": str(tmp_path / "c")}}))
+        run = tmp_path / "runs" / site
+        assert (
+            main(
+                ["train", str(config), "--data", str(tmp_path / "sites" / site), "--out", str(run)]
+            )
+            == 0
+        )
+        files.append(tmp_path / f"{site}.onnx")
+        assert (
+            main(["export", str(run), "--format", "onnx", "--with-taps", "--out", str(files[-1])])
+            == 0
+        )
+    centre = {
+        **TINY,
+        "data": {
+            "root": str(tmp_path / "sites" / "SiteA"),
+            "unlabelled": [str(tmp_path / "sites" / "SiteB")],
+            "cache_dir": str(tmp_path / "c"),
+        },
+        "distill": {
+            "teachers": [str(f) for f in files],
+            "teacher_sites": ["SiteA", "SiteB"],
+            "weighting": "site",
+        },
+    }
+    config = tmp_path / "centre.yaml"
+    config.write_text(yaml.safe_dump(centre))
+    out = tmp_path / "runs" / "centre"
+    assert main(["train", str(config), "--out", str(out)]) == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["unlabelled_cases"] and all(
+        c.startswith("SiteB/") for c in summary["unlabelled_cases"]
+    )
+    log = (out / "log.csv").read_text()
+    assert "kl" in log.splitlines()[0] and "feature" in log.splitlines()[0]  # features taught
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        yaml.safe_dump({**centre, "distill": {**centre["distill"], "teacher_sites": ["SiteA"]}})
+    )
+    assert main(["train", str(bad), "--out", str(tmp_path / "bad")]) == 2
+    assert "distill.teacher_sites: 1 sites for 2 teachers" in capsys.readouterr().err

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import torch
 
+from prokd.inference.teacher_files import OnnxNetwork
 from prokd.inference.trained import TrainedModel
 from prokd.models import get_spec
 from prokd.models.taps import FeatureTaps, tap_shapes
 
 
 class TeacherEnsemble:
-    """K frozen teachers in eval mode; each sees the whole batch in one forward pass."""
+    """K frozen teachers in eval mode; each sees the whole batch in one forward pass.
+
+    A teacher is a prokd network (its taps pulled by forward hooks) or a site teacher file
+    (:class:`~prokd.inference.teacher_files.OnnxNetwork`, whose taps are outputs).
+    """
 
     def __init__(
         self,
@@ -33,15 +38,7 @@ class TeacherEnsemble:
 
     def feature_channels(self, size: int) -> list[dict[str, int]]:
         """Channels of every tap of every teacher."""
-        return [
-            {
-                tap: shape[0]
-                for tap, shape in tap_shapes(
-                    t.network, get_spec(t.name).taps, size, size, t.settings.channels
-                ).items()
-            }
-            for t in self.teachers
-        ]
+        return [_tap_channels(t, size) for t in self.teachers]
 
     def __call__(
         self, images: torch.Tensor
@@ -49,6 +46,11 @@ class TeacherEnsemble:
         """Logits and (if enabled) tapped features of every teacher for a batch."""
         logits, features = [], []
         for teacher in self.teachers:
+            if isinstance(teacher.network, OnnxNetwork):
+                out, tapped_features = teacher.network.run(images)
+                logits.append(out)
+                features.append(tapped_features if self.with_features else {})
+                continue
             taps = get_spec(teacher.name).taps if self.with_features else {}
             device = next(teacher.network.parameters()).device
             with FeatureTaps(teacher.network, taps) as tapped, torch.inference_mode():
@@ -57,6 +59,15 @@ class TeacherEnsemble:
             logits.append(out.clone())
             features.append({k: v.clone() for k, v in tapped.features.items()})
         return logits, features
+
+
+def _tap_channels(teacher: TrainedModel, size: int) -> dict[str, int]:
+    """Channels of each of a teacher's taps."""
+    if isinstance(teacher.network, OnnxNetwork):
+        return dict(teacher.network.channels)
+    spec = get_spec(teacher.name).taps
+    shapes = tap_shapes(teacher.network, spec, size, size, teacher.settings.channels)
+    return {tap: shape[0] for tap, shape in shapes.items()}
 
 
 def logits_from_probabilities(gland: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

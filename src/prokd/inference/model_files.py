@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 METADATA_KEY = "prokd"  # ONNX metadata_props key of the embedded settings
 TORCHSCRIPT_EXTRA = "prokd.json"  # TorchScript extra file of the embedded settings
+TAP_OUTPUT = "tap:"  # ONNX output name prefix of an exported feature tap
 
 
 @dataclass
@@ -48,8 +49,12 @@ class LoadedModel:
         return f"{self.path.stem} ({self.name})" if bundled else self.name
 
 
-def _metadata(metadata: str, path: Path) -> tuple[str, PreprocessSettings, int | None]:
-    """Network name, preprocessing and parameter count (if stated) of an export."""
+def parse_metadata(metadata: str, path: Path) -> tuple[str, PreprocessSettings, int | None]:
+    """Network name, preprocessing and parameter count (if stated) of an export.
+
+    Raises:
+        DataError: metadata that is not a prokd export's.
+    """
     try:
         data = json.loads(metadata)
         settings = PreprocessSettings.from_dict(data["preprocess"])
@@ -115,7 +120,7 @@ def _onnx(path: Path, declared: PreprocessSettings | None = None) -> LoadedModel
         metadata = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if metadata is None:
             raise DataError(path, "ONNX model without prokd metadata (export it with prokd export)")
-        name, settings, parameters = _metadata(metadata, path)
+        name, settings, parameters = parse_metadata(metadata, path)
     else:
         name, settings, parameters = path.stem, declared, None
     _check_slice_model(session, path, settings.channels)
@@ -147,7 +152,7 @@ def _torchscript(path: Path, device: torch.device) -> LoadedModel:
         module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except RuntimeError as err:
         raise DataError(path, f"cannot load TorchScript model ({error_summary(err)})") from None
-    name, settings, _ = _metadata(extra[TORCHSCRIPT_EXTRA], path)
+    name, settings, _ = parse_metadata(extra[TORCHSCRIPT_EXTRA], path)
     return LoadedModel(name, "torchscript", torch_slice_model(module), settings, path, module)
 
 
@@ -198,6 +203,22 @@ def load_model_file(path: str | Path, device: torch.device | str | None = None) 
         trained.path,
         trained.network,
     )
+
+
+def onnx_taps(path: str | Path) -> list[str]:
+    """The feature taps a prokd ONNX export outputs after its logits (none: ``[]``; also
+    for a file that is missing or not a prokd export)."""
+    path = Path(path)
+    if path.suffix != ".onnx" or not path.is_file():
+        return []
+    try:
+        metadata = onnx_session(path).get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    except DataError:
+        return []
+    try:
+        return list(json.loads(metadata).get("taps", [])) if metadata else []
+    except (json.JSONDecodeError, AttributeError, TypeError):
+        return []
 
 
 def onnx_parameters(path: str | Path) -> int | None:

@@ -44,6 +44,7 @@ from prokd.inference.model_files import (
     load_model_file,
     load_onnx_slice_model,
     onnx_session,
+    onnx_taps,
 )
 from prokd.inference.predict import SliceModel, predict_slices
 from prokd.yaml_files import read_yaml
@@ -381,7 +382,10 @@ def _preprocessing_from(values: dict[str, Any], path: Path) -> VolumePreprocessi
 def is_volume_model(spec: str) -> bool:
     """Whether a ``distill.teachers`` entry names a model whose outputs alone teach
     (``taps``, a ``.yaml`` file, an exported slice model or ``module:function``) rather
-    than a prokd run folder or checkpoint, whose features teach too."""
+    than a prokd run folder, checkpoint or ONNX export with feature taps, whose features
+    teach too."""
+    if spec.endswith(".onnx") and onnx_taps(spec):
+        return False  # a site teacher file: loaded as a slice teacher with its taps
     return (
         spec == "taps"
         or spec.endswith((".yaml", ".yml", *SLICE_MODEL_SUFFIXES))

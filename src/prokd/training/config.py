@@ -116,6 +116,7 @@ class DistillConfig:
     """Teachers of a distilled run (``prokd train``): run folders or checkpoints."""
 
     teachers: tuple[str, ...] = ()
+    teacher_sites: tuple[str, ...] = ()  # the site each teacher was trained at ("site" weighting)
     weighting: str = "uniform"
     soft_target_cache: bool = False  # teacher outputs computed once and reused
     augmented_views: int = 0  # with augmentation: views per slice the cache holds
@@ -355,6 +356,12 @@ def config_from_dict(values: dict[str, Any] | None) -> Config:
         raise ConfigError(
             "experiment.centre_site: the site-teacher regime needs limit_mode: site and at "
             "least one strategy (its site teachers are procedure 2's teachers)"
+        )
+    sites, teachers = config.distill.teacher_sites, config.distill.teachers
+    if sites and len(sites) != len(teachers):
+        raise ConfigError(
+            f"distill.teacher_sites: {len(sites)} sites for {len(teachers)} teachers "
+            "(give one site per teacher, in the same order)"
         )
     if "best-teacher" in e.baselines and not e.strategies:
         raise ConfigError("experiment.baselines: best-teacher needs procedure 2's teachers")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from prokd.errors import ConfigError, ProkdError
-from prokd.inference.trained import load_trained_model
+from prokd.inference.teacher_files import load_teacher
 from prokd.inference.volume_models import is_volume_model, load_volume_model
 from prokd.io_atomic import remove_stale_temporaries
 from prokd.training.checkpoints import LAST
@@ -44,7 +44,9 @@ def train_single(
 ) -> dict[str, Any]:
     """Train ``config.model`` (distilled from ``distill.teachers`` if any) into ``out``.
 
-    Teachers are prokd run folders or checkpoints, and volume teachers (``taps``, a YAML
+    Teachers are prokd run folders, checkpoints or site teacher files (ONNX exports with
+    feature taps, each with its site in ``distill.teacher_sites`` for the ``site``
+    weighting), and volume teachers (``taps``, a YAML
     file declaring a 3D ONNX model, or ``module:function``), which come after them in the
     teacher order and give KL targets only. Distilled runs also learn from the unlabelled
     volumes (held-back training cases and ``data.unlabelled``). Validation scores of the
@@ -57,7 +59,7 @@ def train_single(
         remove_stale_temporaries(out)  # left by the killed run this one continues
     data = prepare_data(config)
     specs = config.distill.teachers
-    teachers = [load_trained_model(t) for t in specs if not is_volume_model(t)]
+    teachers = [load_teacher(t) for t in specs if not is_volume_model(t)]
     volume_teachers = [load_volume_model(t) for t in specs if is_volume_model(t)]
     val = data.volumes(data.split.val, "preprocess val")
     scores = None  # volume teachers have no validation score: none is computed then
@@ -79,6 +81,7 @@ def train_single(
         teachers=teachers,
         weighting=config.distill.weighting,
         teacher_val_dice=scores,
+        teacher_sites=list(config.distill.teacher_sites) or None,
         soft_target_dir=out / "soft_targets" if config.distill.soft_target_cache else None,
         unlabelled_volumes=unlabelled,
         volume_teachers=[t.name for t in volume_teachers],
