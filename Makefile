@@ -37,7 +37,7 @@ prostate-t2: $(TAPS_STAMP)
 # The synthetic benchmark (generated once), then the whole protocol on it.
 demo: $(STAMP)
 	test -f $(DEMO_DATA)/phantom.json || $(BIN)/prokd phantom $(DEMO_DATA) --preview
-	$(BIN)/prokd experiment configs/demo.yaml --data $(DEMO_DATA) --out runs/demo
+	$(BIN)/prokd experiment configs/demo.yaml --data $(DEMO_DATA) --out runs/demo --jobs 2
 
 # The predict-only install (no extras) in a fresh .venv-base: predicts NIfTI and DICOM
 # with torch absent.

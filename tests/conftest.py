@@ -185,7 +185,7 @@ def tiny_demo(tmp_path, teacher="unet-w4"):
     strategy, all training cases labelled and the same training for every model."""
     from prokd.training.config import load_config
 
-    demo = load_config(CONFIGS / "demo.yaml").replace(
+    demo = load_config(CONFIGS / "kd-benchmark.yaml").replace(
         split={"labelled_per_site": 0}, train={"augment": False}
     )
     return tiny_experiment(

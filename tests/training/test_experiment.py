@@ -148,7 +148,7 @@ def test_paper_six_site_config_runs_on_a_phantom_in_that_layout(phantom, tmp_pat
 
 
 def test_experiment_without_test_cases_is_refused(phantom, tmp_path):
-    config = tiny_experiment(load_config(CONFIGS / "demo.yaml"), tmp_path)
+    config = tiny_experiment(load_config(CONFIGS / "kd-benchmark.yaml"), tmp_path)
     config = config.replace(split={"test_fraction": 0.0})
     with pytest.raises(ConfigError, match="no test case"):
         run_experiment(config, tmp_path / "run", str(phantom), progress=False)

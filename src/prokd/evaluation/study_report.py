@@ -7,17 +7,19 @@ from typing import Any
 
 from prokd.evaluation.markdown import Block, plus_minus, render_markdown
 from prokd.evaluation.plots import pareto_plot, regime_plot
-from prokd.evaluation.roles import STUDENT_P2
+from prokd.evaluation.roles import LIMIT_TEACHER, STUDENT_BEST_TEACHER, STUDENT_P2, STUDENT_SELF
 from prokd.io_atomic import write_json_and_markdown
 
-# Models of every cell, in table order; procedure-2 students follow.
+# Models of every cell, in table order; procedure-2 students, the baseline students and the
+# limit-trained (site) teachers follow.
 FIXED_MODELS = ("teacher", "ensemble-limit", "student-nokd", "student-kd-p1")
+FOLLOWING_ROLES = (STUDENT_P2, STUDENT_BEST_TEACHER, STUDENT_SELF, LIMIT_TEACHER)
 
 
 def _models(regime: dict[str, Any]) -> list[str]:
     names = list(regime["dice"])
-    p2 = sorted(n for n in names if regime["roles"].get(n) == STUDENT_P2)
-    return [n for n in FIXED_MODELS if n in names] + p2
+    following = [n for role in FOLLOWING_ROLES for n in names if regime["roles"].get(n) == role]
+    return [n for n in FIXED_MODELS if n in names] + following
 
 
 def metric_table(summary: dict[str, Any], metric: str) -> tuple[list[str], list[list[str]]]:
