@@ -210,13 +210,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 @command("export")
 def _export(args: argparse.Namespace) -> int:
-    from prokd.errors import ConfigError, DataError
+    from prokd.errors import DataError
     from prokd.inference.export import export_model
     from prokd.inference.trained import load_trained_model
 
     out = Path(args.out)
-    if args.with_taps and args.format != "onnx":
-        raise ConfigError("--with-taps: feature taps are exported to ONNX only")
     if out.exists() and not args.overwrite:
         raise DataError(out, "output exists; pass --overwrite to replace it")
     path = export_model(load_trained_model(args.checkpoint), args.format, out, args.with_taps)
@@ -300,12 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write preview.png: one mid-gland slice per site",
     )
 
-    p = sub.add_parser(
-        "models", help="networks (parameters, FLOPs, feature taps) and bundled models"
-    )
-    p.add_argument(
-        "names", nargs="*", metavar="MODEL", help="networks or bundled models (default: all)"
-    )
+    p = sub.add_parser("models", help="networks (parameters, FLOPs, taps) and bundled models")
+    p.add_argument("names", nargs="*", metavar="MODEL", help="networks or bundled models")
     p.add_argument("--size", type=int, default=128, help="slice size in pixels (default 128)")
 
     p = sub.add_parser("train", help="train one network (teacher, baseline or distilled student)")
@@ -396,11 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["onnx", "torchscript"], required=True)
     p.add_argument("--out", required=True, metavar="PATH", help="output file (.onnx or .ts)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
-    p.add_argument(
-        "--with-taps",
-        action="store_true",
-        help="ONNX: also output the feature taps (a site teacher file for distillation)",
-    )
+    taps_help = "ONNX: also output the feature taps (a site teacher file for distillation)"
+    p.add_argument("--with-taps", action="store_true", help=taps_help)
 
     p = sub.add_parser("bench", help="params, FLOPs and CPU latency (torch and onnxruntime)")
     p.add_argument(

@@ -17,6 +17,16 @@ from prokd.training.plan import Step, plan_steps
 from prokd.training.runs import prepare_data
 from tests.conftest import CONFIGS, TINY_EXPERIMENT, tiny_demo, tiny_experiment, tiny_phantom
 
+# The models of a two-site experiment before its procedure-2 students, in report order.
+PROTOCOL_HEAD = (
+    "teacher",
+    "limit-SiteA",
+    "limit-SiteB",
+    "ensemble-limit",
+    "student-nokd",
+    "student-kd-p1",
+)
+
 
 @pytest.fixture(scope="module")
 def phantom(tmp_path_factory):
@@ -29,12 +39,7 @@ def test_tiny_experiment_end_to_end_and_resume(phantom, tmp_path):
     results = run_experiment(config, out, str(phantom), progress=False)
     names = [r["model"] for r in results["rows"]]
     assert names == [
-        "teacher",
-        "limit-SiteA",
-        "limit-SiteB",
-        "ensemble-limit",
-        "student-nokd",
-        "student-kd-p1",
+        *PROTOCOL_HEAD,
         "student-kd-p2-uniform",
         "student-kd-p2-confidence",
         "student-kd-p2-label-aware",
@@ -277,12 +282,7 @@ def test_site_teacher_regime_trains_students_at_the_centre(tmp_path_factory, tmp
     out = tmp_path / "run"
     results = run_experiment(config, out, str(phantom), progress=False)
     assert [r["model"] for r in results["rows"]] == [
-        "teacher",
-        "limit-SiteA",
-        "limit-SiteB",
-        "ensemble-limit",
-        "student-nokd",
-        "student-kd-p1",
+        *PROTOCOL_HEAD,
         "student-kd-p2-uniform",
         "student-kd-p2-agreement",
         "student-kd-p2-site",

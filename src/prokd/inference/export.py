@@ -19,6 +19,7 @@ from pathlib import Path
 import onnx
 import torch
 
+from prokd.errors import ConfigError
 from prokd.inference.model_files import (
     METADATA_KEY,
     TAP_OUTPUT,
@@ -66,12 +67,13 @@ def export_model(model: TrainedModel, fmt: str, out: str | Path, with_taps: bool
     only) adds the feature taps as outputs.
 
     Raises:
-        ValueError: unknown format, or taps asked of TorchScript.
+        ValueError: unknown format.
+        ConfigError: taps asked of TorchScript.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r} (use one of {', '.join(FORMATS)})")
     if with_taps and fmt != "onnx":
-        raise ValueError("feature taps are exported to ONNX only")
+        raise ConfigError("--with-taps: feature taps are exported to ONNX only")
     size = model.settings.size
     example = torch.zeros(1, model.settings.channels, size, size)
     network = model.network.eval()

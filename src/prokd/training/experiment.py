@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -23,9 +22,7 @@ from typing import Any
 import torch
 
 from prokd.data.cache import PreprocessedVolume
-from prokd.data.io import file_sha256
 from prokd.data.splits import limit_trained_subsets
-from prokd.distill.ensemble import ProbabilityAverage
 from prokd.errors import ConfigError
 from prokd.evaluation.evaluate import evaluate_cases, write_evaluation
 from prokd.evaluation.report import build_report
@@ -37,19 +34,17 @@ from prokd.evaluation.roles import (
     STUDENT_ROLES,
     TEACHER,
 )
-from prokd.inference.model_files import onnx_parameters
 from prokd.inference.trained import TrainedModel, load_trained_model
 from prokd.inference.volume_models import (
     SharedSlices,
-    SliceVolumeModel,
     VolumeModel,
     load_volume_model,
 )
 from prokd.io_atomic import atomic_path, remove_stale_temporaries
-from prokd.models.profile import count_parameters
 from prokd.training.checkpoints import LAST
 from prokd.training.config import Config, config_from_dict
 from prokd.training.distributed import ONE_PROCESS, Context
+from prokd.training.experiment_models import ExperimentModel, best_on_validation
 from prokd.training.job import TrainJob
 from prokd.training.loop import build_soft_targets, run_training
 from prokd.training.parallel import run_dependent
@@ -64,7 +59,7 @@ from prokd.training.reuse import (
     save_step_key,
     step_key,
 )
-from prokd.training.run_log import training_finished
+from prokd.training.run_log import best_val_dice, training_finished
 from prokd.training.runs import (
     PreparedData,
     prepare_data,
@@ -79,47 +74,6 @@ DEFAULT_THREADS = torch.get_num_threads()  # torch's own choice for this machine
 def threads_per_job(configured: int, jobs: int) -> int:
     """``train.threads`` when set, else an equal share of torch's default thread count."""
     return configured or max(1, DEFAULT_THREADS // jobs)
-
-
-@dataclass
-class ExperimentModel:
-    """A model of the experiment: its name, role and trained members (several: an
-    ensemble), or a volume model prokd did not train (``volume``)."""
-
-    name: str
-    role: str
-    description: str
-    members: list[TrainedModel]
-    volume: VolumeModel | None = None
-
-    def evaluable(self, shared: SharedSlices) -> VolumeModel:
-        """What :func:`~prokd.evaluation.evaluate.evaluate_cases` runs for this model: the
-        volume model, or the member (the probability average of the members) slice by
-        slice, its preprocessing ``shared`` with the other slice models."""
-        if self.volume is not None:
-            return self.volume
-        settings = self.members[0].settings  # all trained with the experiment's settings
-        network = (
-            self.members[0].network
-            if len(self.members) == 1
-            else ProbabilityAverage([m.network for m in self.members])
-        )
-        return SliceVolumeModel(self.name, network, settings, "", "checkpoint", shared)
-
-    def fingerprint(self) -> list[str]:
-        """Contents of the members' checkpoints (or the volume model's): an evaluation is
-        reused only while equal."""
-        if self.volume is not None:
-            return [self.volume.fingerprint()]
-        return [file_sha256(m.path) for m in self.members]
-
-    def params(self) -> int | None:
-        """Parameters of the members, or of a volume model's ONNX file (``None`` for a
-        Python function)."""
-        if self.volume is None:
-            return sum(count_parameters(member.network) for member in self.members)
-        path = getattr(self.volume, "path", None)
-        return onnx_parameters(path) if path and path.suffix == ".onnx" else None
 
 
 class Experiment:
@@ -195,7 +149,7 @@ class Experiment:
         e, cfg = self.config.experiment, self.config.train
         teachers = [self.trained(name) for name in step.teachers]
         if step.best_teacher:
-            teachers = [_best_on_validation(teachers)]
+            teachers = [best_on_validation(teachers)]
         volumes = self.train_volumes if step.case_ids is None else self.data.volumes(step.case_ids)
         unlabelled = self.unlabelled_volumes
         if step.centre:
@@ -204,7 +158,7 @@ class Experiment:
         if external:
             volumes = self.data.with_teacher_maps(volumes, external)
             unlabelled = self.data.with_teacher_maps(unlabelled, external)
-        scores = [_val_dice(t) for t in teachers]  # volume models have none
+        scores = [best_val_dice(t.path.parent) for t in teachers]  # volume models have none
         config = self.config
         if step.student and e.student_augment is not None:
             config = config.replace(train={"augment": e.student_augment})
@@ -297,7 +251,7 @@ class Experiment:
                 m.description,
                 m.params(),
                 json.loads((folders[m.name] / "summary.json").read_text()),
-                _val_dice(m.members[0]) if len(m.members) == 1 else None,
+                best_val_dice(m.members[0].path.parent) if len(m.members) == 1 else None,
                 case_dice(folders[m.name]),
             )
             for m in models
@@ -315,24 +269,6 @@ class Experiment:
         if self.progress:
             print(f"evaluation of {model.name}: reused from {source.parent.parent}", flush=True)
         return True
-
-
-def _best_on_validation(teachers: list[TrainedModel]) -> TrainedModel:
-    """The teacher with the best validation Dice.
-
-    Raises:
-        ConfigError: a teacher has no validation score (no validation case).
-    """
-    scores = [_val_dice(t) for t in teachers]
-    if None in scores:
-        raise ConfigError("experiment.baselines: best-teacher needs validation cases")
-    return teachers[scores.index(max(scores))]
-
-
-def _val_dice(model: TrainedModel) -> float | None:
-    summary = model.path.parent / "train_summary.json"
-    value = json.loads(summary.read_text()).get("best_val_dice") if summary.exists() else None
-    return None if value is None else float(value)
 
 
 def train_step_in_child(

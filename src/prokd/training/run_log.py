@@ -84,3 +84,10 @@ def write_summary(
 def training_finished(run_dir: Path) -> bool:
     """Whether a run folder holds a completed training (summary and best checkpoint)."""
     return (Path(run_dir) / SUMMARY).exists() and (Path(run_dir) / BEST).exists()
+
+
+def best_val_dice(run_dir: Path) -> float | None:
+    """The best validation Dice a finished run recorded (``None``: none, or no validation)."""
+    summary = Path(run_dir) / SUMMARY
+    value = json.loads(summary.read_text()).get("best_val_dice") if summary.exists() else None
+    return None if value is None else float(value)
