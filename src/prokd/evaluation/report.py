@@ -216,8 +216,11 @@ def experiment_blocks(run_dir: Path, figures: Path) -> list[Block]:
             (
                 "p",
                 f"Teacher minus no-KD student, test Dice: {results['teacher_gap']:+.3f} "
-                "(the most KD could give). Paired comparisons over the test volumes: Dice "
-                "difference a - b, bootstrap 95% CI of its mean, Wilcoxon signed-rank p.",
+                "(the most KD could give). Paired comparisons over the test volumes of this "
+                "one seed: Dice difference a - b, t 95% CI of its mean, Wilcoxon signed-rank "
+                "p ('adaptive': the validation-chosen procedure-2 student). They say how the "
+                "models differ on these volumes in this run, not how much another training "
+                "seed would move them: `prokd study` runs seeds.",
             ),
             ("table", *comparison_rows(results["comparisons"])),
         ]
