@@ -8,7 +8,7 @@ import yaml
 
 from prokd.cli import main
 from prokd.errors import ConfigError
-from prokd.training.study import load_study, run_study
+from prokd.training.study import comparison_list, load_study, run_study
 from tests.conftest import tiny_phantom
 
 BASE = {
@@ -197,3 +197,23 @@ def test_cells_reuse_steps_that_train_the_same_model(tmp_path_factory, tmp_path)
     assert summary["best_on_validation"] == "both"  # with pools, a tuning pick compares them
     assert "Pool of the regimes base, warmer" in (out / "study.md").read_text()
     assert "both " not in (out / "study.md").read_text().split("Wall time of the cells")[1]
+
+
+def test_comparison_list_corrects_each_comparison_over_the_regimes():
+    def regime(p_uniform, p_nokd, pool=False):
+        comparisons = {
+            "adaptive vs uniform": {"a": "chosen", "b": "u", "p": p_uniform},
+            "adaptive vs no-KD": {"a": "chosen", "b": "n", "p": p_nokd},
+        }
+        return {"comparisons": comparisons, **({"pooled_from": ["x", "y"]} if pool else {})}
+
+    regimes = {"x": regime(0.01, 0.04), "y": regime(0.03, None), "both": regime(0.2, 0.5, True)}
+    listed = {(c["name"], c["regime"]): c for c in comparison_list(regimes)}
+    assert len(listed) == 6
+    # Holm over the two regimes, each comparison its own family; the pool in its own family
+    assert listed[("adaptive vs uniform", "x")]["p_holm"] == pytest.approx(0.02)
+    assert listed[("adaptive vs uniform", "y")]["p_holm"] == pytest.approx(0.03)
+    assert listed[("adaptive vs no-KD", "x")]["p_holm"] == pytest.approx(0.04)  # y: no test
+    assert listed[("adaptive vs no-KD", "y")]["p_holm"] is None
+    assert listed[("adaptive vs uniform", "both")]["p_holm"] == pytest.approx(0.2)
+    assert listed[("adaptive vs uniform", "x")]["b"] == "u"
