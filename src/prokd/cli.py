@@ -121,7 +121,7 @@ def _train(args: argparse.Namespace) -> int:
 
 @command("experiment")
 def _experiment(args: argparse.Namespace) -> int:
-    from prokd.evaluation.report import results_table
+    from prokd.evaluation.report import console_summary
     from prokd.training.config import load_config
     from prokd.training.distributed import context_from_env
     from prokd.training.experiment import run_experiment
@@ -134,7 +134,7 @@ def _experiment(args: argparse.Namespace) -> int:
     )
     if results is None:  # a torchrun rank other than 0: rank 0 reports
         return 0
-    print(results_table(results))
+    print(console_summary(results))
     print(
         f"experiment finished in {time.perf_counter() - start:.0f} s; report: {out / 'report.md'}"
     )

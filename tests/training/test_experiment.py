@@ -149,7 +149,10 @@ def test_paper_six_site_config_runs_on_a_phantom_in_that_layout(phantom, tmp_pat
     results = json.loads((tmp_path / "paper" / "results.json").read_text())
     student = next(r for r in results["rows"] if r["model"] == "student-nokd")
     assert student["params"] == 352_585  # the paper's ENet student
-    assert "report:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "report:" in printed
+    assert f"paired over the {results['test_cases']} test volumes of this one seed" in printed
+    assert "| p1 vs no-KD | student-kd-p1 | student-nokd |" in printed
 
 
 def test_experiment_without_test_cases_is_refused(phantom, tmp_path):

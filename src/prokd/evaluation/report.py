@@ -87,6 +87,19 @@ def results_table(results: dict[str, Any]) -> str:
     return markdown_table(*results_rows(results))
 
 
+def console_summary(results: dict[str, Any]) -> str:
+    """What ``prokd experiment`` prints: the results table, then the paired comparisons of
+    its one seed."""
+    return "\n".join(
+        [
+            results_table(results),
+            f"paired over the {results['test_cases']} test volumes of this one seed "
+            "(t 95% CI, Wilcoxon p; seeds: prokd study):",
+            markdown_table(*comparison_rows(results["comparisons"])),
+        ]
+    )
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
