@@ -4,16 +4,36 @@ A task may start once the tasks it needs are finished. Each runs ``work(*argumen
 in a fresh (spawned) process and returns its wall time; at most ``jobs`` run at once. The
 scheduler knows nothing of what the tasks do: the caller gives the work function (a
 module-level function, so that it can be pickled), its arguments, and a hook run in this
-process just before a task starts.
+process just before a task starts. A worker whose parent dies (a killed ``prokd
+experiment`` or ``prokd study``) exits within a second instead of training on into a run
+folder that is no longer its own.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
 from tqdm import tqdm
+
+
+PARENT_CHECK_SECONDS = 0.5
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initialiser: a daemon thread ends the worker once ``parent`` is gone (the
+    worker has been handed to another parent)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
 def run_dependent(
@@ -41,7 +61,12 @@ def run_dependent(
     running: dict[Future, str] = {}
     total, count = len(pending), 0
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=context,
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         while pending or running:
             ready = [name for name in pending if all(n in done for n in needs[name])]
             for name in ready[: jobs - len(running)]:
