@@ -40,6 +40,18 @@ def slice_features(images: torch.Tensor) -> torch.Tensor:
     return torch.cat([histogram, quantiles, gradient, high_pass], dim=1)
 
 
+def check_sites(volumes: Sequence[PreprocessedVolume], sites: Sequence[str]) -> None:
+    """Raises:
+    ConfigError: a teacher's site has no training slice to learn it from."""
+    present = {v.site for v in volumes if len(v.image)}
+    missing = [site for site in sorted(set(sites)) if site not in present]
+    if missing:
+        raise ConfigError(
+            f"teacher weighting 'site': no training slice from site {missing[0]!r} "
+            "to learn what its slices look like"
+        )
+
+
 class SiteClassifier:
     """p(site | slice) for the teachers' sites, in the teachers' order."""
 
@@ -61,19 +73,13 @@ class SiteClassifier:
         Raises:
             ConfigError: a teacher's site has no training slice to learn it from.
         """
+        check_sites(volumes, sites)
         classes = sorted(set(sites))
         slices, targets = [], []
         for volume in volumes:
             if volume.site in classes:
                 slices.append(np.asarray(volume.image, dtype=np.float32))
                 targets += [classes.index(volume.site)] * len(volume.image)
-        present = set(targets)
-        missing = [site for i, site in enumerate(classes) if i not in present]
-        if missing:
-            raise ConfigError(
-                f"teacher weighting 'site': no training slice from site {missing[0]!r} "
-                "to learn what its slices look like"
-            )
         images = torch.from_numpy(np.concatenate(slices))[:, None]
         labels = torch.tensor(targets)
         keep = torch.from_numpy(np.linspace(0, len(labels) - 1, min(MAX_SLICES, len(labels))))

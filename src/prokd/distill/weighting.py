@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
 
 from prokd.data.cache import PreprocessedVolume
-from prokd.distill.site_classifier import SiteClassifier
+from prokd.distill.site_classifier import SiteClassifier, check_sites
 from prokd.errors import ConfigError
 
 
@@ -188,9 +189,9 @@ class SiteWeighting(TemperatureWeighting):
     name = "site"
     default_temperature = 1.0
 
-    def __init__(self, classifier: SiteClassifier, temperature: float | None = None) -> None:
+    def __init__(self, facts: TeacherFacts, temperature: float | None = None) -> None:
         super().__init__(temperature)
-        self.classifier = classifier
+        self.facts = facts
 
     @classmethod
     def build(
@@ -200,7 +201,14 @@ class SiteWeighting(TemperatureWeighting):
         ConfigError: the teachers' sites are unknown, or no training slice comes from one."""
         if not facts.sites:
             raise ConfigError("teacher weighting 'site' needs the site of each teacher")
-        return cls(SiteClassifier.fit(facts.volumes, list(facts.sites)), temperature)
+        check_sites(facts.volumes, facts.sites)
+        return cls(facts, temperature)
+
+    @cached_property
+    def classifier(self) -> SiteClassifier:
+        """The domain classifier, fitted when the weights are first asked for (building a
+        job, e.g. for its reuse key, fits nothing)."""
+        return SiteClassifier.fit(self.facts.volumes, list(self.facts.sites))
 
     def __call__(self, teacher_logits, labels, labelled=None, images=None):
         if images is None:

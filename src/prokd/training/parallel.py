@@ -20,7 +20,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 
 from tqdm import tqdm
 
-
 PARENT_CHECK_SECONDS = 0.5
 
 
