@@ -90,16 +90,16 @@ def case_dice(evaluation_dir: Path) -> dict[str, float]:
 
 def paired_scores(
     dice: dict[str, dict[str, float]], chosen: str | None
-) -> dict[str, tuple[str, str, list[float], list[float]]]:
+) -> dict[str, tuple[str, str, list[str], list[float], list[float]]]:
     """For each of :data:`COMPARISONS` whose models were evaluated: the names of models a
-    ("chosen" resolved) and b, and their Dice over the same cases, in one order (a model
+    ("chosen" resolved) and b, the cases, and the two models' Dice on them in that order (a model
     compared with itself, the chosen student being the uniform one, is a tie)."""
     pairs = {}
     for label, a, b in COMPARISONS:
         a = chosen if a == "chosen" else a
         if a in dice and b in dice:
             cases = sorted(dice[a])
-            pairs[label] = (a, b, [dice[a][c] for c in cases], [dice[b][c] for c in cases])
+            pairs[label] = (a, b, cases, [dice[a][c] for c in cases], [dice[b][c] for c in cases])
     return pairs
 
 
@@ -108,5 +108,5 @@ def _comparisons(evaluated: list[EvaluatedModel], chosen: str | None) -> dict[st
     pairs = paired_scores({m.name: m.dice for m in evaluated}, chosen)
     return {
         label: {"a": a, "b": b, **paired_comparison(scores_a, scores_b)}
-        for label, (a, b, scores_a, scores_b) in pairs.items()
+        for label, (a, b, _, scores_a, scores_b) in pairs.items()
     }

@@ -295,8 +295,7 @@ def _summarise_cells(cells: list[Cell], out: Path) -> dict[str, Any] | None:
         evaluation = out / folder / "evaluation"
         dice = {row["model"]: case_dice(evaluation / row["model"]) for row in r["rows"]}
         pick = r["strategy_selected_on_validation"]
-        for label, (name, _, a, b) in paired_scores(dice, pick).items():
-            cases = sorted(dice[name])  # the order of paired_scores
+        for label, (_, _, cases, a, b) in paired_scores(dice, pick).items():
             pairs.setdefault(label, []).extend(
                 (seed_of[folder], case, x, y) for case, x, y in zip(cases, a, b, strict=True)
             )
