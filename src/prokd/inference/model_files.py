@@ -49,6 +49,11 @@ class LoadedModel:
         return f"{self.path.stem} ({self.name})" if bundled else self.name
 
 
+def prokd_metadata(session: ort.InferenceSession) -> str | None:
+    """The prokd metadata an exported ONNX model carries (``None``: not a prokd export)."""
+    return session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+
+
 def parse_metadata(metadata: str, path: Path) -> tuple[str, PreprocessSettings, int | None]:
     """Network name, preprocessing and parameter count (if stated) of an export.
 
@@ -117,7 +122,7 @@ def _check_slice_model(session: ort.InferenceSession, path: Path, channels: int)
 def _onnx(path: Path, declared: PreprocessSettings | None = None) -> LoadedModel:
     session = onnx_session(path)
     if declared is None:
-        metadata = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        metadata = prokd_metadata(session)
         if metadata is None:
             raise DataError(path, "ONNX model without prokd metadata (export it with prokd export)")
         name, settings, parameters = parse_metadata(metadata, path)
@@ -212,7 +217,7 @@ def onnx_taps(path: str | Path) -> list[str]:
     if path.suffix != ".onnx" or not path.is_file():
         return []
     try:
-        metadata = onnx_session(path).get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        metadata = prokd_metadata(onnx_session(path))
     except DataError:
         return []
     try:
@@ -225,7 +230,7 @@ def onnx_parameters(path: str | Path) -> int | None:
     """Parameters of an ONNX model: as a prokd export's metadata states them, else counted
     from the graph's initializers where the ``onnx`` package is installed, else ``None``."""
     session = onnx_session(Path(path))
-    metadata = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    metadata = prokd_metadata(session)
     if metadata is not None:
         stated = json.loads(metadata).get("parameters")
         if stated is not None:

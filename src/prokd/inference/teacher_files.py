@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from prokd.errors import DataError
-from prokd.inference.model_files import METADATA_KEY, TAP_OUTPUT, onnx_session, parse_metadata
+from prokd.inference.model_files import TAP_OUTPUT, onnx_session, parse_metadata, prokd_metadata
 from prokd.inference.trained import TrainedModel, load_trained_model
 
 
@@ -61,7 +61,7 @@ def load_teacher(spec: str | Path, device: torch.device | None = None) -> Traine
     if not path.is_file():
         raise DataError(path, "teacher file not found")
     network = OnnxNetwork(path)
-    metadata = network.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    metadata = prokd_metadata(network.session)
     if metadata is None or not network.taps:
         raise DataError(path, "ONNX teacher without feature taps (export it with --with-taps)")
     name, settings, _ = parse_metadata(metadata, path)

@@ -59,8 +59,9 @@ def train_single(
         remove_stale_temporaries(out)  # left by the killed run this one continues
     data = prepare_data(config)
     specs = config.distill.teachers
-    teachers = [load_teacher(t) for t in specs if not is_volume_model(t)]
-    volume_teachers = [load_volume_model(t) for t in specs if is_volume_model(t)]
+    black_box = {t: is_volume_model(t) for t in specs}  # an ONNX spec opens its file to tell
+    teachers = [load_teacher(t) for t in specs if not black_box[t]]
+    volume_teachers = [load_volume_model(t) for t in specs if black_box[t]]
     val = data.volumes(data.split.val, "preprocess val")
     scores = None  # volume teachers have no validation score: none is computed then
     if val and teachers and not volume_teachers:
