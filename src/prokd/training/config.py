@@ -128,14 +128,9 @@ class DistillConfig:
     site_temperature: float = SiteWeighting.default_temperature
 
     def temperature(self, weighting: str) -> float | None:
-        """The configured temperature of a weighting strategy (``None``: it has none)."""
-        return {
-            "validation": self.validation_temperature,
-            "confidence": self.confidence_temperature,
-            "label-aware": self.label_aware_temperature,
-            "agreement": self.agreement_temperature,
-            "site": self.site_temperature,
-        }.get(weighting)
+        """The configured temperature of a weighting strategy, its ``<name>_temperature``
+        field (``None``: it has none)."""
+        return getattr(self, f"{weighting.replace('-', '_')}_temperature", None)
 
 
 BASELINES = ("best-teacher", "self-training")
