@@ -3,82 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+from prokd.cli_data import add_data_parsers
+from prokd.cli_registry import COMMANDS, command
 from prokd.errors import DataWarning, ProkdError, one_line_warnings
 from prokd.extras import TRAIN_EXTRA_HINT, TRAIN_EXTRA_MODULES, train_extra_installed
 from prokd.version import __version__
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 # Config keys a command does not use: set in a YAML file, they are reported as ignored.
 TRAIN_IGNORES = ("experiment",)
 EXPERIMENT_IGNORES = ("model", "distill.teachers", "distill.weighting")
 MODEL_HELP = "bundled model (prostate-t2), checkpoint, run folder, .onnx or .ts file"
-
-
-def command(name: str) -> Callable:
-    """Register a handler for a subcommand."""
-
-    def wrap(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-        COMMANDS[name] = fn
-        return fn
-
-    return wrap
-
-
-@command("phantom")
-def _phantom(args: argparse.Namespace) -> int:
-    from prokd.data.layouts import find_cases
-    from prokd.data.phantom import write_phantom
-    from prokd.data.preview import write_site_preview
-
-    start = time.perf_counter()
-    cases = write_phantom(
-        args.out_dir,
-        args.sites,
-        args.cases_per_site,
-        args.seed,
-        workers=args.workers,
-        show_progress=True,
-    )
-    elapsed = time.perf_counter() - start
-    print(f"wrote {len(cases)} cases in {elapsed:.1f} s to {args.out_dir} (six-site layout)")
-    if args.preview:
-        _, manifest = find_cases(args.out_dir, "six-site")
-        png = write_site_preview(manifest, Path(args.out_dir) / "preview.png")
-        print(f"preview: {png}")
-    return 0
-
-
-@command("inspect")
-def _inspect(args: argparse.Namespace) -> int:
-    from prokd.data.inventory import (
-        dicom_inventory,
-        format_inventory,
-        inspect_cases,
-        inspect_dataset,
-    )
-    from prokd.data.layouts import is_dicom_folder
-
-    if args.layout is None and is_dicom_folder(Path(args.data_dir)):
-        text, usable = dicom_inventory(args.data_dir)
-        print(text)
-        return 0 if usable else 1
-    if Path(args.data_dir).suffix in (".yaml", ".yml"):
-        from prokd.training.config import load_config
-        from prokd.training.runs import prepare_data
-
-        data = prepare_data(load_config(args.data_dir))
-        layout, records = data.layout, inspect_cases(data.cases + data.unlabelled)
-    else:
-        layout, records = inspect_dataset(args.data_dir, args.layout)
-    print(format_inventory(layout, records))
-    return 1 if any(r.error for r in records) else 0
 
 
 @command("models")
@@ -281,23 +221,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"prokd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("phantom", help="generate the synthetic multi-site benchmark")
-    p.add_argument("out_dir", metavar="OUT_DIR", help="new folder to write the six-site layout to")
-    p.add_argument("--sites", type=int, default=6, help="number of sites, 1-6 (default 6)")
-    p.add_argument("--cases-per-site", type=int, default=10, help="volumes per site (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument(
-        "--workers",
-        type=int,
-        default=min(2, os.cpu_count() or 1),
-        help="processes to use; the output does not depend on it",
-    )
-    p.add_argument(
-        "--preview",
-        action="store_true",
-        help="also write preview.png: one mid-gland slice per site",
-    )
-
     p = sub.add_parser("models", help="networks (parameters, FLOPs, taps) and bundled models")
     p.add_argument("names", nargs="*", metavar="MODEL", help="networks or bundled models")
     p.add_argument("--size", type=int, default=128, help="slice size in pixels (default 128)")
@@ -410,13 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="report.md and self-contained report.html of a run")
     p.add_argument("run_dir", metavar="RUN_DIR", help="experiment or training run folder")
 
-    p = sub.add_parser("inspect", help="list cases, shapes, spacings, gland volumes and problems")
-    p.add_argument(
-        "data_dir",
-        metavar="DATA_DIR",
-        help="dataset folder, or a YAML config (its data.root and data.sources)",
-    )
-    p.add_argument("--layout", choices=sorted(LAYOUTS), help="dataset layout (default: detect)")
+    add_data_parsers(sub)
     return parser
 
 

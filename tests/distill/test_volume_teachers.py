@@ -4,6 +4,7 @@ computation, and the per-volume cache's key."""
 import numpy as np
 import pytest
 
+from prokd.data.io import read_volume
 from prokd.data.layouts import Case
 from prokd.data.preprocess import PreprocessSettings, target_grid
 from prokd.distill.volume_teachers import slice_grid_probabilities, to_slice_grid
@@ -34,8 +35,8 @@ def test_resampling_onto_the_slice_grid_matches_a_direct_computation():
         [field(image.TransformIndexToPhysicalPoint((int(x), int(y), int(z)))) for z, y, x in index]
     ).reshape(shape)
     settings = PreprocessSettings(size=16, fov_mm=16.0)
-    on_grid = to_slice_grid(native, image, settings)
     grid = target_grid(image, settings)
+    on_grid = to_slice_grid(native, image, grid)
     reference = make_volume(
         np.zeros(tuple(reversed(grid.size)), np.float32), grid.spacing, grid.origin, grid.direction
     )
@@ -45,29 +46,28 @@ def test_resampling_onto_the_slice_grid_matches_a_direct_computation():
         assert on_grid[z, y, x] == pytest.approx(field(point), abs=1e-4)
 
 
-def test_cache_is_keyed_by_the_model_file_the_volume_and_the_grid(tmp_path):
+def test_cache_is_keyed_by_the_model_file_and_the_volume_not_the_grid(tmp_path):
     settings = PreprocessSettings(size=16, fov_mm=8.0)
     volume = write(tmp_path / "a" / "t2.nii.gz", intensities(), spacing=(0.5, 0.5, 3.0))
     case = Case("a", "site", volume, ())
     spec = str(volume_model_file(tmp_path))
     cache = tmp_path / "cache"
-    first = slice_grid_probabilities(load_volume_model(spec), case, settings, cache)
+    image = read_volume(volume)
+    grid = target_grid(image, settings)
+    first = slice_grid_probabilities(load_volume_model(spec), case, grid, cache)
     assert first.shape == (5, 16, 16) and len(list(cache.rglob("*.npy"))) == 1
-    again = slice_grid_probabilities(load_volume_model(spec), case, settings, cache)
+    again = slice_grid_probabilities(load_volume_model(spec), case, grid, cache)
     np.testing.assert_allclose(again, first, atol=1e-3)  # read back (float16)
     assert len(list(cache.rglob("*.npy"))) == 1
-    robust = PreprocessSettings(size=16, fov_mm=8.0, clip_percentiles=(1, 99), normalise="robust")
-    slice_grid_probabilities(load_volume_model(spec), case, robust, cache)
-    assert len(list(cache.rglob("*.npy"))) == 1  # same grid, other intensity settings
+    body = target_grid(image, PreprocessSettings(size=8, fov_mm=8.0, crop_centre="body"))
+    other = slice_grid_probabilities(load_volume_model(spec), case, body, cache)
+    assert other.shape == (5, 8, 8) and len(list(cache.rglob("*.npy"))) == 1  # any grid
+    native = load_volume_model(spec).probabilities(image)
+    np.testing.assert_allclose(other, to_slice_grid(native, image, body), atol=1e-3)
     export_scaling_model(tmp_path / "scale.onnx", 0.05, -2.0)  # same path, new weights
-    changed = slice_grid_probabilities(load_volume_model(spec), case, settings, cache)
+    changed = slice_grid_probabilities(load_volume_model(spec), case, grid, cache)
     assert len(list(cache.rglob("*.npy"))) == 2
     assert np.abs(changed - first).max() > 0.05
     write(volume, intensities(seed=3), spacing=(0.5, 0.5, 3.0))  # same path, new volume
-    slice_grid_probabilities(load_volume_model(spec), case, settings, cache)
+    slice_grid_probabilities(load_volume_model(spec), case, grid, cache)
     assert len(list(cache.rglob("*.npy"))) == 3
-    slice_grid_probabilities(load_volume_model(spec), case, PreprocessSettings(8, 8.0), cache)
-    assert len(list(cache.rglob("*.npy"))) == 4  # another grid
-    body = PreprocessSettings(size=16, fov_mm=8.0, crop_centre="body")
-    slice_grid_probabilities(load_volume_model(spec), case, body, cache)
-    assert len(list(cache.rglob("*.npy"))) == 5  # another grid placement

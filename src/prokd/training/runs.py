@@ -82,11 +82,10 @@ class PreparedData:
     ) -> list[PreprocessedVolume]:
         """The volumes carrying every volume teacher's probabilities on their slice grid
         (computed once per volume and teacher, then read from the cache)."""
-        settings = self.config.preprocess
         return [
             v.with_teacher_maps(
                 [
-                    slice_grid_probabilities(t, self.case(v.case_id), settings, self.cache.root)
+                    slice_grid_probabilities(t, self.case(v.case_id), v.grid, self.cache.root)
                     for t in teachers
                 ]
             )
