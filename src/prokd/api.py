@@ -57,7 +57,8 @@ def segment(
         postprocess: keep the largest 3D component and fill its holes.
         series: the DICOM series to take from a study folder (SeriesInstanceUID or number).
         channel: the T2 channel of a 4D volume file.
-        crop_centre: ``image`` or ``body``, to override the model's slice-grid placement.
+        crop_centre: ``image`` or ``body``, to place the slice grid otherwise than on the
+            gland the localiser finds (the default, for every model).
 
     Returns:
         A :class:`SegmentResult`; its ``qc["warnings"]`` lists what QC found suspicious.
@@ -65,7 +66,7 @@ def segment(
     Raises:
         DataError: an unreadable model or input, or a path that holds several volumes.
     """
-    loaded = with_crop_centre(_model(str(model)), crop_centre)
+    loaded = with_crop_centre(_model(str(model)), crop_centre or "gland")
     if isinstance(image_or_path, sitk.Image):
         image = image_or_path
         if image.GetDimension() != 3:

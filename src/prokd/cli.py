@@ -295,8 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--crop-centre",
         choices=CROP_CENTRES,
-        help="centre the slice grid on the image or on the body (default: as the model was "
-        "trained; body for large pelvic fields of view not centred on the prostate)",
+        help="centre the slice grid on the gland the localiser finds in the whole volume "
+        "(default, for every model), or on the image or the body",
     )
     _device_argument(p)
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
-from prokd.data.io import Geometry, volume_sha256
+from prokd.data.io import Geometry, file_sha256, volume_sha256
 from prokd.data.layouts import Case
 from prokd.data.preprocess import PreprocessSettings, preprocess_volume
 from prokd.data.validate import load_case
@@ -58,10 +59,29 @@ class PreprocessedVolume:
         return self.mask.reshape(len(self.mask), -1).any(axis=1)
 
 
+def gland_centre(
+    image: sitk.Image, settings: PreprocessSettings
+) -> tuple[float, float, float] | None:
+    """The localiser's gland centre for a ``crop_centre: gland`` grid (``None`` for the
+    other placements, or when it finds none): training volumes are placed as ``prokd
+    predict`` places a new scan, from the image alone."""
+    if settings.crop_centre != "gland":
+        return None
+    from prokd.inference.localise import locate_gland
+
+    return locate_gland(image).centre
+
+
 def case_fingerprint(case: Case, settings: PreprocessSettings) -> str:
-    """SHA-256 over the bytes of the image and reference mask files, channel and settings."""
+    """SHA-256 over the bytes of the image and reference mask files, channel and settings
+    (and the localiser's file, for a grid it places)."""
     digest = hashlib.sha256()
     digest.update(f"{CACHE_FORMAT}|{case.image_channel}|{settings.fingerprint()}".encode())
+    if settings.crop_centre == "gland":
+        from prokd.inference.bundled import bundled_path
+        from prokd.inference.localise import LOCALISER
+
+        file_sha256(bundled_path(LOCALISER), digest)
     for path in (case.image, *case.masks[:1]):
         volume_sha256(path, digest)
     return digest.hexdigest()
@@ -91,7 +111,9 @@ class PreprocessCache:
         if not path.exists():
             loaded = load_case(case)
             reference = loaded.mask if case.labelled else None
-            image, mask, grid = preprocess_volume(loaded.image, reference, settings)
+            image, mask, grid = preprocess_volume(
+                loaded.image, reference, settings, gland_centre(loaded.image, settings)
+            )
             if mask is None:
                 mask = np.zeros(image.shape, dtype=np.uint8)
             with atomic_path(path) as tmp:

@@ -21,7 +21,7 @@ from prokd.data.io import Geometry
 from prokd.errors import ConfigError, warn_all
 
 NORMALISATIONS = ("zscore", "robust")
-CROP_CENTRES = ("image", "body")
+CROP_CENTRES = ("image", "body", "gland")
 ORIENTATION = "LPS"  # axial: array x runs right->left, y anterior->posterior, z inferior->superior
 
 
@@ -45,7 +45,9 @@ class PreprocessSettings:
             in-plane centroid of the body, found from the image alone, for large pelvic
             fields of view whose centre need not be the gland's; the intensity statistics
             then come from the region the grid covers, as with ``robust``, so that the air
-            and anatomy of a wide field do not shift them).
+            and anatomy of a wide field do not shift them), or ``gland`` (the gland's centre
+            as a coarse localiser finds it in the whole volume, image alone, no label:
+            :mod:`prokd.inference.localise`; statistics local as with ``body``).
     """
 
     size: int = 128
@@ -171,16 +173,24 @@ def file_axes(axial: np.ndarray, reference: sitk.Image) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.DICOMOrient(image, code))
 
 
-def target_grid(image: sitk.Image, settings: PreprocessSettings) -> Geometry:
+def target_grid(
+    image: sitk.Image,
+    settings: PreprocessSettings,
+    centre: tuple[float, float, float] | None = None,
+) -> Geometry:
     """The slice grid of ``image``: reoriented axes, original slices, square in-plane grid
-    centred on the image's or the body's centre (``settings.crop_centre``)."""
+    centred on ``centre`` (a physical point, e.g. the localiser's gland) when given, else on
+    the image's or the body's centre (``settings.crop_centre``; ``gland`` without a centre
+    falls back to the image's)."""
     oriented = axial_view(image)
     direction = np.array(oriented.GetDirection()).reshape(3, 3)
     size = np.array(oriented.GetSize())
     spacing = np.array(oriented.GetSpacing())
     n, step = settings.size, settings.spacing_mm
-    centre = ((size[0] - 1) / 2.0, (size[1] - 1) / 2.0)
-    if settings.crop_centre == "body":
+    point, centre = centre, ((size[0] - 1) / 2.0, (size[1] - 1) / 2.0)
+    if point is not None:
+        centre = oriented.TransformPhysicalPointToContinuousIndex(point)[:2]
+    elif settings.crop_centre == "body":
         centre = body_centre_index(oriented) or centre
     # The grid's in-plane centre on that point, same first slice: origin offset in index space.
     offset = np.array(
@@ -278,9 +288,13 @@ def normalise_intensity(array: np.ndarray, settings: PreprocessSettings) -> np.n
 
 
 def preprocess_volume(
-    image: sitk.Image, mask: sitk.Image | None, settings: PreprocessSettings
+    image: sitk.Image,
+    mask: sitk.Image | None,
+    settings: PreprocessSettings,
+    centre: tuple[float, float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, Geometry]:
-    """Resample a volume (and its mask) onto its slice grid.
+    """Resample a volume (and its mask) onto its slice grid (centred on ``centre``, a
+    physical point, when given: see :func:`target_grid`).
 
     Returns:
         The normalised image (z, size, size) float32, the mask (z, size, size) uint8 or
@@ -289,8 +303,8 @@ def preprocess_volume(
     # Reoriented first (a permutation and flips, exact), so that the in-plane low-pass acts
     # on the in-plane axes whatever order the file stores them in.
     image = axial_view(image)
-    grid = target_grid(image, settings)
-    local = settings.normalise == "robust" or settings.crop_centre == "body"
+    grid = target_grid(image, settings, centre)
+    local = settings.normalise == "robust" or settings.crop_centre != "image"
     region = _around_grid(image, grid) if local else image
     normalised = normalise_intensity(sitk.GetArrayViewFromImage(region), settings)
     source = _around_grid(Geometry.of(region).apply_to(sitk.GetImageFromArray(normalised)), grid)

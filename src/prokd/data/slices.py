@@ -20,16 +20,22 @@ from torch.utils.data import Dataset
 
 from prokd.data.cache import PreprocessedVolume
 from prokd.data.preprocess import slice_stack
+from prokd.data.protocols import RandEndorectalCoild, RandReslicedd
 
 
-def training_augmentation(seed: int = 0, site_style: bool = False) -> Compose:
+def training_augmentation(
+    seed: int = 0, site_style: bool = False, protocols: bool = False, pixel_mm: float = 1.0
+) -> Compose:
     """Spatial and intensity augmentation for 2D slices (keys ``image``, ``label`` and, when
     present, ``teacher``: volume teachers' probabilities, moved with the image).
 
     Left-right flips, small rotations/scaling/shifts, and the intensity changes that differ
     between sites: contrast curve, scale, blur and noise. ``site_style`` adds what differs
     between scanners more strongly: a smooth bias field (coil shading), a lower acquired
-    resolution, and another field of view (zoom in or out).
+    resolution, and another field of view (zoom in or out). ``protocols`` adds acquisitions
+    the data may lack (:mod:`prokd.data.protocols`, sizes in mm from ``pixel_mm``): an
+    endorectal coil's balloon and flare, and slices resliced from a sagittal or coronal
+    series.
     """
     keys = ["image", "label", "teacher"]
     site = [
@@ -69,6 +75,11 @@ def training_augmentation(seed: int = 0, site_style: bool = False) -> Compose:
             RandGaussianSmoothd("image", prob=0.15, sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0)),
             RandGaussianNoised("image", prob=0.3, std=0.1),
             *(site if site_style else []),
+            *(
+                [RandEndorectalCoild(0.2, pixel_mm), RandReslicedd(0.1, pixel_mm)]
+                if protocols
+                else []
+            ),
         ]
     )
     augment.set_random_state(seed)

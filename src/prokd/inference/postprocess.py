@@ -41,13 +41,19 @@ def postprocess_mask(mask: np.ndarray) -> np.ndarray:
 
 @dataclass
 class MaskQC:
-    """Quality-control facts of an output mask and the warnings they raise."""
+    """Quality-control facts of an output mask and the warnings they raise; ``reliable``,
+    its ``reasons`` and the ``signals`` behind them come from
+    :func:`prokd.inference.reliability.assess`, ``plane`` is the series' acquisition plane."""
 
     gland_ml: float
     components: int
     touches_border: bool
     slice_gaps: int
     warnings: list[str] = field(default_factory=list)
+    reliable: bool = True
+    reasons: list[str] = field(default_factory=list)
+    signals: dict[str, float | bool | None] = field(default_factory=dict)
+    plane: str = "axial"
 
     def as_dict(self) -> dict[str, object]:
         """Plain dict for the JSON sidecar."""

@@ -1,4 +1,4 @@
-"""Inference: slices of a preprocessed volume -> gland probabilities -> original grid.
+"""Inference: slices of a preprocessed volume -> gland probabilities.
 
 Any model a user can pass (checkpoint, run folder, ONNX, TorchScript) becomes a
 :data:`SliceModel`: a function from a (B, 1, H, W) float32 batch to (B, C, H, W) logits.
@@ -12,14 +12,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
-import SimpleITK as sitk
 
-from prokd.data.preprocess import (
-    PreprocessSettings,
-    preprocess_volume,
-    slice_stack,
-    to_original_grid,
-)
+from prokd.data.preprocess import slice_stack
 
 if TYPE_CHECKING:
     from torch import nn
@@ -73,15 +67,3 @@ def predict_slices(
         batch = np.ascontiguousarray(np.stack(stacks), dtype=np.float32)
         out.append(gland_probability(np.asarray(run(batch), dtype=np.float32)))
     return np.concatenate(out) if out else np.zeros((0,) + images.shape[1:], np.float32)
-
-
-def predict_volume(
-    model: nn.Module | SliceModel,
-    image: sitk.Image,
-    settings: PreprocessSettings,
-    batch_size: int = 32,
-) -> np.ndarray:
-    """Gland probabilities of a whole volume on its original grid, (z, y, x) float32."""
-    slices, _, grid = preprocess_volume(image, None, settings)
-    probabilities = predict_slices(model, slices, batch_size, settings.context_slices)
-    return to_original_grid(probabilities, grid, image)

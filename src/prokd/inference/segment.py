@@ -25,11 +25,13 @@ from prokd.data.io import (
     volume_stem,
     write_volume,
 )
+from prokd.data.planes import acquisition_plane, axial_reslice, check_segmentable
 from prokd.data.preprocess import axial_view, file_axes
 from prokd.errors import DataError, warn_all
+from prokd.inference.localise import predict_volume
 from prokd.inference.model_files import LoadedModel, load_model_file
 from prokd.inference.postprocess import MaskQC, postprocess_mask, quality_control
-from prokd.inference.predict import predict_volume
+from prokd.inference.reliability import assess
 from prokd.io_atomic import atomic_path
 
 if TYPE_CHECKING:
@@ -52,21 +54,58 @@ class Segmentation:
 
 
 def segment_image(
-    model: LoadedModel, image: sitk.Image, postprocess: bool = True, batch_size: int = 32
+    model: LoadedModel,
+    image: sitk.Image,
+    postprocess: bool = True,
+    batch_size: int = 32,
+    name: object = "image",
 ) -> Segmentation:
     """Predict one volume; post-process and check the mask on its axial view.
 
-    ``postprocess`` keeps the largest 3D component and fills its holes.
+    ``postprocess`` keeps the largest 3D component and fills its holes. A sagittal or
+    coronal series is segmented on an axial volume resliced from it
+    (:func:`~prokd.data.planes.axial_reslice`), the probabilities resampled back onto its
+    own grid. The QC says whether the mask is reliable
+    (:func:`~prokd.inference.reliability.assess`).
+
+    Raises:
+        DataError: naming ``name``, for an image no plane can serve (a single slice).
     """
     start = time.perf_counter()
+    check_segmentable(image, name)
     axial = axial_view(image)
-    prob = predict_volume(model.slice_model, axial, model.settings, batch_size)
+    plane = acquisition_plane(image)
+    source = axial if plane == "axial" else axial_reslice(axial)
+    pred = predict_volume(model.slice_model, source, model.settings, batch_size, mirrored=True)
+    prob, mirrored = pred.probabilities, pred.mirrored
+    if source is not axial:
+        prob, mirrored = (_onto(p, source, axial) for p in (prob, mirrored))
     mask = (prob >= THRESHOLD).astype(np.uint8)
     if postprocess:
         mask = postprocess_mask(mask)
     qc = quality_control(mask, tuple(reversed(axial.GetSpacing())))
+    verdict = assess(mask, prob, mirrored, pred.location, axial)
+    qc.reliable, qc.reasons, qc.signals, qc.plane = (
+        verdict.reliable,
+        verdict.reasons,
+        verdict.signals,
+        plane,
+    )
     mask, prob = file_axes(mask, image), file_axes(prob, image)
     return Segmentation(mask, prob, qc, time.perf_counter() - start)
+
+
+def _onto(probabilities: np.ndarray, source: sitk.Image, target: sitk.Image) -> np.ndarray:
+    """Probabilities on ``source``'s grid resampled (linearly) onto ``target``'s."""
+    moved = sitk.Resample(
+        image_from_array(probabilities, source),
+        target,
+        sitk.Transform(),
+        sitk.sitkLinear,
+        0.0,
+        sitk.sitkFloat32,
+    )
+    return sitk.GetArrayFromImage(moved)
 
 
 @dataclass
@@ -185,7 +224,7 @@ def segment_file(
 ) -> Segmented:
     """Predict one volume; write mask (uint8 0/1), optional probabilities and the QC sidecar."""
     image = volume.read()
-    result = segment_image(model, image, postprocess, batch_size)
+    result = segment_image(model, image, postprocess, batch_size, volume.path)
     write_mask(result.mask, image, volume, mask_path, model.label)
     if probabilities:
         write_volume(image_from_array(result.probabilities, image), probability_path(mask_path))
@@ -204,7 +243,8 @@ def segment_file(
 
 
 def with_crop_centre(model: LoadedModel, crop_centre: str | None) -> LoadedModel:
-    """``model`` with its slice grid centred on ``image`` or ``body`` (``None``: as is)."""
+    """``model`` with its slice grid centred on the ``image``, the ``body`` or the
+    localiser's ``gland`` (``None``: as the model was trained)."""
     if crop_centre is None:
         return model
     return replace(model, settings=replace(model.settings, crop_centre=crop_centre))
@@ -228,7 +268,8 @@ def segment_inputs(
 
     Every output is planned and checked for overwriting before the first prediction. Mask QC
     findings are issued as :class:`~prokd.errors.DataWarning` naming the mask.
-    ``crop_centre`` (``image`` or ``body``) replaces the model's own slice-grid placement;
+    The slice grid of every model is placed by the localiser (``crop_centre: gland``)
+    unless ``crop_centre`` (``image`` or ``body``) asks for another placement;
     ``channel`` the T2 channel of 4D inputs; ``series`` (a SeriesInstanceUID or number) the
     DICOM series chosen in each study; ``output_format`` the format of masks written into
     an output folder.
@@ -236,7 +277,7 @@ def segment_inputs(
     Raises:
         DataError: unreadable model or input, an existing output without ``overwrite``.
     """
-    model = with_crop_centre(load_model_file(model_path, device), crop_centre)
+    model = with_crop_centre(load_model_file(model_path, device), crop_centre or "gland")
     pairs = plan_outputs(source, target, output_format, series)
     check_overwrite(pairs, probabilities, overwrite)
     for volume, mask in pairs:
@@ -244,4 +285,6 @@ def segment_inputs(
             volume = replace(volume, channel=channel)
         done = segment_file(model, volume, mask, probabilities, postprocess, batch_size)
         warn_all(f"{mask}: {warning}" for warning in done.qc.warnings)
+        if not done.qc.reliable:
+            warn_all([f"{mask}: unreliable mask: {'; '.join(done.qc.reasons)}"])
         yield done

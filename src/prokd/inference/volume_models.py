@@ -36,9 +36,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import SimpleITK as sitk
 
-from prokd.data.io import Geometry, file_sha256
-from prokd.data.preprocess import PreprocessSettings, preprocess_volume, to_original_grid
+from prokd.data.io import file_sha256
+from prokd.data.preprocess import PreprocessSettings, to_original_grid
 from prokd.errors import ConfigError
+from prokd.inference.localise import PlacedSlices, outside_slices_zeroed, placed_slices
 from prokd.inference.model_files import (
     LoadedModel,
     load_model_file,
@@ -263,18 +264,17 @@ class SharedSlices:
 
     def __init__(self) -> None:
         self._image: sitk.Image | None = None
-        self._slices: dict[PreprocessSettings, tuple[np.ndarray, Geometry, float]] = {}
+        self._slices: dict[PreprocessSettings, tuple[PlacedSlices, float]] = {}
 
-    def slices(
-        self, image: sitk.Image, settings: PreprocessSettings
-    ) -> tuple[np.ndarray, Geometry, float]:
-        """Slices and slice grid of ``image`` under ``settings``, and their seconds."""
+    def slices(self, image: sitk.Image, settings: PreprocessSettings) -> tuple[PlacedSlices, float]:
+        """Slices, slice grid and gland location of ``image`` under ``settings``
+        (:func:`~prokd.inference.localise.placed_slices`), and their seconds."""
         if image is not self._image:
             self._image, self._slices = image, {}
         if settings not in self._slices:
             start = time.perf_counter()
-            slices, _, grid = preprocess_volume(image, None, settings)
-            self._slices[settings] = (slices, grid, time.perf_counter() - start)
+            placed = placed_slices(image, settings)
+            self._slices[settings] = (placed, time.perf_counter() - start)
         return self._slices[settings]
 
 
@@ -312,12 +312,12 @@ class SliceVolumeModel:
 
     def probabilities(self, image: sitk.Image) -> np.ndarray:
         """Gland probabilities (z, y, x) on ``image``'s grid."""
-        slices, grid, preprocess_seconds = self.shared.slices(image, self.settings)
+        (slices, grid, location), preprocess_seconds = self.shared.slices(image, self.settings)
         start = time.perf_counter()
         gland = predict_slices(
             self.slice_model, slices, context_slices=self.settings.context_slices
         )
-        result = to_original_grid(gland, grid, image)
+        result = to_original_grid(outside_slices_zeroed(gland, location), grid, image)
         self.last_seconds = preprocess_seconds + time.perf_counter() - start
         return result
 

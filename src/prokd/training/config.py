@@ -92,6 +92,7 @@ class TrainConfig:
     foreground_fraction: float = 0.6  # share of sampled slices that contain gland
     augment: bool = True
     site_style: bool = False  # with augment: also bias field, lower resolution, field of view
+    protocols: bool = False  # with augment: also endorectal coil and resliced-series slices
     seed: int = 0
     threads: int = 0  # torch threads; 0 keeps torch's default
     amp: bool = False  # bfloat16 autocast of the forward pass on CUDA (ignored on CPU)

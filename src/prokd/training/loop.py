@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.transforms import Compose
 from tqdm import tqdm
 
 from prokd.data.cache import PreprocessedVolume
@@ -139,7 +140,7 @@ def _set_up(job: TrainJob, progress: bool, context: Context = ONE_PROCESS) -> _S
     parameters = list(network.parameters()) + list(criterion.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-    dataset.augment = training_augmentation(cfg.seed, cfg.site_style) if cfg.augment else None
+    dataset.augment = _augmentation(job)
     soft_targets = None
     if ensemble is not None and job.soft_target_dir is not None:
         if context.is_main:
@@ -186,11 +187,18 @@ def _open_soft_targets(
     )
 
 
+def _augmentation(job: TrainJob) -> Compose | None:
+    """A job's training augmentation (``None`` when it trains without)."""
+    cfg = job.train
+    if not cfg.augment:
+        return None
+    return training_augmentation(cfg.seed, cfg.site_style, cfg.protocols, job.settings.spacing_mm)
+
+
 def build_soft_targets(job: TrainJob, progress: bool = True) -> SoftTargetCache:
     """Build (or open) a job's soft-target cache in this process, before its students train."""
     _check_soft_target_settings(job)
-    cfg = job.train
-    augment = training_augmentation(cfg.seed, cfg.site_style) if cfg.augment else None
+    augment = _augmentation(job)
     ensemble = TeacherEnsemble(job.teachers, job.loss.feature > 0)
     return _open_soft_targets(job, ensemble, job.training_slices(augment), progress)
 

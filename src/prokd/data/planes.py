@@ -1,0 +1,88 @@
+"""The plane a series was acquired in, and an axial volume resliced from a sagittal or
+coronal one, so that models trained on axial slices segment it on slices like their own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+
+from prokd.data.io import Geometry
+from prokd.errors import DataError
+
+PLANES = ("sagittal", "coronal", "axial")  # by the physical axis (L, P, S) of the slice normal
+AXIAL_SLICE_MM = 3.0  # slice spacing and thickness of a resliced axial volume
+MIN_SLICES = 3  # fewer slices than this in the acquired plane: a localiser, not a series
+
+
+def acquisition_plane(image: sitk.Image) -> str:
+    """``axial``, ``sagittal`` or ``coronal``: the plane whose normal is closest to the
+    image's slice direction, the voxel axis of its thickest spacing (the third axis when
+    spacings tie), whatever order the file stores its axes in."""
+    spacing = np.array(image.GetSpacing())
+    axis = 2 if spacing[2] >= 0.99 * spacing.max() else int(np.argmax(spacing))
+    normal = np.array(image.GetDirection()).reshape(3, 3)[:, axis]
+    return PLANES[int(np.argmax(np.abs(normal)))]
+
+
+def check_segmentable(image: sitk.Image, name: object) -> None:
+    """Refuse an image that no plane can serve (a single-slice localiser, a 2D image).
+
+    Raises:
+        DataError: naming ``name``, when any voxel axis has fewer than :data:`MIN_SLICES`.
+    """
+    if min(image.GetSize()) < MIN_SLICES:
+        raise DataError(
+            name,
+            f"image of {'x'.join(map(str, image.GetSize()))} voxels: fewer than {MIN_SLICES} "
+            "slices along an axis (a localiser or a 2D image), not a volume to segment",
+        )
+
+
+def axial_grid(image: sitk.Image, slice_mm: float = AXIAL_SLICE_MM) -> Geometry:
+    """An axial (LPS) grid over ``image``'s physical extent: in-plane pixels the size of
+    the image's finest in-plane spacing, ``slice_mm`` between slices."""
+    size = np.array(image.GetSize())
+    corners = np.array(
+        [
+            image.TransformContinuousIndexToPhysicalPoint(
+                [float(i * (n - 1)) for i, n in zip(corner, size, strict=True)]
+            )
+            for corner in np.ndindex(2, 2, 2)
+        ]
+    )
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    pixel = float(min(image.GetSpacing()[:2]))
+    spacing = np.array([pixel, pixel, slice_mm])
+    count = np.maximum(1, np.floor((high - low) / spacing).astype(int) + 1)
+    return Geometry(
+        tuple(int(v) for v in count),
+        tuple(float(v) for v in spacing),
+        tuple(float(v) for v in low),
+        (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0),
+    )
+
+
+def axial_reslice(image: sitk.Image, slice_mm: float = AXIAL_SLICE_MM) -> sitk.Image:
+    """``image`` (a sagittal or coronal series) resampled onto :func:`axial_grid`, after a
+    Gaussian low-pass along the superior-inferior axis that gives its slices about the
+    thickness of an axial acquisition's (float32, 0 outside)."""
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    along_s = int(np.argmax(np.abs(direction[2])))  # the voxel axis closest to S
+    spacing = image.GetSpacing()[along_s]
+    variances = [0.0, 0.0, 0.0]
+    if slice_mm > spacing:
+        variances[along_s] = float((0.5 * np.sqrt(slice_mm**2 - spacing**2)) ** 2)
+    smoothed = sitk.DiscreteGaussian(sitk.Cast(image, sitk.sitkFloat32), variances, 32, 0.01, True)
+    grid = axial_grid(image, slice_mm)
+    return sitk.Resample(
+        smoothed,
+        grid.size,
+        sitk.Transform(),
+        sitk.sitkLinear,
+        grid.origin,
+        grid.spacing,
+        grid.direction,
+        0.0,
+        sitk.sitkFloat32,
+    )

@@ -1,0 +1,148 @@
+"""Find the gland in any field of view before segmenting it.
+
+A coarse localiser (a slice model on 5 mm pixels over a 480 mm field of view: the bundled
+``prostate-localiser``, trained on real scans and on large-field-of-view pelvis images
+synthesised from label maps) segments the gland roughly in the whole volume; its largest
+3D component gives the gland's centre, on which the fine model's slice grid is centred
+(``crop_centre: gland``), and its slice range, outside which (with a margin) the fine
+prediction is zero. No label is read. When the localiser finds nothing, the grid falls back
+to the image centre and the location says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import numpy as np
+import SimpleITK as sitk
+
+from prokd.data.io import Geometry
+from prokd.data.preprocess import (
+    PreprocessSettings,
+    axial_view,
+    preprocess_volume,
+    to_original_grid,
+)
+from prokd.inference.bundled import bundled_path
+from prokd.inference.model_files import LoadedModel, load_model_file
+from prokd.inference.postprocess import postprocess_mask
+from prokd.inference.predict import SliceModel, predict_slices
+
+if TYPE_CHECKING:
+    from torch import nn
+
+LOCALISER = "prostate-localiser"
+SLICE_MARGIN_MM = 12.0  # slices kept beyond the localiser's first and last gland slice
+
+
+@dataclass(frozen=True)
+class GlandLocation:
+    """Where the localiser put the gland in a volume's axial view.
+
+    Attributes:
+        centre: physical point (LPS, mm) of the coarse gland's centroid; ``None`` when the
+            localiser found no gland.
+        slices: first and last axial slice index to segment (the coarse gland's slices and
+            :data:`SLICE_MARGIN_MM` beyond); every slice when nothing was found.
+        coarse_ml: volume of the coarse gland (ml).
+        coarse_mask: the coarse gland on the localiser's grid, (z, size, size) uint8.
+        grid: the localiser's grid.
+    """
+
+    centre: tuple[float, float, float] | None
+    slices: tuple[int, int]
+    coarse_ml: float
+    coarse_mask: np.ndarray
+    grid: Geometry
+
+    @property
+    def found(self) -> bool:
+        """Whether the localiser found a gland."""
+        return self.centre is not None
+
+
+@lru_cache(maxsize=1)
+def bundled_localiser() -> LoadedModel:
+    """The bundled localiser, loaded once per process."""
+    return load_model_file(bundled_path(LOCALISER))
+
+
+def locate_gland(
+    image: sitk.Image, localiser: LoadedModel | None = None, batch_size: int = 32
+) -> GlandLocation:
+    """Run the localiser (default: the bundled one) over the whole of ``image``."""
+    localiser = localiser or bundled_localiser()
+    axial = axial_view(image)
+    slices, _, grid = preprocess_volume(axial, None, localiser.settings)
+    probabilities = predict_slices(
+        localiser.slice_model, slices, batch_size, localiser.settings.context_slices
+    )
+    mask = postprocess_mask((probabilities >= 0.5).astype(np.uint8))
+    count = len(mask)
+    coarse_ml = float(mask.sum()) * float(np.prod(grid.spacing)) / 1000.0
+    if not mask.any():
+        return GlandLocation(None, (0, count - 1), 0.0, mask, grid)
+    z, y, x = np.argwhere(mask).mean(axis=0)
+    reference = grid.apply_to(sitk.Image(grid.size, sitk.sitkUInt8))
+    centre = reference.TransformContinuousIndexToPhysicalPoint((float(x), float(y), float(z)))
+    occupied = np.flatnonzero(mask.reshape(count, -1).any(axis=1))
+    margin = int(np.ceil(SLICE_MARGIN_MM / grid.spacing[2]))
+    first, last = max(0, occupied[0] - margin), min(count - 1, occupied[-1] + margin)
+    return GlandLocation(tuple(centre), (int(first), int(last)), coarse_ml, mask, grid)
+
+
+PlacedSlices = tuple[np.ndarray, Geometry, "GlandLocation | None"]
+
+
+def placed_slices(image: sitk.Image, settings: PreprocessSettings) -> PlacedSlices:
+    """A volume's slices on the grid ``settings`` place: with ``crop_centre: gland`` centred
+    on the localiser's gland (the image centre when it finds none), with the location."""
+    location = locate_gland(image) if settings.crop_centre == "gland" else None
+    centre = location.centre if location is not None else None
+    slices, _, grid = preprocess_volume(image, None, settings, centre)
+    return slices, grid, location
+
+
+def outside_slices_zeroed(probabilities: np.ndarray, location: GlandLocation | None) -> np.ndarray:
+    """Slice-grid probabilities with the slices outside the location's range set to 0."""
+    if location is None or not location.found:
+        return probabilities
+    first, last = location.slices
+    out = np.zeros_like(probabilities)
+    out[first : last + 1] = probabilities[first : last + 1]
+    return out
+
+
+@dataclass
+class VolumePrediction:
+    """A fine pass over a volume: gland probabilities (z, y, x) float32 on its own grid,
+    those of the left-right mirrored slices mirrored back (``None`` unless asked for: a
+    test-time check of the prediction), and the localiser's finding (``None`` when the grid
+    was not placed by it)."""
+
+    probabilities: np.ndarray
+    mirrored: np.ndarray | None
+    location: GlandLocation | None
+
+
+def predict_volume(
+    model: nn.Module | SliceModel,
+    image: sitk.Image,
+    settings: PreprocessSettings,
+    batch_size: int = 32,
+    mirrored: bool = False,
+) -> VolumePrediction:
+    """Gland probabilities of a whole volume on its original grid, on the grid ``settings``
+    place (the localiser's with ``crop_centre: gland``, then zero outside its slice range);
+    with ``mirrored``, also those of the mirrored slices."""
+    slices, grid, location = placed_slices(image, settings)
+
+    def fine(mirror: bool) -> np.ndarray:
+        stack = np.ascontiguousarray(slices[..., ::-1]) if mirror else slices
+        probabilities = predict_slices(model, stack, batch_size, settings.context_slices)
+        probabilities = probabilities[..., ::-1] if mirror else probabilities
+        return to_original_grid(outside_slices_zeroed(probabilities, location), grid, image)
+
+    return VolumePrediction(fine(False), fine(True) if mirrored else None, location)

@@ -1,0 +1,106 @@
+"""Simulated protocols on training slices: the coil keeps image and mask aligned and pushes
+the gland forward; the resliced series blurs one axis and keeps the gland covered."""
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from prokd.data.protocols import RandEndorectalCoild, RandReslicedd
+from prokd.data.slices import training_augmentation
+from prokd.evaluation.metrics import dice_score
+
+
+def _slice(size=128, seed=0):
+    """A (1, H, W) image whose gland (an ellipse) is bright on a textured background."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size]
+    gland = ((y - 55) / 16.0) ** 2 + ((x - 64) / 22.0) ** 2 < 1
+    background = ndimage.gaussian_filter(rng.normal(0, 1, (size, size)), 3) * 0.3
+    image = np.where(gland, 3.0, background)
+    return {
+        "image": torch.tensor(image[None], dtype=torch.float32),
+        "label": torch.tensor(gland[None], dtype=torch.float32),
+    }
+
+
+def _applied(transform, sample, seed=0):
+    transform.set_random_state(seed)
+    return transform(sample)
+
+
+def test_the_coil_moves_image_and_mask_together_and_the_balloon_lies_behind_the_gland():
+    sample = _slice()
+    coil = RandEndorectalCoild(prob=1.0, flare=False, noise=False)
+    for seed in range(5):
+        out = _applied(coil, sample, seed)
+        image, label = out["image"].numpy()[0], out["label"].numpy()[0]
+        # The painted balloon is about the image's extremes; the gland is the only region
+        # near 3 outside it: image and label still coincide.
+        bright_gland = (image > 2.0) & (label > 0.5)
+        assert dice_score(bright_gland, label > 0.5) > 0.97, seed
+        balloon = coil._radii_mm  # noqa: SLF001 (the drawn sizes)
+        assert balloon[0] >= 12 and balloon[1] >= 8
+        rows_before = np.nonzero(sample["label"].numpy()[0])[0]
+        rows_after = np.nonzero(label)[0]
+        assert rows_after.mean() < rows_before.mean() - 1.0, seed  # pushed anterior
+        assert abs(label.sum() - sample["label"].sum().item()) / label.sum() < 0.1
+
+
+def test_the_coil_paints_a_balloon_below_the_gland_and_adds_a_flare_around_it():
+    sample = _slice()
+    out = _applied(RandEndorectalCoild(prob=1.0, noise=False), sample, seed=1)
+    image, label = out["image"].numpy()[0], out["label"].numpy()[0]
+    assert label.shape == (128, 128) and set(np.unique(label)) <= {0.0, 1.0}
+    below = image[int(np.nonzero(label)[0].max()) + 2 :, 50:78]
+    # A balloon (uniform fill) or its wall stands out right behind the gland.
+    assert np.ptp(below[:25]) > 1.0
+    # The output keeps the slice's mean and spread (volume normalisation absorbs a flare).
+    before = sample["image"].numpy()
+    assert abs(image.mean() - before.mean()) < 1e-3 and abs(image.std() - before.std()) < 1e-3
+
+
+def test_protocols_leave_slices_without_gland_alone():
+    sample = _slice()
+    empty = {"image": sample["image"], "label": torch.zeros_like(sample["label"])}
+    for transform in (RandEndorectalCoild(prob=1.0), RandReslicedd(prob=1.0)):
+        out = _applied(transform, empty)
+        assert torch.equal(out["image"], empty["image"])
+
+
+def test_an_unlabelled_slice_is_placed_by_its_teachers_maps():
+    sample = _slice()
+    unlabelled = {
+        "image": sample["image"],
+        "label": torch.zeros_like(sample["label"]),
+        "teacher": sample["label"].repeat(2, 1, 1) * 0.9,
+    }
+    out = _applied(RandEndorectalCoild(prob=1.0, flare=False, noise=False), unlabelled)
+    moved = out["teacher"].numpy()
+    assert moved.shape == (2, 128, 128)
+    assert np.nonzero(moved[0] > 0.5)[0].mean() < np.nonzero(sample["label"][0].numpy())[0].mean()
+
+
+def test_a_resliced_slice_is_blurred_along_one_axis_and_covers_the_gland():
+    sample = _slice()
+    for seed in range(6):
+        transform = RandReslicedd(prob=1.0)
+        out = _applied(transform, sample, seed)
+        image = out["image"].numpy()[0]
+        axis = transform._axis  # noqa: SLF001 (the drawn axis)
+        label = sample["label"].numpy()[0] > 0.5
+        assert image[label].mean() > 2.0  # the gland is still in view
+        def roughness(array, along):  # inside any coverage band: no cut-off edge
+            return np.square(np.diff(array[40:88, 40:88], axis=along)).mean()
+
+        before = sample["image"].numpy()[0]
+        other = -1 if axis == -2 else -2
+        across = roughness(image, axis) / roughness(before, axis)
+        assert across < 0.8 * roughness(image, other) / roughness(before, other), seed
+
+
+def test_training_augmentation_with_protocols_runs_on_a_slice():
+    augment = training_augmentation(seed=3, protocols=True, pixel_mm=1.0)
+    names = [type(t).__name__ for t in augment.transforms]
+    assert "RandEndorectalCoild" in names and "RandReslicedd" in names
+    out = augment(_slice())
+    assert out["image"].shape == (1, 128, 128) and out["label"].shape == (1, 128, 128)
