@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TAPS_STAMP := $(VENV)/.taps
 DEMO_DATA ?= data/phantom
 
-.PHONY: demo test venv taps prostate-t2 base-check clean
+.PHONY: demo test venv taps prostate-t2 prostate-localiser base-check clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,29 @@ prostate-t2: $(TAPS_STAMP)
 	$(BIN)/prokd train configs/prostate-t2.yaml --out runs/prostate-t2
 	$(BIN)/prokd export runs/prostate-t2 --format onnx --overwrite \
 		--out src/prokd/inference/bundled/prostate-t2.onnx
+
+# Rebuilds the bundled localiser (docs/model-card.md): synthetic pelvis images from the
+# HipMRI label maps, the phantom, the labelled real scans, and the unlabelled real scans
+# with AI-made reference masks (linked, not copied, as a six-site layout).
+SHARED := $(abspath ../shared/data)
+AI_LABELLED := data/ai-labelled
+prostate-localiser: $(STAMP)
+	test -f data/hipmri-synth/hipmri-synth/Case_004_Week0.nii.gz || \
+		$(BIN)/prokd synth-pelvis $(SHARED)/hipmri-labels data/hipmri-synth
+	test -f $(DEMO_DATA)/phantom.json || $(BIN)/prokd phantom $(DEMO_DATA)
+	mkdir -p $(AI_LABELLED)/prostatex $(AI_LABELLED)/prostate3t
+	for c in ProstateX-0000 ProstateX-0001_s6; do \
+		ln -sf $(SHARED)/unlabeled/prostatex/$$c/t2.nii.gz $(AI_LABELLED)/prostatex/$$c.nii.gz; \
+		ln -sf $(SHARED)/ai-references/prostatex/$$c/gland_bosma22b.nii.gz \
+			$(AI_LABELLED)/prostatex/$${c}_segmentation.nii.gz; done
+	for c in 0001 0002 0003 0004; do \
+		ln -sf $(SHARED)/unlabeled/prostate3t/Prostate3T-03-$$c/t2.nii.gz \
+			$(AI_LABELLED)/prostate3t/Prostate3T-03-$$c.nii.gz; \
+		ln -sf $(SHARED)/ai-references/prostate3t/Prostate3T-03-$$c/gland_vesal.nii.gz \
+			$(AI_LABELLED)/prostate3t/Prostate3T-03-$${c}_segmentation.nii.gz; done
+	$(BIN)/prokd train configs/prostate-localiser.yaml --out runs/prostate-localiser
+	$(BIN)/prokd export runs/prostate-localiser --format onnx --overwrite \
+		--out src/prokd/inference/bundled/prostate-localiser.onnx
 
 # The synthetic benchmark (generated once), then the whole protocol on it.
 demo: $(STAMP)

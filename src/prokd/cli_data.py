@@ -71,6 +71,19 @@ def _synth_pelvis(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("simulate")
+def _simulate(args: argparse.Namespace) -> int:
+    from prokd.data.simulate import write_simulated
+
+    start = time.perf_counter()
+    count = write_simulated(
+        args.data_dir, args.out_dir, args.protocol, args.seed, args.layout, show_progress=True
+    )
+    elapsed = time.perf_counter() - start
+    print(f"wrote {count} {args.protocol} cases in {elapsed:.1f} s to {args.out_dir}")
+    return 0
+
+
 def add_data_parsers(sub: argparse._SubParsersAction) -> None:
     """The parsers of this module's subcommands."""
     from prokd.data.layouts import LAYOUTS
@@ -103,6 +116,18 @@ def add_data_parsers(sub: argparse._SubParsersAction) -> None:
         "5 prostate), e.g. ../shared/data/hipmri-labels",
     )
     p.add_argument("out_dir", metavar="OUT_DIR", help="new folder to write the cases to")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+    from prokd.data.simulate import PROTOCOLS
+
+    p = sub.add_parser(
+        "simulate",
+        help="labelled volumes as another protocol acquires them (coil, large FOV, non-axial)",
+    )
+    p.add_argument("protocol", choices=PROTOCOLS, metavar="PROTOCOL", help=", ".join(PROTOCOLS))
+    p.add_argument("data_dir", metavar="DATA_DIR", help="labelled dataset folder")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="new folder (six-site layout)")
+    p.add_argument("--layout", choices=sorted(LAYOUTS), help="dataset layout (default: detect)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
     p = sub.add_parser("inspect", help="list cases, shapes, spacings, gland volumes and problems")

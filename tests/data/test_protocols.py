@@ -89,6 +89,7 @@ def test_a_resliced_slice_is_blurred_along_one_axis_and_covers_the_gland():
         axis = transform._axis  # noqa: SLF001 (the drawn axis)
         label = sample["label"].numpy()[0] > 0.5
         assert image[label].mean() > 2.0  # the gland is still in view
+
         def roughness(array, along):  # inside any coverage band: no cut-off edge
             return np.square(np.diff(array[40:88, 40:88], axis=along)).mean()
 

@@ -24,7 +24,6 @@ import torch
 from monai.transforms import MapTransform, Randomizable
 from scipy import ndimage
 
-
 PUSH_DECAY_MM = 30.0  # distance over which the balloon's push on the tissue falls by 1/e
 
 
@@ -52,13 +51,22 @@ class RandEndorectalCoild(Randomizable, MapTransform):
         pixel_mm: pixel size of the slices (sizes below are in mm).
         flare: whether to add the coil's flare (off in alignment tests).
         noise: whether to add 1.5 T-like noise.
+        keep_slice_statistics: rescale the result to the slice's mean and spread, as the
+            normalisation of a whole volume absorbs a flare (for normalised training
+            slices; off for raw volumes, which a model normalises itself).
     """
 
     def __init__(
-        self, prob: float = 0.2, pixel_mm: float = 1.0, flare: bool = True, noise: bool = True
+        self,
+        prob: float = 0.2,
+        pixel_mm: float = 1.0,
+        flare: bool = True,
+        noise: bool = True,
+        keep_slice_statistics: bool = True,
     ) -> None:
         MapTransform.__init__(self, ["image", "label", "teacher"], allow_missing_keys=True)
         self.prob, self.pixel_mm, self.flare, self.noise = prob, pixel_mm, flare, noise
+        self.keep_slice_statistics = keep_slice_statistics
 
     def randomize(self, data: object = None) -> None:  # noqa: D102 (MONAI's interface)
         self._do = self.R.uniform() < self.prob
@@ -103,12 +111,12 @@ class RandEndorectalCoild(Randomizable, MapTransform):
             if key != "image":
                 moved[:, balloon | wall] = 0.0
             arrays[key] = moved
-        # Rescaled to the slice's own mean and spread: volume normalisation absorbs a flare.
         original = np.asarray(sample["image"], dtype=np.float64)
-        arrays["image"] = self._paint(arrays["image"], balloon, wall, beyond_mm)
-        arrays["image"] = (arrays["image"] - arrays["image"].mean()) / (
-            arrays["image"].std() or 1.0
-        ) * original.std() + original.mean()
+        painted = self._paint(arrays["image"], balloon, wall, beyond_mm)
+        if self.keep_slice_statistics:
+            spread = painted.std() or 1.0
+            painted = (painted - painted.mean()) / spread * original.std() + original.mean()
+        arrays["image"] = painted
         return _as_tensors(sample, arrays)
 
     def _paint(

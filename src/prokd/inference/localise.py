@@ -19,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from prokd.data.io import Geometry
+from prokd.data.planes import acquisition_plane, axial_reslice
 from prokd.data.preprocess import (
     PreprocessSettings,
     axial_view,
@@ -93,16 +94,34 @@ def locate_gland(
     return GlandLocation(tuple(centre), (int(first), int(last)), coarse_ml, mask, grid)
 
 
-PlacedSlices = tuple[np.ndarray, Geometry, "GlandLocation | None"]
+@dataclass(frozen=True)
+class Placement:
+    """A volume's slices on the grid its model's settings place, and how they were placed.
+
+    Attributes:
+        slices: the normalised slices, (z, size, size) float32.
+        grid: their slice grid.
+        location: the localiser's finding (``None``: the grid was not placed by it).
+        plane: the series' acquisition plane; a sagittal or coronal series' slices come
+            from an axial volume resliced from it (:func:`~prokd.data.planes.axial_reslice`).
+    """
+
+    slices: np.ndarray
+    grid: Geometry
+    location: GlandLocation | None
+    plane: str
 
 
-def placed_slices(image: sitk.Image, settings: PreprocessSettings) -> PlacedSlices:
-    """A volume's slices on the grid ``settings`` place: with ``crop_centre: gland`` centred
-    on the localiser's gland (the image centre when it finds none), with the location."""
-    location = locate_gland(image) if settings.crop_centre == "gland" else None
+def place(image: sitk.Image, settings: PreprocessSettings) -> Placement:
+    """Slice a volume as ``settings`` say: axial slices (resliced from a sagittal or coronal
+    series), on a grid centred, with ``crop_centre: gland``, on the localiser's gland (the
+    image centre when it finds none)."""
+    plane = acquisition_plane(image)
+    source = image if plane == "axial" else axial_reslice(image)
+    location = locate_gland(source) if settings.crop_centre == "gland" else None
     centre = location.centre if location is not None else None
-    slices, _, grid = preprocess_volume(image, None, settings, centre)
-    return slices, grid, location
+    slices, _, grid = preprocess_volume(source, None, settings, centre)
+    return Placement(slices, grid, location, plane)
 
 
 def outside_slices_zeroed(probabilities: np.ndarray, location: GlandLocation | None) -> np.ndarray:
@@ -119,12 +138,11 @@ def outside_slices_zeroed(probabilities: np.ndarray, location: GlandLocation | N
 class VolumePrediction:
     """A fine pass over a volume: gland probabilities (z, y, x) float32 on its own grid,
     those of the left-right mirrored slices mirrored back (``None`` unless asked for: a
-    test-time check of the prediction), and the localiser's finding (``None`` when the grid
-    was not placed by it)."""
+    test-time check of the prediction), and how the slices were placed."""
 
     probabilities: np.ndarray
     mirrored: np.ndarray | None
-    location: GlandLocation | None
+    placement: Placement
 
 
 def predict_volume(
@@ -133,16 +151,19 @@ def predict_volume(
     settings: PreprocessSettings,
     batch_size: int = 32,
     mirrored: bool = False,
+    placement: Placement | None = None,
 ) -> VolumePrediction:
-    """Gland probabilities of a whole volume on its original grid, on the grid ``settings``
-    place (the localiser's with ``crop_centre: gland``, then zero outside its slice range);
-    with ``mirrored``, also those of the mirrored slices."""
-    slices, grid, location = placed_slices(image, settings)
+    """Gland probabilities of a whole volume on its original grid, from the slices
+    :func:`place` gives (or ``placement``, computed before), zero outside the localiser's
+    slice range; with ``mirrored``, also those of the mirrored slices."""
+    placement = placement or place(image, settings)
 
     def fine(mirror: bool) -> np.ndarray:
-        stack = np.ascontiguousarray(slices[..., ::-1]) if mirror else slices
+        stack = placement.slices
+        stack = np.ascontiguousarray(stack[..., ::-1]) if mirror else stack
         probabilities = predict_slices(model, stack, batch_size, settings.context_slices)
         probabilities = probabilities[..., ::-1] if mirror else probabilities
-        return to_original_grid(outside_slices_zeroed(probabilities, location), grid, image)
+        probabilities = outside_slices_zeroed(probabilities, placement.location)
+        return to_original_grid(probabilities, placement.grid, image)
 
-    return VolumePrediction(fine(False), fine(True) if mirrored else None, location)
+    return VolumePrediction(fine(False), fine(True) if mirrored else None, placement)

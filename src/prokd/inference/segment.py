@@ -25,7 +25,7 @@ from prokd.data.io import (
     volume_stem,
     write_volume,
 )
-from prokd.data.planes import acquisition_plane, axial_reslice, check_segmentable
+from prokd.data.planes import check_segmentable
 from prokd.data.preprocess import axial_view, file_axes
 from prokd.errors import DataError, warn_all
 from prokd.inference.localise import predict_volume
@@ -74,38 +74,17 @@ def segment_image(
     start = time.perf_counter()
     check_segmentable(image, name)
     axial = axial_view(image)
-    plane = acquisition_plane(image)
-    source = axial if plane == "axial" else axial_reslice(axial)
-    pred = predict_volume(model.slice_model, source, model.settings, batch_size, mirrored=True)
+    pred = predict_volume(model.slice_model, axial, model.settings, batch_size, mirrored=True)
     prob, mirrored = pred.probabilities, pred.mirrored
-    if source is not axial:
-        prob, mirrored = (_onto(p, source, axial) for p in (prob, mirrored))
     mask = (prob >= THRESHOLD).astype(np.uint8)
     if postprocess:
         mask = postprocess_mask(mask)
     qc = quality_control(mask, tuple(reversed(axial.GetSpacing())))
-    verdict = assess(mask, prob, mirrored, pred.location, axial)
-    qc.reliable, qc.reasons, qc.signals, qc.plane = (
-        verdict.reliable,
-        verdict.reasons,
-        verdict.signals,
-        plane,
-    )
+    verdict = assess(mask, prob, mirrored, pred.placement.location, axial)
+    qc.reliable, qc.reasons, qc.signals = verdict.reliable, verdict.reasons, verdict.signals
+    qc.plane = pred.placement.plane
     mask, prob = file_axes(mask, image), file_axes(prob, image)
     return Segmentation(mask, prob, qc, time.perf_counter() - start)
-
-
-def _onto(probabilities: np.ndarray, source: sitk.Image, target: sitk.Image) -> np.ndarray:
-    """Probabilities on ``source``'s grid resampled (linearly) onto ``target``'s."""
-    moved = sitk.Resample(
-        image_from_array(probabilities, source),
-        target,
-        sitk.Transform(),
-        sitk.sitkLinear,
-        0.0,
-        sitk.sitkFloat32,
-    )
-    return sitk.GetArrayFromImage(moved)
 
 
 @dataclass

@@ -37,9 +37,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from prokd.data.io import file_sha256
-from prokd.data.preprocess import PreprocessSettings, to_original_grid
+from prokd.data.preprocess import PreprocessSettings
 from prokd.errors import ConfigError
-from prokd.inference.localise import PlacedSlices, outside_slices_zeroed, placed_slices
+from prokd.inference.localise import Placement, place, predict_volume
 from prokd.inference.model_files import (
     LoadedModel,
     load_model_file,
@@ -47,7 +47,7 @@ from prokd.inference.model_files import (
     onnx_session,
     onnx_taps,
 )
-from prokd.inference.predict import SliceModel, predict_slices
+from prokd.inference.predict import SliceModel
 from prokd.yaml_files import read_yaml
 
 if TYPE_CHECKING:
@@ -264,17 +264,17 @@ class SharedSlices:
 
     def __init__(self) -> None:
         self._image: sitk.Image | None = None
-        self._slices: dict[PreprocessSettings, tuple[PlacedSlices, float]] = {}
+        self._slices: dict[PreprocessSettings, tuple[Placement, float]] = {}
 
-    def slices(self, image: sitk.Image, settings: PreprocessSettings) -> tuple[PlacedSlices, float]:
-        """Slices, slice grid and gland location of ``image`` under ``settings``
-        (:func:`~prokd.inference.localise.placed_slices`), and their seconds."""
+    def slices(self, image: sitk.Image, settings: PreprocessSettings) -> tuple[Placement, float]:
+        """The slices of ``image`` under ``settings``
+        (:func:`~prokd.inference.localise.place`), and their seconds."""
         if image is not self._image:
             self._image, self._slices = image, {}
         if settings not in self._slices:
             start = time.perf_counter()
-            placed = placed_slices(image, settings)
-            self._slices[settings] = (placed, time.perf_counter() - start)
+            placement = place(image, settings)
+            self._slices[settings] = (placement, time.perf_counter() - start)
         return self._slices[settings]
 
 
@@ -312,12 +312,11 @@ class SliceVolumeModel:
 
     def probabilities(self, image: sitk.Image) -> np.ndarray:
         """Gland probabilities (z, y, x) on ``image``'s grid."""
-        (slices, grid, location), preprocess_seconds = self.shared.slices(image, self.settings)
+        placement, preprocess_seconds = self.shared.slices(image, self.settings)
         start = time.perf_counter()
-        gland = predict_slices(
-            self.slice_model, slices, context_slices=self.settings.context_slices
-        )
-        result = to_original_grid(outside_slices_zeroed(gland, location), grid, image)
+        result = predict_volume(
+            self.slice_model, image, self.settings, placement=placement
+        ).probabilities
         self.last_seconds = preprocess_seconds + time.perf_counter() - start
         return result
 

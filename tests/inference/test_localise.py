@@ -1,0 +1,131 @@
+"""The bundled localiser over large fields of view, and the reliability verdict on
+constructed failures."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from prokd.data.phantom import SITES, generate_case
+from prokd.data.preprocess import PreprocessSettings, target_grid
+from prokd.data.synth_pelvis import BODY, PROSTATE, synthesise
+from prokd.inference.bundled import bundled_path
+from prokd.inference.localise import SLICE_MARGIN_MM, locate_gland
+from prokd.inference.model_files import load_model_file
+from prokd.inference.reliability import assess
+from prokd.inference.segment import segment_image, with_crop_centre
+from tests.conftest import make_volume
+
+
+def _phantom_in_a_wide_field(offset_mm, fov_mm=400.0, slices=200, slice_mm=1.25):
+    """An unseen phantom case (seed 7) placed off-centre in a ``fov_mm`` x ``fov_mm`` x
+    ``slices`` volume of air, and the physical centre of its gland."""
+    image, mask, spacing, origin = generate_case(SITES[0], seed=7, site_index=0, case_index=3)
+    small = make_volume(image.astype(np.float32), spacing, origin)
+    small_mask = make_volume(mask, spacing, origin)
+    pixel = 1.0
+    size = int(fov_mm / pixel)
+    centre = np.array(small.TransformContinuousIndexToPhysicalPoint(
+        [(n - 1) / 2 for n in small.GetSize()]
+    ))
+    extent = np.array([size * pixel, size * pixel, slices * slice_mm])
+    wide_origin = centre - np.array(offset_mm) - extent / 2
+    wide = sitk.Image([size, size, slices], sitk.sitkFloat32)
+    wide.SetSpacing((pixel, pixel, slice_mm))
+    wide.SetOrigin(tuple(float(v) for v in wide_origin))
+    placed = sitk.Resample(small, wide, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    gland = sitk.Resample(small_mask, wide, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    array = sitk.GetArrayFromImage(gland) > 0
+    z, y, x = np.argwhere(array).mean(axis=0)
+    truth = np.array(wide.TransformContinuousIndexToPhysicalPoint((float(x), float(y), float(z))))
+    return placed, array, truth
+
+
+def test_the_localiser_finds_an_off_centre_phantom_gland_in_a_400_mm_200_slice_field():
+    wide, gland, truth = _phantom_in_a_wide_field(offset_mm=(110.0, -90.0, 60.0))
+    assert wide.GetSize() == (400, 400, 200)
+    location = locate_gland(wide)
+    assert location.found
+    assert np.linalg.norm(np.array(location.centre) - truth) < 10.0
+    occupied = np.flatnonzero(gland.reshape(len(gland), -1).any(axis=1))
+    first, last = location.slices
+    assert first <= occupied[0] and last >= occupied[-1]  # every gland slice is segmented
+    assert last - first < len(occupied) + 2 * (SLICE_MARGIN_MM / 1.25) + 20  # not all 200
+    # The fine grid is then centred on it: the image centre would be 150 mm away.
+    grid = target_grid(wide, PreprocessSettings(crop_centre="gland"), location.centre)
+    reference = grid.apply_to(sitk.Image(grid.size, sitk.sitkUInt8))
+    grid_centre = reference.TransformContinuousIndexToPhysicalPoint((63.5, 63.5, 0.0))
+    assert np.linalg.norm(np.array(grid_centre[:2]) - truth[:2]) < 10.0
+
+
+def test_the_bundled_model_segments_that_gland_where_the_image_centre_would_miss_it():
+    wide, gland, _ = _phantom_in_a_wide_field(offset_mm=(110.0, -90.0, 60.0))
+    model = load_model_file(bundled_path("prostate-t2"))
+    placed = segment_image(with_crop_centre(model, "gland"), wide)
+    centred = segment_image(with_crop_centre(model, "image"), wide)
+    assert placed.mask.shape == gland.shape
+    assert (placed.mask.astype(bool) & gland).sum() > 0.3 * gland.sum()
+    assert not (centred.mask.astype(bool) & gland).any()
+
+
+def _body_image(shape=(20, 120, 120), spacing=(3.0, 2.0, 2.0)):
+    """An axial volume of a bright elliptic body centred in-plane, on a dark background."""
+    z, y, x = np.indices(shape)
+    body = ((y - 60) / 45.0) ** 2 + ((x - 60) / 55.0) ** 2 < 1
+    rng = np.random.default_rng(0)
+    array = np.where(body, 500.0, 10.0) + rng.normal(0, 5, shape)
+    return make_volume(array.astype(np.float32), spacing=tuple(reversed(spacing)))
+
+
+def test_a_confident_mask_far_from_the_body_midline_is_unreliable():
+    image = _body_image()
+    mask = np.zeros(image.GetSize()[::-1], np.uint8)
+    mask[6:14, 50:70, 92:108] = 1  # 40-ish mm lateral of the midline, in a "hip"
+    probabilities = mask.astype(np.float32)
+    verdict = assess(mask, probabilities, probabilities, None, image)
+    assert not verdict.reliable
+    assert any("off the body's midline" in r for r in verdict.reasons)
+    assert verdict.signals["midline_offset_mm"] > 60
+    central = np.zeros_like(mask)
+    central[6:14, 50:70, 52:68] = 1
+    ok = assess(central, central.astype(np.float32), central.astype(np.float32), None, image)
+    assert ok.reliable and ok.reasons == [] and ok.signals["midline_offset_mm"] < 5
+
+
+def test_disagreeing_mirror_and_uncertain_masks_are_unreliable():
+    image = _body_image()
+    mask = np.zeros(image.GetSize()[::-1], np.uint8)
+    mask[6:14, 50:70, 52:68] = 1
+    elsewhere = np.roll(mask, 12, axis=2).astype(np.float32)
+    verdict = assess(mask, mask * 0.55, elsewhere, None, image)
+    assert not verdict.reliable
+    text = " ".join(verdict.reasons)
+    assert "mirrored image gives another mask" in text and "uncertain voxels" in text
+
+
+def test_a_gland_free_pelvis_is_marked_unreliable(shared_data):
+    """A whole pelvis synthesised from a HipMRI label map with its prostate painted as
+    body: whatever the model finds there is not a gland, and the QC says so."""
+    path = shared_data / "hipmri-labels" / "Case_004_Week0_SEMANTIC_LFOV.nii.gz"
+    reference = sitk.ReadImage(str(path))
+    labels = sitk.GetArrayFromImage(reference)
+    labels[labels == PROSTATE] = BODY
+    spacing = tuple(reversed(reference.GetSpacing()))
+    image = sitk.GetImageFromArray(synthesise(labels, spacing, seed=5))
+    image.CopyInformation(reference)
+    result = segment_image(load_model_file(bundled_path("prostate-t2")), image)
+    assert not result.qc.reliable and result.qc.reasons
+    empty = make_volume(np.full((12, 64, 64), 7.0, np.float32))
+    flat = segment_image(load_model_file(bundled_path("prostate-t2")), empty)
+    assert not flat.qc.reliable
+
+
+@pytest.mark.parametrize("series, plane", [("3", "sagittal"), ("5", "coronal")])
+def test_a_non_axial_series_gets_a_mask_on_its_own_grid(shared_data, series, plane):
+    from prokd.data.dicom import read_series, series_at
+
+    study = shared_data / "dicom" / "ProstateX" / "ProstateX-0000"
+    image = read_series(series_at(study, series))
+    result = segment_image(load_model_file(bundled_path("prostate-t2")), image)
+    assert result.qc.plane == plane
+    assert result.mask.shape == tuple(reversed(image.GetSize()))
+    assert 10 < result.qc.gland_ml < 150
