@@ -15,8 +15,8 @@ from prokd.cli import main
 from prokd.data.layouts import find_cases
 from prokd.data.phantom import SITES, generate_case
 from prokd.data.preprocess import PreprocessSettings
+from prokd.inference.localise import predict_volume
 from prokd.inference.model_files import load_model_file
-from prokd.inference.predict import predict_volume
 from prokd.inference.trained import model_payload
 from prokd.models import build_model
 from prokd.training.checkpoints import save_checkpoint
@@ -102,8 +102,8 @@ def test_exported_model_gives_the_checkpoint_masks(
     reference = load_model_file(checkpoint)
     loaded = load_model_file(exported)
     assert loaded.kind == fmt and loaded.settings == SETTINGS and loaded.name == "unet-w4"
-    p_ref = predict_volume(reference.slice_model, image, reference.settings)
-    p_exp = predict_volume(loaded.slice_model, image, loaded.settings)
+    p_ref = predict_volume(reference.slice_model, image, reference.settings).probabilities
+    p_exp = predict_volume(loaded.slice_model, image, loaded.settings).probabilities
     assert float(np.abs(p_ref - p_exp).max()) <= 1e-4
     np.testing.assert_array_equal(p_ref >= 0.5, p_exp >= 0.5)
     assert list(tmp_path.iterdir()) == [exported]  # one self-contained file

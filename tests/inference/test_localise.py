@@ -24,9 +24,9 @@ def _phantom_in_a_wide_field(offset_mm, fov_mm=400.0, slices=200, slice_mm=1.25)
     small_mask = make_volume(mask, spacing, origin)
     pixel = 1.0
     size = int(fov_mm / pixel)
-    centre = np.array(small.TransformContinuousIndexToPhysicalPoint(
-        [(n - 1) / 2 for n in small.GetSize()]
-    ))
+    centre = np.array(
+        small.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in small.GetSize()])
+    )
     extent = np.array([size * pixel, size * pixel, slices * slice_mm])
     wide_origin = centre - np.array(offset_mm) - extent / 2
     wide = sitk.Image([size, size, slices], sitk.sitkFloat32)

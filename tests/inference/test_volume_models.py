@@ -14,8 +14,8 @@ from prokd.cli import main
 from prokd.data.io import read_volume
 from prokd.data.preprocess import PreprocessSettings
 from prokd.errors import ConfigError, DataError
+from prokd.inference.localise import predict_volume
 from prokd.inference.model_files import load_model_file
-from prokd.inference.predict import predict_volume
 from prokd.inference.trained import model_payload
 from prokd.inference.volume_models import (
     TAPS_THRESHOLD,
@@ -155,7 +155,9 @@ def test_slice_model_files_teach_as_prokd_predicts(tmp_path):
     spec = tmp_path / "bare.yaml"
     spec.write_text(yaml.safe_dump({"slice_onnx": "bare.onnx", "preprocess": asdict(settings)}))
     image = make_volume(intensities(), spacing=(0.5, 0.5, 3.0), direction=FLIPPED)
-    expected = predict_volume(load_model_file(checkpoint).slice_model, image, settings)
+    expected = predict_volume(
+        load_model_file(checkpoint).slice_model, image, settings
+    ).probabilities
     for teacher_spec in (str(exported), str(spec)):
         assert is_volume_model(teacher_spec)
         teacher = load_volume_model(teacher_spec)
@@ -196,4 +198,6 @@ def test_slice_models_sharing_preprocessing_preprocess_a_volume_once(monkeypatch
     alone = volume_models.SliceVolumeModel("alone", networks[1], settings, "", "checkpoint")
     np.testing.assert_array_equal(alone.probabilities(image), outputs[1])
     assert len(calls) == 2
-    np.testing.assert_allclose(outputs[0], predict_volume(networks[0], image, settings))
+    np.testing.assert_allclose(
+        outputs[0], predict_volume(networks[0], image, settings).probabilities
+    )

@@ -13,8 +13,8 @@ from prokd.cli import main
 from prokd.data.io import read_volume
 from prokd.errors import ConfigError, ProkdError
 from prokd.evaluation.bench import bench_model, bench_subject
+from prokd.inference.localise import predict_volume
 from prokd.inference.model_files import load_model_file
-from prokd.inference.predict import predict_volume
 from prokd.training.config import config_from_dict
 from prokd.training.runs import prepare_data
 from prokd.training.single_run import train_single
@@ -104,9 +104,9 @@ def test_a_25d_model_trains_exports_predicts_and_benches(data, tmp_path):
     assert main(["export", str(tmp_path / "run"), "--format", "onnx", "--out", str(onnx)]) == 0
     case = prepare_data(config).cases[0]
     image = read_volume(case.image)
-    expected = predict_volume(loaded.slice_model, image, loaded.settings)
+    expected = predict_volume(loaded.slice_model, image, loaded.settings).probabilities
     exported = load_model_file(onnx)
-    got = predict_volume(exported.slice_model, image, exported.settings)
+    got = predict_volume(exported.slice_model, image, exported.settings).probabilities
     assert float(np.abs(got - expected).max()) < 1e-4
     row = bench_model(bench_subject(str(onnx)), 32, threads=1, runs=1)
     assert row["params"] > 0 and row["onnx_volume"]["median_ms"] > 0

@@ -5,15 +5,16 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import SimpleITK as sitk
 
-from prokd.data.io import Geometry, file_sha256, volume_sha256
+from prokd.data.io import Geometry, volume_sha256
 from prokd.data.layouts import Case
 from prokd.data.preprocess import PreprocessSettings, preprocess_volume
 from prokd.data.validate import load_case
-from prokd.errors import warn_all
+from prokd.errors import ConfigError, warn_all
 from prokd.io_atomic import atomic_path
 
 CACHE_FORMAT = 2  # bump when the stored arrays or the preprocessing code change meaning
@@ -59,29 +60,23 @@ class PreprocessedVolume:
         return self.mask.reshape(len(self.mask), -1).any(axis=1)
 
 
-def gland_centre(
-    image: sitk.Image, settings: PreprocessSettings
-) -> tuple[float, float, float] | None:
-    """The localiser's gland centre for a ``crop_centre: gland`` grid (``None`` for the
-    other placements, or when it finds none): training volumes are placed as ``prokd
-    predict`` places a new scan, from the image alone."""
-    if settings.crop_centre != "gland":
-        return None
-    from prokd.inference.localise import locate_gland
+class GlandLocator(Protocol):
+    """What places a ``crop_centre: gland`` grid: the gland's centre in an image (``None``
+    when it finds none), and a fingerprint of the model that finds it (for cache keys).
+    :class:`prokd.inference.localise.BundledLocator` is the one prokd uses."""
 
-    return locate_gland(image).centre
+    fingerprint: str
+
+    def centre(self, image: sitk.Image) -> tuple[float, float, float] | None: ...
 
 
-def case_fingerprint(case: Case, settings: PreprocessSettings) -> str:
+def case_fingerprint(case: Case, settings: PreprocessSettings, placement: str = "") -> str:
     """SHA-256 over the bytes of the image and reference mask files, channel and settings
-    (and the localiser's file, for a grid it places)."""
+    (and ``placement``, the fingerprint of what places a ``gland`` grid)."""
     digest = hashlib.sha256()
     digest.update(f"{CACHE_FORMAT}|{case.image_channel}|{settings.fingerprint()}".encode())
     if settings.crop_centre == "gland":
-        from prokd.inference.bundled import bundled_path
-        from prokd.inference.localise import LOCALISER
-
-        file_sha256(bundled_path(LOCALISER), digest)
+        digest.update(placement.encode())
     for path in (case.image, *case.masks[:1]):
         volume_sha256(path, digest)
     return digest.hexdigest()
@@ -94,12 +89,28 @@ class PreprocessCache:
     fingerprint, so a stale entry is never reused.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, locator: GlandLocator | None = None) -> None:
         self.root = Path(root)
+        self.locator = locator
+
+    def _centre(
+        self, image: sitk.Image, settings: PreprocessSettings
+    ) -> tuple[float, float, float] | None:
+        """Where a ``gland`` grid goes (``None``, the image centre, for other placements).
+
+        Raises:
+            ConfigError: a ``gland`` grid without a locator.
+        """
+        if settings.crop_centre != "gland":
+            return None
+        if self.locator is None:
+            raise ConfigError("preprocess.crop_centre: gland needs a gland localiser")
+        return self.locator.centre(image)
 
     def path_for(self, case: Case, settings: PreprocessSettings) -> Path:
         """Where the entry of ``case`` under ``settings`` lives."""
-        return self.root / f"{case_fingerprint(case, settings)}.npz"
+        placement = self.locator.fingerprint if self.locator is not None else ""
+        return self.root / f"{case_fingerprint(case, settings, placement)}.npz"
 
     def load(self, case: Case, settings: PreprocessSettings) -> PreprocessedVolume:
         """The preprocessed case, computed and stored on first use.
@@ -112,7 +123,7 @@ class PreprocessCache:
             loaded = load_case(case)
             reference = loaded.mask if case.labelled else None
             image, mask, grid = preprocess_volume(
-                loaded.image, reference, settings, gland_centre(loaded.image, settings)
+                loaded.image, reference, settings, self._centre(loaded.image, settings)
             )
             if mask is None:
                 mask = np.zeros(image.shape, dtype=np.uint8)

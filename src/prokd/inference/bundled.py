@@ -19,6 +19,10 @@ BUNDLED = {
         "whole prostate gland on axial T2-weighted MRI; a 2D student distilled from TAPS "
         "(a public 3D model) on real scans; see docs/model-card.md"
     ),
+    "prostate-localiser": (
+        "coarse gland finder over a whole volume (5 mm pixels, 480 mm field of view), run "
+        "before every prediction to place the slice grid; see docs/model-card.md"
+    ),
 }
 
 

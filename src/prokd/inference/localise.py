@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import SimpleITK as sitk
 
-from prokd.data.io import Geometry
+from prokd.data.io import Geometry, file_sha256
 from prokd.data.planes import acquisition_plane, axial_reslice
 from prokd.data.preprocess import (
     PreprocessSettings,
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 LOCALISER = "prostate-localiser"
-SLICE_MARGIN_MM = 12.0  # slices kept beyond the localiser's first and last gland slice
+SLICE_MARGIN_MM = 20.0  # slices kept beyond the localiser's first and last gland slice
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,19 @@ class GlandLocation:
 def bundled_localiser() -> LoadedModel:
     """The bundled localiser, loaded once per process."""
     return load_model_file(bundled_path(LOCALISER))
+
+
+class BundledLocator:
+    """The bundled localiser as the preprocessing cache's
+    :class:`~prokd.data.cache.GlandLocator`: training volumes are placed as ``prokd
+    predict`` places a new scan, from the image alone."""
+
+    def __init__(self) -> None:
+        self.fingerprint = file_sha256(bundled_path(LOCALISER))
+
+    def centre(self, image: sitk.Image) -> tuple[float, float, float] | None:
+        """The gland's centre the localiser finds (``None``: none found)."""
+        return locate_gland(image).centre
 
 
 def locate_gland(

@@ -23,7 +23,6 @@ import numpy as np
 import SimpleITK as sitk
 
 from prokd.data.preprocess import body_centre_index
-from prokd.evaluation.metrics import dice_score
 from prokd.inference.localise import GlandLocation
 from prokd.inference.postprocess import GLAND_ML_RANGE
 
@@ -48,6 +47,12 @@ class Reliability:
     reliable: bool
     reasons: list[str]
     signals: dict[str, float | bool | None]
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice overlap of two boolean masks (1 when both are empty)."""
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * float(np.logical_and(a, b).sum()) / total
 
 
 def _centroid_mm(mask: np.ndarray, image: sitk.Image) -> np.ndarray:
@@ -95,7 +100,7 @@ def assess(
     if not low <= gland_ml <= high:
         reasons.append(f"gland volume {gland_ml:.1f} ml outside {low:g}-{high:g} ml")
     if mirrored is not None:
-        agreement = dice_score(mask > 0, mirrored >= 0.5)
+        agreement = _overlap(mask > 0, mirrored >= 0.5)
         signals["mirror_dice"] = round(agreement, 4)
         if agreement < limits.mirror_dice:
             reasons.append(f"the mirrored image gives another mask (Dice {agreement:.2f})")

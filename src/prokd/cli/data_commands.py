@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from prokd.cli_registry import command
+from prokd.cli.registry import command
 
 
 @command("phantom")

@@ -9,8 +9,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from prokd.cli_data import add_data_parsers
-from prokd.cli_registry import COMMANDS, command
+from prokd.cli.data_commands import add_data_parsers
+from prokd.cli.registry import COMMANDS, command
 from prokd.errors import DataWarning, ProkdError, one_line_warnings
 from prokd.extras import TRAIN_EXTRA_HINT, TRAIN_EXTRA_MODULES, train_extra_installed
 from prokd.version import __version__
@@ -360,7 +360,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"prokd {args.command}: interrupted", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,285 @@
+"""Leave one source out over every real source, with simulated protocols, TAPS beside.
+
+Sources: Prostate158 and MSD Task05 (expert labels), PROSTATEx and PROSTATE-3T (AI-made
+reference masks, ``data/ai-labelled`` as ``make prostate-localiser`` links it). Per fold
+the prostate-t2 recipe (``configs/prostate-t2.yaml``, the grid placed by the localiser,
+``train.protocols`` on) trains without any volume of the held-out source, labelled or not;
+its validation split (from the other sources) picks the epoch; nothing of the held-out
+source chooses anything. The fold's student and TAPS then segment the held-out volumes as
+acquired and as ``prokd simulate`` makes them (endorectal coil, large field of view,
+sagittal and coronal series). The student runs through ``prokd predict``'s code
+(localiser, mirrored pass, QC verdict); TAPS through its adapter, thresholded and
+post-processed the same way.
+
+Stages, each resumable (a stage skips what it finds done), so that TAPS and training run
+side by side on one thread each:
+
+    .venv/bin/python benchmarks/loso_protocols.py simulate
+    .venv/bin/python benchmarks/loso_protocols.py taps --threads 1 &
+    .venv/bin/python benchmarks/loso_protocols.py train --threads 1
+    .venv/bin/python benchmarks/loso_protocols.py summarise
+
+Writes ``benchmarks/results/loso_protocols.json`` and ``.md``; rows per volume in
+``runs/loso/rows-<model>.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+import yaml
+
+from prokd.data.layouts import Case, find_cases
+from prokd.data.simulate import PROTOCOLS, write_simulated
+from prokd.data.validate import load_case
+from prokd.distill.volume_teachers import native_probabilities
+from prokd.evaluation.metrics import volume_metrics
+from prokd.inference.model_files import load_model_file
+from prokd.inference.postprocess import postprocess_mask
+from prokd.inference.segment import segment_image, with_crop_centre
+from prokd.inference.volume_models import load_volume_model
+from prokd.io_atomic import write_json_and_markdown
+from prokd.training.runs import default_cache_dir
+
+SHARED = Path("../shared/data")
+RUNS = Path("runs/loso")
+SIM = Path("data/sim")
+SOURCES = {  # source -> (dataset root, site filter)
+    "prostate158": (SHARED / "real/prostate158", None),
+    "msd": (SHARED / "real/msd-task05", None),
+    "prostatex": (Path("data/ai-labelled"), "prostatex"),
+    "prostate3t": (Path("data/ai-labelled"), "prostate3t"),
+}
+UNLABELLED = {  # unlabelled training folders, by the source they belong to
+    "prostatex": SHARED / "unlabeled/prostatex",
+    "prostate3t": SHARED / "unlabeled/prostate3t",
+    "slicetracker": SHARED / "unlabeled/slicetracker",
+}
+# Simulated volumes per source and protocol (the first ones): TAPS takes 1-2 minutes a
+# volume on one thread, several on a large field of view, and the study runs on 2 cores.
+SIMULATED_PER_SOURCE = {"coil": 2, "sagittal": 2, "coronal": 2, "large-fov": 1}
+
+
+def test_cases(source: str) -> list[tuple[str, Case]]:
+    """(protocol, case) pairs of a source: as acquired, then each simulated protocol."""
+    root, site = SOURCES[source]
+    _, cases = find_cases(root)
+    pairs = [("acquired", c) for c in cases if site is None or c.site == site]
+    for protocol in PROTOCOLS:
+        _, simulated = find_cases(SIM / protocol / root.name)
+        chosen = [c for c in simulated if site is None or c.site.startswith(f"{site}-")]
+        chosen = chosen[: SIMULATED_PER_SOURCE[protocol]]
+        pairs += [(protocol, c) for c in chosen]
+    return pairs
+
+
+def _done(path: Path) -> set[tuple[str, str]]:
+    if not path.exists():
+        return set()
+    return {(r["fold"], r["case"]) for r in map(json.loads, path.read_text().splitlines())}
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def _scores(mask: np.ndarray, case: Case) -> dict[str, float]:
+    loaded = load_case(case)
+    truth = sitk.GetArrayFromImage(loaded.mask) > 0
+    spacing = tuple(reversed(loaded.image.GetSpacing()))
+    metrics = volume_metrics(mask > 0, truth, spacing).as_dict()
+    return {k: metrics[k] for k in ("dice", "hd95", "pred_ml", "true_ml")}
+
+
+def stage_simulate(_: argparse.Namespace) -> None:
+    roots = {root for root, _ in SOURCES.values()}
+    for protocol in PROTOCOLS:
+        for root in sorted(roots):
+            out = SIM / protocol / root.name
+            if not out.exists():
+                write_simulated(root, out, protocol, seed=0, show_progress=True)
+
+
+def stage_taps(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    taps = load_volume_model("taps")
+    rows = RUNS / "rows-taps.jsonl"
+    done = _done(rows)
+    for source in SOURCES:
+        for protocol, case in test_cases(source):
+            if (source, case.case_id) in done:
+                continue
+            start = time.perf_counter()
+            probabilities, _ = native_probabilities(taps, case, default_cache_dir())
+            mask = postprocess_mask((probabilities >= taps.threshold).astype(np.uint8))
+            seconds = time.perf_counter() - start  # a cached volume reads in well under 1 s
+            row = {"fold": source, "protocol": protocol, "case": case.case_id, "seconds": seconds}
+            row["cached"] = seconds < 1.0  # computed by an earlier run: its time is not TAPS's
+            _append(rows, {**row, **_scores(mask, case)})
+            print(f"taps {source} {protocol} {case.case_id} {row['seconds']:.0f}s", flush=True)
+
+
+def fold_config(source: str, threads: int) -> dict[str, Any]:
+    """The prostate-t2 recipe without any volume of ``source``."""
+    config = yaml.safe_load(Path("configs/prostate-t2.yaml").read_text())
+    labelled = [s for s in config["data"]["sources"] if s.get("labelled", True)]
+    sources = [s for s in labelled if s.get("site") != source]
+    sources += [
+        {"root": str(root), "labelled": False}
+        for name, root in UNLABELLED.items()
+        if name != source
+    ]
+    if source != "msd":
+        sources.append(next(s for s in config["data"]["sources"] if s.get("channel") == 0))
+    config["data"]["sources"] = sources
+    config["preprocess"] = {**config.get("preprocess", {}), "crop_centre": "gland"}
+    config["train"].update({"protocols": True, "threads": threads})
+    return config
+
+
+def stage_train(args: argparse.Namespace) -> None:
+    rows = RUNS / "rows-student.jsonl"
+    for source in args.folds or list(SOURCES):
+        run = RUNS / source
+        model_file = run / "student.onnx"
+        if not model_file.exists():
+            run.mkdir(parents=True, exist_ok=True)
+            config = run / "fold.yaml"
+            config.write_text(yaml.safe_dump(fold_config(source, args.threads)))
+            resume = ["--resume"] if (run / "train" / "last.pt").exists() else []
+            prokd = [sys.executable, "-m", "prokd.cli"]
+            subprocess.run(
+                [*prokd, "train", str(config), "--out", str(run / "train"), *resume], check=True
+            )
+            subprocess.run(
+                [
+                    *prokd,
+                    "export",
+                    str(run / "train"),
+                    "--format",
+                    "onnx",
+                    "--out",
+                    str(model_file),
+                ],
+                check=True,
+            )
+        torch.set_num_threads(args.threads)
+        model = with_crop_centre(load_model_file(model_file), "gland")
+        done = _done(rows)
+        for protocol, case in test_cases(source):
+            if (source, case.case_id) in done:
+                continue
+            result = segment_image(model, load_case(case).image)
+            row = {
+                "fold": source,
+                "protocol": protocol,
+                "case": case.case_id,
+                "seconds": result.seconds,
+                "reliable": result.qc.reliable,
+                "reasons": result.qc.reasons,
+            }
+            _append(rows, {**row, **_scores(result.mask, case)})
+
+
+def _read(model: str) -> list[dict[str, Any]]:
+    path = RUNS / f"rows-{model}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def stage_summarise(args: argparse.Namespace) -> None:
+    student, taps = _read("student"), _read("taps")
+    by_case = {(r["fold"], r["case"]): r for r in taps}
+    table, cells = [], []
+    for source in SOURCES:
+        for protocol in ("acquired", *PROTOCOLS):
+            pairs = [
+                (r, by_case.get((r["fold"], r["case"])))
+                for r in student
+                if r["fold"] == source and r["protocol"] == protocol
+            ]
+            pairs = [(s, t) for s, t in pairs if t is not None]
+            if not pairs:
+                continue
+            s_dice = float(np.mean([s["dice"] for s, _ in pairs]))
+            t_dice = float(np.mean([t["dice"] for _, t in pairs]))
+            cell = {
+                "source": source,
+                "protocol": protocol,
+                "volumes": len(pairs),
+                "student_dice": s_dice,
+                "taps_dice": t_dice,
+                "gap": s_dice - t_dice,
+                "target_met": s_dice >= t_dice - 0.03,
+            }
+            cells.append(cell)
+            table.append(
+                f"| {source} | {protocol} | {len(pairs)} | {s_dice:.3f} | {t_dice:.3f} "
+                f"| {s_dice - t_dice:+.3f} | {'yes' if cell['target_met'] else 'no'} "
+                "|"
+            )
+    low = [r for r in student if r["dice"] < 0.5]
+    good = [r for r in student if r["dice"] >= 0.8]
+    qc = {
+        "volumes": len(student),
+        "below_0.5": len(low),
+        "caught": sum(not r["reliable"] for r in low),
+        "at_least_0.8": len(good),
+        "false_alarms": sum(not r["reliable"] for r in good),
+    }
+    payload = {
+        "command": "python benchmarks/loso_protocols.py (simulate, taps, train, summarise)",
+        "machine": f"{platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads",
+        "cells": cells,
+        "qc": qc,
+        "rows": {"student": student, "taps": taps},
+    }
+    lines = [
+        "# Leave one source out, with simulated protocols, TAPS beside",
+        "",
+        "| held-out source | protocol | volumes | student Dice | TAPS Dice | gap | within 0.03 |",
+        "|---|---|---|---|---|---|---|",
+        *table,
+        "",
+        f"QC: {qc['caught']} of {qc['below_0.5']} volumes with Dice < 0.5 marked "
+        f"unreliable; {qc['false_alarms']} of {qc['at_least_0.8']} with Dice >= 0.8.",
+        "",
+        f"Made by `{payload['command']}` on {payload['machine']}, {args.note}.",
+        "Speed is measured side by side in one process in `end_to_end.md`, not here.",
+    ]
+    write_json_and_markdown(Path(args.out), payload, "\n".join(lines) + "\n")
+
+
+STAGES = {
+    "simulate": stage_simulate,
+    "taps": stage_taps,
+    "train": stage_train,
+    "summarise": stage_summarise,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--folds", nargs="*", choices=list(SOURCES))
+    parser.add_argument("--out", default="benchmarks/results/loso_protocols")
+    parser.add_argument("--note", default="", help="summarise: how long the stages took")
+    args = parser.parse_args()
+    STAGES[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()
