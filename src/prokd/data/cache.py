@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from prokd.data.io import Geometry, volume_sha256
 from prokd.data.layouts import Case
-from prokd.data.preprocess import PreprocessSettings, preprocess_volume
+from prokd.data.preprocess import PreprocessSettings, axial_view, preprocess_volume
 from prokd.data.validate import load_case
 from prokd.errors import ConfigError, warn_all
 from prokd.io_atomic import atomic_path
@@ -67,7 +67,10 @@ class GlandLocator(Protocol):
 
     fingerprint: str
 
-    def centre(self, image: sitk.Image) -> tuple[float, float, float] | None: ...
+    def locate(
+        self, image: sitk.Image
+    ) -> tuple[tuple[float, float, float] | None, tuple[int, int] | None]:
+        """The gland's centre and the axial-view slices to keep (``None``: none found)."""
 
 
 def case_fingerprint(case: Case, settings: PreprocessSettings, placement: str = "") -> str:
@@ -93,19 +96,27 @@ class PreprocessCache:
         self.root = Path(root)
         self.locator = locator
 
-    def _centre(
-        self, image: sitk.Image, settings: PreprocessSettings
-    ) -> tuple[float, float, float] | None:
-        """Where a ``gland`` grid goes (``None``, the image centre, for other placements).
+    def _placed(
+        self, image: sitk.Image, mask: sitk.Image | None, settings: PreprocessSettings
+    ) -> tuple[sitk.Image, sitk.Image | None, tuple[float, float, float] | None]:
+        """Image and mask as the grid sees them (for a ``gland`` grid, axial views cut to
+        the locator's slices, as prediction cuts them) and the grid's centre (``None``:
+        the image centre).
 
         Raises:
             ConfigError: a ``gland`` grid without a locator.
         """
         if settings.crop_centre != "gland":
-            return None
+            return image, mask, None
         if self.locator is None:
             raise ConfigError("preprocess.crop_centre: gland needs a gland localiser")
-        return self.locator.centre(image)
+        centre, slices = self.locator.locate(image)
+        if slices is None:
+            return image, mask, None
+        first, last = slices
+        image = axial_view(image)[:, :, first : last + 1]
+        mask = None if mask is None else axial_view(mask)[:, :, first : last + 1]
+        return image, mask, centre
 
     def path_for(self, case: Case, settings: PreprocessSettings) -> Path:
         """Where the entry of ``case`` under ``settings`` lives."""
@@ -122,9 +133,8 @@ class PreprocessCache:
         if not path.exists():
             loaded = load_case(case)
             reference = loaded.mask if case.labelled else None
-            image, mask, grid = preprocess_volume(
-                loaded.image, reference, settings, self._centre(loaded.image, settings)
-            )
+            source, reference, centre = self._placed(loaded.image, reference, settings)
+            image, mask, grid = preprocess_volume(source, reference, settings, centre)
             if mask is None:
                 mask = np.zeros(image.shape, dtype=np.uint8)
             with atomic_path(path) as tmp:

@@ -47,7 +47,8 @@ class PreprocessSettings:
             then come from the region the grid covers, as with ``robust``, so that the air
             and anatomy of a wide field do not shift them), or ``gland`` (the gland's centre
             as a coarse localiser finds it in the whole volume, image alone, no label:
-            :mod:`prokd.inference.localise`; statistics local as with ``body``).
+            :mod:`prokd.inference.localise`; statistics local as with ``body``, and taken
+            over the body's voxels only, not the air).
     """
 
     size: int = 128
@@ -267,19 +268,41 @@ def _antialias(image: sitk.Image, target_spacing: float) -> sitk.Image:
 IQR_TO_STD = 1.349  # interquartile range of a unit normal distribution
 
 
-def normalise_intensity(array: np.ndarray, settings: PreprocessSettings) -> np.ndarray:
+MIN_BODY_SHARE = 0.05  # a body mask smaller than this share of the region is not used
+
+
+def body_mask(array: np.ndarray) -> np.ndarray:
+    """The body in a (z, y, x) region: voxels brighter than its Otsu threshold, holes filled
+    slice by slice (so that dark muscle inside the fat is body; the air is not)."""
+    threshold_image = sitk.OtsuThreshold(sitk.GetImageFromArray(array.astype(np.float32)), 0, 1)
+    bright = sitk.GetArrayViewFromImage(threshold_image) > 0
+    in_plane = np.zeros((3, 3, 3), dtype=bool)
+    in_plane[1] = ndimage.generate_binary_structure(2, 1)
+    return ndimage.binary_fill_holes(bright, structure=in_plane)
+
+
+def normalise_intensity(
+    array: np.ndarray, settings: PreprocessSettings, body_only: bool = False
+) -> np.ndarray:
     """Clip to the settings' percentiles, then centre and scale: by the mean and standard
     deviation (``zscore``), or by the median and the interquartile range over 1.349
-    (``robust``; the standard deviation where the quartiles coincide).
+    (``robust``; the standard deviation where the quartiles coincide). With ``body_only``
+    every statistic comes from the body's voxels (:func:`body_mask`), so that how much air
+    a field of view holds does not change the scale.
 
     Computed in float64, so values near the float32 limits neither overflow nor turn into
     NaN; a constant volume becomes zeros with a :class:`~prokd.errors.DataWarning`.
     """
-    low, high = np.percentile(array, settings.clip_percentiles)
+    inside = body_mask(array) if body_only and np.ptp(array) > 0 else None
+    if inside is not None and inside.mean() < MIN_BODY_SHARE:
+        inside = None
+    values = array if inside is None else array[inside]
+    low, high = np.percentile(values, settings.clip_percentiles)
     clipped = np.clip(array.astype(np.float64), low, high)
-    centre, scale = float(clipped.mean()), float(clipped.std())
+    sample = clipped if inside is None else clipped[inside]
+    centre, scale = float(sample.mean()), float(sample.std())
     if settings.normalise == "robust":
-        q1, centre, q3 = np.percentile(clipped, (25, 50, 75))
+        q1, centre, q3 = np.percentile(sample, (25, 50, 75))
         scale = float(q3 - q1) / IQR_TO_STD or scale
     if scale == 0:
         warn_all(["image is constant (no contrast): nothing to segment"])
@@ -306,7 +329,9 @@ def preprocess_volume(
     grid = target_grid(image, settings, centre)
     local = settings.normalise == "robust" or settings.crop_centre != "image"
     region = _around_grid(image, grid) if local else image
-    normalised = normalise_intensity(sitk.GetArrayViewFromImage(region), settings)
+    normalised = normalise_intensity(
+        sitk.GetArrayViewFromImage(region), settings, body_only=settings.crop_centre == "gland"
+    )
     source = _around_grid(Geometry.of(region).apply_to(sitk.GetImageFromArray(normalised)), grid)
     background = float(normalised.min())
     resampled = resample_to_grid(

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 LOCALISER = "prostate-localiser"
-SLICE_MARGIN_MM = 20.0  # slices kept beyond the localiser's first and last gland slice
+SLICE_MARGIN_MM = 30.0  # slices kept beyond the localiser's first and last gland slice
 
 
 @dataclass(frozen=True)
@@ -78,9 +78,13 @@ class BundledLocator:
     def __init__(self) -> None:
         self.fingerprint = file_sha256(bundled_path(LOCALISER))
 
-    def centre(self, image: sitk.Image) -> tuple[float, float, float] | None:
-        """The gland's centre the localiser finds (``None``: none found)."""
-        return locate_gland(image).centre
+    def locate(
+        self, image: sitk.Image
+    ) -> tuple[tuple[float, float, float] | None, tuple[int, int] | None]:
+        """The gland's centre the localiser finds and the axial-view slices it keeps
+        (``None``, ``None``: none found)."""
+        location = locate_gland(image)
+        return (location.centre, location.slices) if location.found else (None, None)
 
 
 def locate_gland(
@@ -125,26 +129,31 @@ class Placement:
     plane: str
 
 
-def place(image: sitk.Image, settings: PreprocessSettings) -> Placement:
+def gland_slab(image: sitk.Image, location: GlandLocation | None) -> sitk.Image:
+    """The axial view of ``image`` cut to the slices the location keeps (all of them
+    without a gland): what the fine model segments and takes its statistics from, so that
+    the rest of a long field of view neither costs time nor shifts the normalisation."""
+    axial = axial_view(image)
+    if location is None or not location.found:
+        return axial
+    first, last = location.slices
+    return axial[:, :, first : last + 1]
+
+
+def place(
+    image: sitk.Image, settings: PreprocessSettings, location: GlandLocation | None = None
+) -> Placement:
     """Slice a volume as ``settings`` say: axial slices (resliced from a sagittal or coronal
-    series), on a grid centred, with ``crop_centre: gland``, on the localiser's gland (the
-    image centre when it finds none)."""
+    series); with ``crop_centre: gland``, only the localiser's slab (:func:`gland_slab`),
+    on a grid centred on its gland (the image centre when it finds none). ``location``:
+    a finding to use instead of running the localiser."""
     plane = acquisition_plane(image)
     source = image if plane == "axial" else axial_reslice(image)
-    location = locate_gland(source) if settings.crop_centre == "gland" else None
+    if location is None and settings.crop_centre == "gland":
+        location = locate_gland(source)
     centre = location.centre if location is not None else None
-    slices, _, grid = preprocess_volume(source, None, settings, centre)
+    slices, _, grid = preprocess_volume(gland_slab(source, location), None, settings, centre)
     return Placement(slices, grid, location, plane)
-
-
-def outside_slices_zeroed(probabilities: np.ndarray, location: GlandLocation | None) -> np.ndarray:
-    """Slice-grid probabilities with the slices outside the location's range set to 0."""
-    if location is None or not location.found:
-        return probabilities
-    first, last = location.slices
-    out = np.zeros_like(probabilities)
-    out[first : last + 1] = probabilities[first : last + 1]
-    return out
 
 
 @dataclass
@@ -167,8 +176,8 @@ def predict_volume(
     placement: Placement | None = None,
 ) -> VolumePrediction:
     """Gland probabilities of a whole volume on its original grid, from the slices
-    :func:`place` gives (or ``placement``, computed before), zero outside the localiser's
-    slice range; with ``mirrored``, also those of the mirrored slices."""
+    :func:`place` gives (or ``placement``, computed before), zero outside them; with
+    ``mirrored``, also those of the mirrored slices."""
     placement = placement or place(image, settings)
 
     def fine(mirror: bool) -> np.ndarray:
@@ -176,7 +185,6 @@ def predict_volume(
         stack = np.ascontiguousarray(stack[..., ::-1]) if mirror else stack
         probabilities = predict_slices(model, stack, batch_size, settings.context_slices)
         probabilities = probabilities[..., ::-1] if mirror else probabilities
-        probabilities = outside_slices_zeroed(probabilities, placement.location)
         return to_original_grid(probabilities, placement.grid, image)
 
     return VolumePrediction(fine(False), fine(True) if mirrored else None, placement)

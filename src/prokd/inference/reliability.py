@@ -34,7 +34,7 @@ class ReliabilityThresholds:
     """Where each signal turns a volume unreliable."""
 
     mirror_dice: float = 0.8  # below: the mirrored pass disagrees
-    localiser_distance_mm: float = 20.0  # above: the mask is not where the localiser put it
+    localiser_distance_mm: float = 30.0  # above: the mask is not where the localiser put it
     uncertain_fraction: float = 0.6  # above: uncertain voxels / mask voxels
     midline_offset_mm: float = 30.0  # above: the mask is off the body's midline
     gland_ml: tuple[float, float] = GLAND_ML_RANGE
