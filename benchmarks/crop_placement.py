@@ -1,4 +1,4 @@
-"""Where the slice grid lands on real scans: image-centred against body-centred crops.
+"""Where the slice grid lands on real scans: image-centred, body-centred and localiser-placed.
 
 For every labelled volume, and for each ``preprocess.crop_centre``, the share of the gland
 (ground-truth mask, used here to score only) that falls inside the slice grid and the
@@ -29,6 +29,7 @@ from prokd.data.layouts import find_cases
 from prokd.data.preprocess import CROP_CENTRES, PreprocessSettings, preprocess_volume
 from prokd.data.validate import load_case
 from prokd.evaluation.bench import cpu_model
+from prokd.inference.localise import gland_slab, locate_gland
 from prokd.io_atomic import write_json_and_markdown
 
 
@@ -46,9 +47,18 @@ def _off_centre(image: sitk.Image, fov_mm: float, shift_mm: float) -> sitk.Image
 
 
 def _placement(image: sitk.Image, mask: sitk.Image, settings: PreprocessSettings) -> dict:
-    """Share of the gland inside the grid and the grid centre's distance to the gland."""
-    _, on_grid, _ = preprocess_volume(image, mask, settings)
+    """Share of the gland inside the grid and the grid centre's distance to the gland (for
+    ``gland``, on the localiser's slab, as prediction cuts it)."""
     gland_mm3 = float((sitk.GetArrayViewFromImage(mask) > 0).sum()) * np.prod(mask.GetSpacing())
+    centre = None
+    if settings.crop_centre == "gland":
+        location = locate_gland(image)
+        image, mask, centre = (
+            gland_slab(image, location),
+            gland_slab(mask, location),
+            location.centre,
+        )
+    _, on_grid, _ = preprocess_volume(image, mask, settings, centre)
     kept_mm3 = on_grid.sum() * settings.spacing_mm**2 * image.GetSpacing()[2]
     _, yy, xx = np.nonzero(on_grid)
     if not len(xx):
@@ -85,7 +95,11 @@ def main() -> None:
                     settings = PreprocessSettings(args.size, args.fov, crop_centre=centre)
                     row = {"case": case.case_id, "framing": framing, "crop_centre": centre}
                     rows.append(row | _placement(framed, framed_mask, settings))
-            print(case.case_id, [round(r["gland_kept"], 3) for r in rows[-4:]], flush=True)
+            print(
+                case.case_id,
+                [round(r["gland_kept"], 3) for r in rows[-2 * len(CROP_CENTRES) :]],
+                flush=True,
+            )
     summary = []
     for framing in ("as acquired", "off-centre in wide field"):
         for centre in CROP_CENTRES:

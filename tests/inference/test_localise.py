@@ -124,10 +124,11 @@ def test_a_gland_free_pelvis_is_marked_unreliable(shared_data):
     spacing = tuple(reversed(reference.GetSpacing()))
     image = sitk.GetImageFromArray(synthesise(labels, spacing, seed=5))
     image.CopyInformation(reference)
-    result = segment_image(load_model_file(bundled_path("prostate-t2")), image)
+    model = with_crop_centre(load_model_file(bundled_path("prostate-t2")), "gland")
+    result = segment_image(model, image)
     assert not result.qc.reliable and result.qc.reasons
     empty = make_volume(np.full((12, 64, 64), 7.0, np.float32))
-    flat = segment_image(load_model_file(bundled_path("prostate-t2")), empty)
+    flat = segment_image(model, empty)
     assert not flat.qc.reliable
 
 
@@ -137,7 +138,8 @@ def test_a_non_axial_series_gets_a_mask_on_its_own_grid(shared_data, series, pla
 
     study = shared_data / "dicom" / "ProstateX" / "ProstateX-0000"
     image = read_series(series_at(study, series))
-    result = segment_image(load_model_file(bundled_path("prostate-t2")), image)
+    model = with_crop_centre(load_model_file(bundled_path("prostate-t2")), "gland")
+    result = segment_image(model, image)
     assert result.qc.plane == plane
     assert result.mask.shape == tuple(reversed(image.GetSize()))
     assert 10 < result.qc.gland_ml < 150

@@ -175,13 +175,13 @@ def test_slice_models_sharing_preprocessing_preprocess_a_volume_once(monkeypatch
 
     settings = PreprocessSettings(size=32, fov_mm=16.0)
     calls = []
-    original = volume_models.preprocess_volume
+    original = volume_models.place
 
     def counted(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(volume_models, "preprocess_volume", counted)
+    monkeypatch.setattr(volume_models, "place", counted)
     torch.manual_seed(0)
     networks = [build_model("unet-w4").eval() for _ in range(2)]
     shared = volume_models.SharedSlices()
@@ -192,7 +192,7 @@ def test_slice_models_sharing_preprocessing_preprocess_a_volume_once(monkeypatch
     image = make_volume(intensities(), spacing=(0.5, 0.5, 3.0), direction=FLIPPED)
     outputs = [m.probabilities(image) for m in models]
     assert len(calls) == 1
-    preprocess_seconds = shared.slices(image, settings)[2]  # the stored cost, not recomputed
+    preprocess_seconds = shared.slices(image, settings)[1]  # the stored cost, not recomputed
     assert len(calls) == 1 and preprocess_seconds > 0
     assert all(m.last_seconds > preprocess_seconds for m in models)  # both count it
     alone = volume_models.SliceVolumeModel("alone", networks[1], settings, "", "checkpoint")

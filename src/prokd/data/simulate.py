@@ -10,13 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 from tqdm import tqdm
 
 from prokd.data.io import Geometry, image_from_array, write_volume
 from prokd.data.layouts import find_cases
 from prokd.data.preprocess import axial_view
-from prokd.data.protocols import RandEndorectalCoild
 from prokd.data.validate import load_case
 from prokd.errors import ProkdError
 from prokd.io_atomic import atomic_folder
@@ -32,6 +30,10 @@ NON_AXIAL_SPACING = (0.56, 0.56, 3.6)  # ProstateX's sagittal T2
 
 def _coil(image: sitk.Image, mask: sitk.Image, seed: int) -> tuple[sitk.Image, sitk.Image]:
     """A balloon and flare behind the gland on every gland slice, the same coil throughout."""
+    import torch  # the training extra's: the coil is the training augmentation's
+
+    from prokd.data.protocols import RandEndorectalCoild
+
     axial, axial_mask = axial_view(image), axial_view(mask)
     array = sitk.GetArrayFromImage(axial).astype(np.float32)
     gland = (sitk.GetArrayFromImage(axial_mask) > 0).astype(np.float32)
