@@ -25,9 +25,11 @@ def test_models_lists_the_bundled_model(capsys):
     assert main(["models", "prostate-t2"]) == 0
     out = capsys.readouterr().out
     assert "prostate-t2" in out and "parameters" in out and "MB" in out
-    assert "centred on the image" in out
+    assert "centred on the gland" in out and "prostate-localiser" not in out
     assert "unet" not in out.splitlines()[0]  # only the bundled model was asked for
-    with pytest.raises(ProkdError, match="bundled: prostate-t2"):
+    assert main(["models", "prostate-localiser"]) == 0
+    assert "480 mm centred on the image" in capsys.readouterr().out
+    with pytest.raises(ProkdError, match="bundled: prostate-t2, prostate-localiser"):
         bundled_path("prostate-t1")
 
 
@@ -101,10 +103,12 @@ def test_a_folder_is_predicted_with_one_model_load(tmp_path, monkeypatch):
     assert len(loads) == 1 and len(list((tmp_path / "out").glob("*.nii.gz"))) == 3
 
 
-def test_crop_centre_body_finds_the_gland_of_an_off_centre_wide_scan(shared_data, tmp_path):
+def test_localiser_and_body_find_the_gland_of_an_off_centre_wide_scan(
+    shared_data, tmp_path
+):
     """A real scan padded with air into a 433 x 353 mm field of view, its centre 157 mm
-    (x) and 94 mm (y) off the new centre: the bundled model, trained on image-centred
-    grids, misses the gland; told to centre the grid on the body it finds it again."""
+    (x) and 94 mm (y) off the new centre: centred on the image the grid misses the gland;
+    placed by the localiser (the default) or on the body it finds it again."""
     case = shared_data / "real/prostate158/002"
     image = sitk.ReadImage(str(case / "t2.nii.gz"))
     truth = sitk.ReadImage(str(case / "t2_anatomy_reader1.nii.gz"))
@@ -113,8 +117,9 @@ def test_crop_centre_body_finds_the_gland_of_an_off_centre_wide_scan(shared_data
     sitk.WriteImage(sitk.ConstantPad(image, *pad, 0.0), str(wide))
     wide_truth = sitk.GetArrayFromImage(sitk.ConstantPad(truth, *pad, 0)) > 0
     dice = {}
-    for centre in ("image", "body"):
+    for centre in ("image", "body", None):
         out = tmp_path / f"{centre}.nii.gz"
-        assert main(["predict", "prostate-t2", str(wide), str(out), "--crop-centre", centre]) == 0
+        placement = ["--crop-centre", centre] if centre else []
+        assert main(["predict", "prostate-t2", str(wide), str(out), *placement]) == 0
         dice[centre] = dice_score(sitk.GetArrayFromImage(sitk.ReadImage(str(out))) > 0, wide_truth)
-    assert dice["image"] < 0.3 and dice["body"] > 0.8, dice
+    assert dice["image"] < 0.3 and dice["body"] > 0.6 and dice[None] > 0.8, dice

@@ -2,7 +2,8 @@
 
 Each signal is a fact of the prediction that a wrong mask tends to break:
 
-- the localiser found a gland, and the fine mask sits where it put it;
+- the localiser found a gland, the fine mask sits where it put it, and the two glands
+  are of a like size;
 - the mask of the left-right mirrored slices agrees with the mask (a test-time check);
 - the mask is confident: few voxels near the threshold for its size;
 - the mask lies near the body's left-right midline, where the prostate is, over the
@@ -35,6 +36,7 @@ class ReliabilityThresholds:
 
     mirror_dice: float = 0.8  # below: the mirrored pass disagrees
     localiser_distance_mm: float = 30.0  # above: the mask is not where the localiser put it
+    localiser_volume_ratio: float = 5.0  # fine / coarse gland volume beyond this either way
     uncertain_fraction: float = 0.6  # above: uncertain voxels / mask voxels
     midline_offset_mm: float = 30.0  # above: the mask is off the body's midline
     gland_ml: tuple[float, float] = GLAND_ML_RANGE
@@ -114,6 +116,13 @@ def assess(
         signals["localiser_distance_mm"] = round(distance, 2)
         if distance > limits.localiser_distance_mm:
             reasons.append(f"the mask is {distance:.0f} mm from where the localiser put the gland")
+        ratio = gland_ml / max(location.coarse_ml, 1e-3)
+        signals["localiser_volume_ratio"] = round(ratio, 3)
+        if not 1 / limits.localiser_volume_ratio <= ratio <= limits.localiser_volume_ratio:
+            reasons.append(
+                f"the mask ({gland_ml:.0f} ml) and the localiser's gland "
+                f"({location.coarse_ml:.0f} ml) differ in size"
+            )
     offset = midline_offset_mm(mask, axial)
     signals["midline_offset_mm"] = None if offset is None else round(offset, 2)
     if offset is not None and offset > limits.midline_offset_mm:
