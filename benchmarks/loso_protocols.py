@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
 import subprocess
 import sys
 import time
@@ -43,6 +43,7 @@ from prokd.data.layouts import Case, find_cases
 from prokd.data.simulate import PROTOCOLS, write_simulated
 from prokd.data.validate import load_case
 from prokd.distill.volume_teachers import native_probabilities
+from prokd.evaluation.bench import cpu_model
 from prokd.evaluation.metrics import volume_metrics
 from prokd.inference.model_files import load_model_file
 from prokd.inference.postprocess import postprocess_mask
@@ -237,11 +238,12 @@ def stage_summarise(args: argparse.Namespace) -> None:
         "caught": sum(not r["reliable"] for r in low),
         "at_least_0.8": len(good),
         "false_alarms": sum(not r["reliable"] for r in good),
+        "middle": len(student) - len(low) - len(good),
+        "middle_marked": sum(not r["reliable"] for r in student if 0.5 <= r["dice"] < 0.8),
     }
     payload = {
         "command": "python benchmarks/loso_protocols.py (simulate, taps, train, summarise)",
-        "machine": f"{platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads",
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         "cells": cells,
         "qc": qc,
         "rows": {"student": student, "taps": taps},
@@ -253,8 +255,10 @@ def stage_summarise(args: argparse.Namespace) -> None:
         "|---|---|---|---|---|---|---|",
         *table,
         "",
-        f"QC: {qc['caught']} of {qc['below_0.5']} volumes with Dice < 0.5 marked "
-        f"unreliable; {qc['false_alarms']} of {qc['at_least_0.8']} with Dice >= 0.8.",
+        f"QC over the {qc['volumes']} student volumes (thresholds set beforehand, none tuned "
+        f"here): {qc['caught']} of the {qc['below_0.5']} with Dice < 0.5 marked unreliable "
+        f"(catch rate), {qc['false_alarms']} of the {qc['at_least_0.8']} with Dice >= 0.8 "
+        f"(false alarms), {qc['middle_marked']} of the {qc['middle']} in between.",
         "",
         f"Made by `{payload['command']}` on {payload['machine']}, {args.note}.",
         "Speed is measured side by side in one process in `end_to_end.md`, not here.",
