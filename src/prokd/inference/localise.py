@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 LOCALISER = "prostate-localiser"
+COARSE_INPUT_MM = 2.0  # in-plane pixels the localiser's input is averaged down to first
 SLICE_MARGIN_MM = 30.0  # slices kept beyond the localiser's first and last gland slice
 
 
@@ -93,7 +94,11 @@ def locate_gland(
     """Run the localiser (default: the bundled one) over the whole of ``image``."""
     localiser = localiser or bundled_localiser()
     axial = axial_view(image)
-    slices, _, grid = preprocess_volume(axial, None, localiser.settings)
+    # Averaged down to about COARSE_INPUT_MM pixels first: the low-pass to the localiser's
+    # 5 mm pixels then costs little, whatever the scan's resolution.
+    factor = max(1, int(COARSE_INPUT_MM // min(axial.GetSpacing()[:2])))
+    coarse = sitk.BinShrink(sitk.Cast(axial, sitk.sitkFloat32), [factor, factor, 1])
+    slices, _, grid = preprocess_volume(coarse, None, localiser.settings)
     probabilities = predict_slices(
         localiser.slice_model, slices, batch_size, localiser.settings.context_slices
     )
