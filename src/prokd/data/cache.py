@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from prokd.data.io import Geometry, volume_sha256
 from prokd.data.layouts import Case
-from prokd.data.preprocess import PreprocessSettings, axial_view, preprocess_volume
+from prokd.data.preprocess import PreprocessSettings, axial_slab, preprocess_volume
 from prokd.data.validate import load_case
 from prokd.errors import ConfigError, warn_all
 from prokd.io_atomic import atomic_path
@@ -113,10 +113,8 @@ class PreprocessCache:
         centre, slices = self.locator.locate(image)
         if slices is None:
             return image, mask, None
-        first, last = slices
-        image = axial_view(image)[:, :, first : last + 1]
-        mask = None if mask is None else axial_view(mask)[:, :, first : last + 1]
-        return image, mask, centre
+        cut_mask = None if mask is None else axial_slab(mask, slices)
+        return axial_slab(image, slices), cut_mask, centre
 
     def path_for(self, case: Case, settings: PreprocessSettings) -> Path:
         """Where the entry of ``case`` under ``settings`` lives."""

@@ -39,9 +39,9 @@ def check_segmentable(image: sitk.Image, name: object) -> None:
         )
 
 
-def axial_grid(image: sitk.Image, slice_mm: float = AXIAL_SLICE_MM) -> Geometry:
-    """An axial (LPS) grid over ``image``'s physical extent: in-plane pixels the size of
-    the image's finest in-plane spacing, ``slice_mm`` between slices."""
+def physical_bounds(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """The lowest and highest physical coordinates (LPS, mm) of ``image``'s voxel
+    centres: the bounding box of its eight corner voxels."""
     size = np.array(image.GetSize())
     corners = np.array(
         [
@@ -51,7 +51,13 @@ def axial_grid(image: sitk.Image, slice_mm: float = AXIAL_SLICE_MM) -> Geometry:
             for corner in np.ndindex(2, 2, 2)
         ]
     )
-    low, high = corners.min(axis=0), corners.max(axis=0)
+    return corners.min(axis=0), corners.max(axis=0)
+
+
+def axial_grid(image: sitk.Image, slice_mm: float = AXIAL_SLICE_MM) -> Geometry:
+    """An axial (LPS) grid over ``image``'s physical extent: in-plane pixels the size of
+    the image's finest in-plane spacing, ``slice_mm`` between slices."""
+    low, high = physical_bounds(image)
     pixel = float(min(image.GetSpacing()[:2]))
     spacing = np.array([pixel, pixel, slice_mm])
     count = np.maximum(1, np.floor((high - low) / spacing).astype(int) + 1)

@@ -156,6 +156,16 @@ def axial_view(image: sitk.Image) -> sitk.Image:
     return image if code == ORIENTATION else sitk.DICOMOrient(image, ORIENTATION)
 
 
+def axial_slab(image: sitk.Image, slices: tuple[int, int] | None) -> sitk.Image:
+    """The :func:`axial_view` of ``image`` cut to its axial slices ``first..last``
+    (inclusive; all of them for ``None``): physical space unchanged."""
+    axial = axial_view(image)
+    if slices is None:
+        return axial
+    first, last = slices
+    return axial[:, :, first : last + 1]
+
+
 def file_axes(axial: np.ndarray, reference: sitk.Image) -> np.ndarray:
     """An array on :func:`axial_view` ``(reference)``'s grid, back in ``reference``'s own
     voxel order (the inverse permutation and flips, exact).

@@ -36,6 +36,26 @@ def gland_region(sample: Mapping[Hashable, torch.Tensor]) -> np.ndarray:
     return gland
 
 
+class _GlandTransform(Randomizable, MapTransform):
+    """A random transform applied, with probability ``prob``, to slices with gland only:
+    subclasses draw their parameters in ``randomize`` (``_do``: apply it or not) and change
+    a sample in ``apply``."""
+
+    _do: bool
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        self.randomize()
+        sample = dict(data)
+        gland = gland_region(sample)
+        if not self._do or not gland.any():
+            return sample
+        return self.apply(sample, gland)
+
+    def apply(self, sample: dict, gland: np.ndarray) -> dict:
+        """The transformed sample, given where its gland is, (H, W) bool."""
+        raise NotImplementedError
+
+
 def _as_tensors(sample: dict, arrays: dict[str, np.ndarray]) -> dict:
     out = dict(sample)
     for key, value in arrays.items():
@@ -43,7 +63,7 @@ def _as_tensors(sample: dict, arrays: dict[str, np.ndarray]) -> dict:
     return out
 
 
-class RandEndorectalCoild(Randomizable, MapTransform):
+class RandEndorectalCoild(_GlandTransform):
     """An endorectal coil's balloon and flare simulated behind the gland (see module doc).
 
     Args:
@@ -79,12 +99,7 @@ class RandEndorectalCoild(Randomizable, MapTransform):
         self._noise_std = self.R.uniform(0.05, 0.25)
         self._noise_seed = int(self.R.randint(0, 2**31 - 1))
 
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
-        self.randomize()
-        sample = dict(data)
-        gland = gland_region(sample)
-        if not self._do or not gland.any():
-            return sample
+    def apply(self, sample: dict, gland: np.ndarray) -> dict:  # noqa: D102 (see the base)
         rows, cols = np.nonzero(gland)
         ry, rx = (r / self.pixel_mm for r in (self._radii_mm[1], self._radii_mm[0]))
         centre = (rows.max() + self._gap_mm / self.pixel_mm + ry, cols.mean())
@@ -137,7 +152,7 @@ class RandEndorectalCoild(Randomizable, MapTransform):
         return out
 
 
-class RandReslicedd(Randomizable, MapTransform):
+class RandReslicedd(_GlandTransform):
     """A slice as a sagittal (or coronal) series resliced to axial gives it: the series'
     slice thickness (3-4.5 mm) along the left-right (or anterior-posterior) axis, and
     nothing beyond its coverage along that axis (60-100 mm around the gland).
@@ -158,12 +173,7 @@ class RandReslicedd(Randomizable, MapTransform):
         self._coverage_mm = self.R.uniform(60, 100)
         self._shift_mm = self.R.uniform(-10, 10)
 
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
-        self.randomize()
-        sample = dict(data)
-        gland = gland_region(sample)
-        if not self._do or not gland.any():
-            return sample
+    def apply(self, sample: dict, gland: np.ndarray) -> dict:  # noqa: D102 (see the base)
         image = np.asarray(sample["image"], dtype=np.float64)
         sigma = np.zeros(3)
         sigma[self._axis] = self._thickness_mm / self.pixel_mm / 2.355  # FWHM = thickness

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from prokd.data.io import Geometry, image_from_array, write_volume
 from prokd.data.layouts import find_cases
+from prokd.data.planes import physical_bounds
 from prokd.data.preprocess import axial_view
 from prokd.data.validate import load_case
 from prokd.errors import ProkdError
@@ -66,24 +67,11 @@ def _resample_pair(
     return moved, sitk.Cast(soft >= 0.5, sitk.sitkUInt8)
 
 
-def _bounds(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
-    size = np.array(image.GetSize())
-    corners = np.array(
-        [
-            image.TransformContinuousIndexToPhysicalPoint(
-                [float(i * (n - 1)) for i, n in zip(corner, size, strict=True)]
-            )
-            for corner in np.ndindex(2, 2, 2)
-        ]
-    )
-    return corners.min(axis=0), corners.max(axis=0)
-
-
 def _large_fov(image: sitk.Image, mask: sitk.Image, seed: int) -> tuple[sitk.Image, sitk.Image]:
     """1.4-1.9 mm pixels, 1.5 mm slices, a 400 mm field of view padded with noisy air."""
     rng = np.random.default_rng(seed)
     pixel = float(rng.uniform(1.4, 1.9))
-    low, high = _bounds(image)
+    low, high = physical_bounds(image)
     centre = 0.5 * (low + high)
     extent = np.array([LARGE_FOV_MM, LARGE_FOV_MM, high[2] - low[2]])
     spacing = np.array([pixel, pixel, 1.5])
@@ -107,7 +95,7 @@ def _non_axial(image: sitk.Image, mask: sitk.Image, plane: str) -> tuple[sitk.Im
     3.6 mm slices, the slice thickness as a low-pass across them."""
     direction = np.array(NON_AXIAL[plane], dtype=float).reshape(3, 3)
     spacing = np.array(NON_AXIAL_SPACING)
-    low, high = _bounds(image)
+    low, high = physical_bounds(image)
     # Extent along each voxel axis, and the corner of the box the grid starts from.
     along = np.abs(direction.T) @ (high - low)
     size = np.floor(along / spacing).astype(int) + 1

@@ -22,6 +22,7 @@ from prokd.data.io import Geometry, file_sha256
 from prokd.data.planes import acquisition_plane, axial_reslice
 from prokd.data.preprocess import (
     PreprocessSettings,
+    axial_slab,
     axial_view,
     preprocess_volume,
     to_original_grid,
@@ -138,11 +139,7 @@ def gland_slab(image: sitk.Image, location: GlandLocation | None) -> sitk.Image:
     """The axial view of ``image`` cut to the slices the location keeps (all of them
     without a gland): what the fine model segments and takes its statistics from, so that
     the rest of a long field of view neither costs time nor shifts the normalisation."""
-    axial = axial_view(image)
-    if location is None or not location.found:
-        return axial
-    first, last = location.slices
-    return axial[:, :, first : last + 1]
+    return axial_slab(image, location.slices if location is not None and location.found else None)
 
 
 def place(
