@@ -11,9 +11,11 @@ Each signal is a fact of the prediction that a wrong mask tends to break:
 - the gland volume is in a plausible range.
 
 A volume is unreliable when any signal crosses its threshold; the reasons name each one.
-The thresholds (:class:`ReliabilityThresholds`) are set beforehand from what a gland can
-be; calibrating them on validation folds, with the catch and false-alarm rates that gives,
-is the job of the study that measures them.
+:func:`measure` computes the signals, :func:`judge` turns them into a verdict, so that a
+study can re-judge stored signals at other thresholds. The thresholds come in strictness
+levels (:data:`LEVELS`, lenient to strict); ``benchmarks/qc_calibration.py`` picks the
+level on validation folds (:data:`CALIBRATED_LEVEL`), the gland volume range stays what
+a gland can be.
 """
 
 from __future__ import annotations
@@ -34,12 +36,24 @@ UNCERTAIN = (0.2, 0.8)  # probabilities counted as uncertain
 class ReliabilityThresholds:
     """Where each signal turns a volume unreliable."""
 
-    mirror_dice: float = 0.8  # below: the mirrored pass disagrees
-    localiser_distance_mm: float = 30.0  # above: the mask is not where the localiser put it
-    localiser_volume_ratio: float = 5.0  # fine / coarse gland volume beyond this either way
-    uncertain_fraction: float = 0.6  # above: uncertain voxels / mask voxels
-    midline_offset_mm: float = 30.0  # above: the mask is off the body's midline
+    mirror_dice: float  # below: the mirrored pass disagrees
+    localiser_distance_mm: float  # above: the mask is not where the localiser put it
+    localiser_volume_ratio: float  # fine / coarse gland volume beyond this either way
+    uncertain_fraction: float  # above: uncertain voxels / mask voxels
+    midline_offset_mm: float  # above: the mask is off the body's midline
     gland_ml: tuple[float, float] = GLAND_ML_RANGE
+
+
+# Strictness levels, lenient to strict; level 2 is what was set beforehand from what a
+# gland can be (issue 18).
+LEVELS = (
+    ReliabilityThresholds(0.6, 50.0, 8.0, 1.0, 45.0),
+    ReliabilityThresholds(0.7, 40.0, 6.5, 0.8, 37.5),
+    ReliabilityThresholds(0.8, 30.0, 5.0, 0.6, 30.0),
+    ReliabilityThresholds(0.85, 25.0, 4.0, 0.5, 25.0),
+    ReliabilityThresholds(0.9, 20.0, 3.0, 0.4, 20.0),
+)
+CALIBRATED_LEVEL = 2  # chosen on the validation folds of benchmarks/qc_calibration.py
 
 
 @dataclass
@@ -75,6 +89,78 @@ def midline_offset_mm(mask: np.ndarray, axial: sitk.Image) -> float | None:
     return float(abs(_centroid_mm(mask, axial)[0] - body_point[0]))
 
 
+def measure(
+    mask: np.ndarray,
+    probabilities: np.ndarray,
+    mirrored: np.ndarray | None,
+    location: GlandLocation | None,
+    axial: sitk.Image,
+) -> dict[str, float | bool | None]:
+    """The signals of a mask (z, y, x, on the axial view ``axial``) from its probabilities,
+    the mirrored pass's probabilities and the localiser's finding (either may be ``None``:
+    not run); a signal that cannot be measured is absent or ``None``."""
+    spacing = tuple(reversed(axial.GetSpacing()))
+    signals: dict[str, float | bool | None] = {
+        "localiser_found": None if location is None else location.found,
+        "gland_ml": round(float(mask.sum()) * float(np.prod(spacing)) / 1000.0, 3),
+    }
+    if location is not None and location.found:
+        signals["localiser_ml"] = round(location.coarse_ml, 3)
+    if not mask.any():
+        return signals
+    if mirrored is not None:
+        signals["mirror_dice"] = round(_overlap(mask > 0, mirrored >= 0.5), 4)
+    uncertain = (probabilities > UNCERTAIN[0]) & (probabilities < UNCERTAIN[1])
+    signals["uncertain_fraction"] = round(float(uncertain.sum()) / float(mask.sum()), 4)
+    if location is not None and location.found:
+        distance = float(np.linalg.norm(_centroid_mm(mask, axial) - np.array(location.centre)))
+        signals["localiser_distance_mm"] = round(distance, 2)
+        ratio = float(signals["gland_ml"]) / max(location.coarse_ml, 1e-3)
+        signals["localiser_volume_ratio"] = round(ratio, 3)
+    offset = midline_offset_mm(mask, axial)
+    signals["midline_offset_mm"] = None if offset is None else round(offset, 2)
+    return signals
+
+
+def judge(
+    signals: dict[str, float | bool | None], thresholds: ReliabilityThresholds | None = None
+) -> Reliability:
+    """The verdict on signals from :func:`measure` at ``thresholds`` (the calibrated level
+    by default)."""
+    limits = thresholds or LEVELS[CALIBRATED_LEVEL]
+    reasons: list[str] = []
+    if signals.get("localiser_found") is False:
+        reasons.append("the localiser found no gland in the volume")
+    gland_ml = float(signals["gland_ml"])
+    if gland_ml == 0:
+        reasons.append("the mask is empty")
+        return Reliability(False, reasons, signals)
+    low, high = limits.gland_ml
+    if not low <= gland_ml <= high:
+        reasons.append(f"gland volume {gland_ml:.1f} ml outside {low:g}-{high:g} ml")
+    agreement = signals.get("mirror_dice")
+    if agreement is not None and agreement < limits.mirror_dice:
+        reasons.append(f"the mirrored image gives another mask (Dice {agreement:.2f})")
+    fraction = float(signals["uncertain_fraction"])
+    if fraction > limits.uncertain_fraction:
+        reasons.append(f"uncertain voxels are {fraction:.0%} of the mask")
+    distance = signals.get("localiser_distance_mm")
+    if distance is not None and distance > limits.localiser_distance_mm:
+        reasons.append(f"the mask is {distance:.0f} mm from where the localiser put the gland")
+    ratio = signals.get("localiser_volume_ratio")
+    if ratio is not None and not (
+        1 / limits.localiser_volume_ratio <= ratio <= limits.localiser_volume_ratio
+    ):
+        reasons.append(
+            f"the mask ({gland_ml:.0f} ml) and the localiser's gland "
+            f"({float(signals['localiser_ml']):.0f} ml) differ in size"
+        )
+    offset = signals.get("midline_offset_mm")
+    if offset is not None and offset > limits.midline_offset_mm:
+        reasons.append(f"the mask is {offset:.0f} mm off the body's midline")
+    return Reliability(not reasons, reasons, signals)
+
+
 def assess(
     mask: np.ndarray,
     probabilities: np.ndarray,
@@ -83,48 +169,5 @@ def assess(
     axial: sitk.Image,
     thresholds: ReliabilityThresholds | None = None,
 ) -> Reliability:
-    """Judge a mask (z, y, x, on the axial view ``axial``) from its probabilities, the
-    mirrored pass's probabilities and the localiser's finding (either may be ``None``: not
-    run)."""
-    limits = thresholds or ReliabilityThresholds()
-    reasons: list[str] = []
-    spacing = tuple(reversed(axial.GetSpacing()))
-    gland_ml = float(mask.sum()) * float(np.prod(spacing)) / 1000.0
-    signals: dict[str, float | bool | None] = {"localiser_found": None}
-    if location is not None:
-        signals["localiser_found"] = location.found
-        if not location.found:
-            reasons.append("the localiser found no gland in the volume")
-    if not mask.any():
-        reasons.append("the mask is empty")
-        return Reliability(False, reasons, signals)
-    low, high = limits.gland_ml
-    if not low <= gland_ml <= high:
-        reasons.append(f"gland volume {gland_ml:.1f} ml outside {low:g}-{high:g} ml")
-    if mirrored is not None:
-        agreement = _overlap(mask > 0, mirrored >= 0.5)
-        signals["mirror_dice"] = round(agreement, 4)
-        if agreement < limits.mirror_dice:
-            reasons.append(f"the mirrored image gives another mask (Dice {agreement:.2f})")
-    uncertain = (probabilities > UNCERTAIN[0]) & (probabilities < UNCERTAIN[1])
-    fraction = float(uncertain.sum()) / float(mask.sum())
-    signals["uncertain_fraction"] = round(fraction, 4)
-    if fraction > limits.uncertain_fraction:
-        reasons.append(f"uncertain voxels are {fraction:.0%} of the mask")
-    if location is not None and location.found:
-        distance = float(np.linalg.norm(_centroid_mm(mask, axial) - np.array(location.centre)))
-        signals["localiser_distance_mm"] = round(distance, 2)
-        if distance > limits.localiser_distance_mm:
-            reasons.append(f"the mask is {distance:.0f} mm from where the localiser put the gland")
-        ratio = gland_ml / max(location.coarse_ml, 1e-3)
-        signals["localiser_volume_ratio"] = round(ratio, 3)
-        if not 1 / limits.localiser_volume_ratio <= ratio <= limits.localiser_volume_ratio:
-            reasons.append(
-                f"the mask ({gland_ml:.0f} ml) and the localiser's gland "
-                f"({location.coarse_ml:.0f} ml) differ in size"
-            )
-    offset = midline_offset_mm(mask, axial)
-    signals["midline_offset_mm"] = None if offset is None else round(offset, 2)
-    if offset is not None and offset > limits.midline_offset_mm:
-        reasons.append(f"the mask is {offset:.0f} mm off the body's midline")
-    return Reliability(not reasons, reasons, signals)
+    """:func:`judge` of :func:`measure`: the verdict on one mask."""
+    return judge(measure(mask, probabilities, mirrored, location, axial), thresholds)
