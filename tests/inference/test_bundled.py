@@ -103,9 +103,7 @@ def test_a_folder_is_predicted_with_one_model_load(tmp_path, monkeypatch):
     assert len(loads) == 1 and len(list((tmp_path / "out").glob("*.nii.gz"))) == 3
 
 
-def test_localiser_and_body_find_the_gland_of_an_off_centre_wide_scan(
-    shared_data, tmp_path
-):
+def test_localiser_and_body_find_the_gland_of_an_off_centre_wide_scan(shared_data, tmp_path):
     """A real scan padded with air into a 433 x 353 mm field of view, its centre 157 mm
     (x) and 94 mm (y) off the new centre: centred on the image the grid misses the gland;
     placed by the localiser (the default) or on the body it finds it again."""
