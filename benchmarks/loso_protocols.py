@@ -11,16 +11,27 @@ sagittal and coronal series). The student runs through ``prokd predict``'s code
 (localiser, mirrored pass, QC verdict); TAPS through its adapter, thresholded and
 post-processed the same way.
 
+The QC verdict is calibrated on validation folds: each fold's student also segments its
+own validation volumes (from the other sources, as acquired and under every simulated
+protocol), and the strictness level its validation volumes choose
+(:func:`prokd.evaluation.qc_calibration.choose_level`) judges its test volumes. The level
+that all folds' validation volumes choose together is the one prokd ships
+(``prokd.inference.reliability.CALIBRATED_LEVEL``).
+
 Stages, each resumable (a stage skips what it finds done), so that TAPS and training run
 side by side on one thread each:
 
     .venv/bin/python benchmarks/loso_protocols.py simulate
+    .venv/bin/python benchmarks/loso_protocols.py targets --shard 0/2 &  # TAPS, training
+    .venv/bin/python benchmarks/loso_protocols.py targets --shard 1/2    # volumes
     .venv/bin/python benchmarks/loso_protocols.py taps --threads 1 &
     .venv/bin/python benchmarks/loso_protocols.py train --threads 1
+    .venv/bin/python benchmarks/loso_protocols.py validate --threads 1
     .venv/bin/python benchmarks/loso_protocols.py summarise
 
 Writes ``benchmarks/results/loso_protocols.json`` and ``.md``; rows per volume in
-``runs/loso/rows-<model>.jsonl``.
+``runs/loso/rows-<model>.jsonl`` (``rows-validation.jsonl``: the folds' validation
+volumes).
 """
 
 from __future__ import annotations
@@ -39,18 +50,22 @@ import SimpleITK as sitk
 import torch
 import yaml
 
+from prokd.data.io import volume_stem
 from prokd.data.layouts import Case, find_cases
 from prokd.data.simulate import PROTOCOLS, write_simulated
 from prokd.data.validate import load_case
 from prokd.distill.volume_teachers import native_probabilities
 from prokd.evaluation.bench import cpu_model
 from prokd.evaluation.metrics import volume_metrics
+from prokd.evaluation.qc_calibration import PRIOR_LEVEL, QCRates, choose_level, qc_rates
 from prokd.inference.model_files import load_model_file
 from prokd.inference.postprocess import postprocess_mask
+from prokd.inference.reliability import LEVELS
 from prokd.inference.segment import segment_image, with_crop_centre
 from prokd.inference.volume_models import load_volume_model
 from prokd.io_atomic import write_json_and_markdown
-from prokd.training.runs import default_cache_dir
+from prokd.training.config import load_config
+from prokd.training.runs import default_cache_dir, prepare_data
 
 SHARED = Path("../shared/data")
 RUNS = Path("runs/loso")
@@ -84,6 +99,23 @@ def test_cases(source: str) -> list[tuple[str, Case]]:
     return pairs
 
 
+def validation_cases(source: str) -> list[tuple[str, Case]]:
+    """(protocol, case) pairs of a fold's validation volumes (its ``split.json``): as
+    acquired, then under every simulated protocol."""
+    split = json.loads((RUNS / source / "train" / "split.json").read_text())
+    pairs = []
+    for key in split["val"]:
+        site, case_id = key.split("/", 1)
+        root, _ = SOURCES[site]
+        _, cases = find_cases(root)
+        pairs.append(("acquired", next(c for c in cases if c.case_id == case_id)))
+        stem = case_id.replace("/", "_")
+        for protocol in PROTOCOLS:
+            _, simulated = find_cases(SIM / protocol / root.name)
+            pairs += [(protocol, c) for c in simulated if volume_stem(c.image) == stem]
+    return pairs
+
+
 def _done(path: Path) -> set[tuple[str, str]]:
     if not path.exists():
         return set()
@@ -111,6 +143,20 @@ def stage_simulate(_: argparse.Namespace) -> None:
             out = SIM / protocol / root.name
             if not out.exists():
                 write_simulated(root, out, protocol, seed=0, show_progress=True)
+
+
+def stage_targets(args: argparse.Namespace) -> None:
+    """TAPS on every volume a fold trains on (the cache its distillation reads), one
+    ``--shard I/N`` of them per process."""
+    torch.set_num_threads(args.threads)
+    index, count = (int(part) for part in args.shard.split("/"))
+    data = prepare_data(load_config("configs/prostate-t2.yaml"))
+    taps = load_volume_model("taps")
+    volumes = sorted(data.cases + data.unlabelled, key=lambda c: c.case_id)
+    for case in volumes[index::count]:
+        start = time.perf_counter()
+        native_probabilities(taps, case, default_cache_dir())
+        print(f"targets {case.case_id} {time.perf_counter() - start:.0f}s", flush=True)
 
 
 def stage_taps(args: argparse.Namespace) -> None:
@@ -177,26 +223,94 @@ def stage_train(args: argparse.Namespace) -> None:
                 check=True,
             )
         torch.set_num_threads(args.threads)
-        model = with_crop_centre(load_model_file(model_file), "gland")
-        done = _done(rows)
-        for protocol, case in test_cases(source):
-            if (source, case.case_id) in done:
-                continue
-            result = segment_image(model, load_case(case).image)
-            row = {
-                "fold": source,
-                "protocol": protocol,
-                "case": case.case_id,
-                "seconds": result.seconds,
-                "reliable": result.qc.reliable,
-                "reasons": result.qc.reasons,
-            }
-            _append(rows, {**row, **_scores(result.mask, case)})
+        _segment_all(source, test_cases(source), rows)
+
+
+def _segment_all(source: str, pairs: list[tuple[str, Case]], rows: Path) -> None:
+    """The fold student's masks, QC signals and scores for ``pairs``, appended to ``rows``."""
+    model = with_crop_centre(load_model_file(RUNS / source / "student.onnx"), "gland")
+    done = _done(rows)
+    for protocol, case in pairs:
+        if (source, case.case_id) in done:
+            continue
+        result = segment_image(model, load_case(case).image)
+        row = {
+            "fold": source,
+            "protocol": protocol,
+            "case": case.case_id,
+            "seconds": result.seconds,
+            "reliable": result.qc.reliable,
+            "reasons": result.qc.reasons,
+            "signals": result.qc.signals,
+        }
+        _append(rows, {**row, **_scores(result.mask, case)})
+
+
+def stage_validate(args: argparse.Namespace) -> None:
+    """Each fold's student on its own validation volumes, for the QC calibration."""
+    torch.set_num_threads(args.threads)
+    for source in args.folds or list(SOURCES):
+        _segment_all(source, validation_cases(source), RUNS / "rows-validation.jsonl")
 
 
 def _read(model: str) -> list[dict[str, Any]]:
     path = RUNS / f"rows-{model}.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _judged(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], float]]:
+    return [(r["signals"], r["dice"]) for r in rows]
+
+
+def _total(parts: list[QCRates]) -> QCRates:
+    return QCRates(*(sum(getattr(p, f) for p in parts) for f in QCRates.__dataclass_fields__))
+
+
+def qc_calibration(
+    student: list[dict[str, Any]], validation: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """QC rates on the test volumes at the level set beforehand and at each fold's level
+    chosen on its own validation volumes (nested), and the level all validation volumes
+    choose together (the shipped one)."""
+    folds = sorted({r["fold"] for r in student})
+    tests = {f: [r for r in student if r["fold"] == f] for f in folds}
+    levels = {f: choose_level(_judged([r for r in validation if r["fold"] == f])) for f in folds}
+    nested = _total([qc_rates(_judged(tests[f]), LEVELS[levels[f]]) for f in folds])
+    shipped = choose_level(_judged(validation))
+    return {
+        "prior_level": PRIOR_LEVEL,
+        "prior": qc_rates(_judged(student), LEVELS[PRIOR_LEVEL]).as_dict(),
+        "fold_levels": levels,
+        "nested": nested.as_dict(),
+        "validation_volumes": {f: sum(r["fold"] == f for r in validation) for f in folds},
+        "shipped_level": shipped,
+        "shipped_on_validation": qc_rates(_judged(validation), LEVELS[shipped]).as_dict(),
+    }
+
+
+def _rates_text(rates: dict[str, Any]) -> str:
+    return (
+        f"{rates['caught']} of the {rates['failed']} with Dice < 0.5 marked unreliable "
+        f"(catch rate), {rates['false_alarms']} of the {rates['good']} with Dice >= 0.8 "
+        f"(false alarms), {rates['middle_marked']} of the {rates['middle']} in between"
+    )
+
+
+def qc_lines(qc: dict[str, Any]) -> list[str]:
+    """The QC paragraph of the markdown table."""
+    levels = ", ".join(f"{fold} {level}" for fold, level in qc["fold_levels"].items())
+    counts = ", ".join(f"{fold} {n}" for fold, n in qc["validation_volumes"].items())
+    return [
+        f"QC over the {qc['prior']['volumes']} test volumes of the student, strictness level "
+        f"{qc['prior_level']} (set beforehand): {_rates_text(qc['prior'])}.",
+        "",
+        f"Calibrated on validation folds (nested): each fold's level chosen on its own "
+        f"validation volumes ({counts}; levels {levels}): {_rates_text(qc['nested'])}.",
+        "",
+        f"Shipped level: {qc['shipped_level']}, chosen on all validation volumes together, "
+        f"where it gives {_rates_text(qc['shipped_on_validation'])}. Levels run from 0 "
+        "(lenient) to 4 (strict), `prokd.inference.reliability.LEVELS`.",
+    ]
 
 
 def stage_summarise(args: argparse.Namespace) -> None:
@@ -230,17 +344,7 @@ def stage_summarise(args: argparse.Namespace) -> None:
                 f"| {s_dice - t_dice:+.3f} | {'yes' if cell['target_met'] else 'no'} "
                 "|"
             )
-    low = [r for r in student if r["dice"] < 0.5]
-    good = [r for r in student if r["dice"] >= 0.8]
-    qc = {
-        "volumes": len(student),
-        "below_0.5": len(low),
-        "caught": sum(not r["reliable"] for r in low),
-        "at_least_0.8": len(good),
-        "false_alarms": sum(not r["reliable"] for r in good),
-        "middle": len(student) - len(low) - len(good),
-        "middle_marked": sum(not r["reliable"] for r in student if 0.5 <= r["dice"] < 0.8),
-    }
+    qc = qc_calibration(student, _read("validation"))
     payload = {
         "command": "python benchmarks/loso_protocols.py (simulate, taps, train, summarise)",
         "machine": f"{cpu_model()}, {os.cpu_count()} cores",
@@ -255,10 +359,7 @@ def stage_summarise(args: argparse.Namespace) -> None:
         "|---|---|---|---|---|---|---|",
         *table,
         "",
-        f"QC over the {qc['volumes']} student volumes (thresholds set beforehand, none tuned "
-        f"here): {qc['caught']} of the {qc['below_0.5']} with Dice < 0.5 marked unreliable "
-        f"(catch rate), {qc['false_alarms']} of the {qc['at_least_0.8']} with Dice >= 0.8 "
-        f"(false alarms), {qc['middle_marked']} of the {qc['middle']} in between.",
+        *qc_lines(qc),
         "",
         f"Made by `{payload['command']}` on {payload['machine']}, {args.note}.",
         "Speed is measured side by side in one process in `end_to_end.md`, not here.",
@@ -268,8 +369,10 @@ def stage_summarise(args: argparse.Namespace) -> None:
 
 STAGES = {
     "simulate": stage_simulate,
+    "targets": stage_targets,
     "taps": stage_taps,
     "train": stage_train,
+    "validate": stage_validate,
     "summarise": stage_summarise,
 }
 
@@ -279,6 +382,7 @@ def main() -> None:
     parser.add_argument("stage", choices=STAGES)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--folds", nargs="*", choices=list(SOURCES))
+    parser.add_argument("--shard", default="0/1", help="targets: this share I/N of volumes")
     parser.add_argument("--out", default="benchmarks/results/loso_protocols")
     parser.add_argument("--note", default="", help="summarise: how long the stages took")
     args = parser.parse_args()
