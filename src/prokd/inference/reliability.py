@@ -13,7 +13,7 @@ Each signal is a fact of the prediction that a wrong mask tends to break:
 A volume is unreliable when any signal crosses its threshold; the reasons name each one.
 :func:`measure` computes the signals, :func:`judge` turns them into a verdict, so that a
 study can re-judge stored signals at other thresholds. The thresholds come in strictness
-levels (:data:`LEVELS`, lenient to strict); ``benchmarks/qc_calibration.py`` picks the
+levels (:data:`LEVELS`, lenient to strict); ``benchmarks/loso_protocols.py`` picks the
 level on validation folds (:data:`CALIBRATED_LEVEL`), the gland volume range stays what
 a gland can be.
 """
@@ -53,7 +53,7 @@ LEVELS = (
     ReliabilityThresholds(0.85, 25.0, 4.0, 0.5, 25.0),
     ReliabilityThresholds(0.9, 20.0, 3.0, 0.4, 20.0),
 )
-CALIBRATED_LEVEL = 2  # chosen on the validation folds of benchmarks/qc_calibration.py
+CALIBRATED_LEVEL = 1  # chosen on the validation folds of benchmarks/loso_protocols.py
 
 
 @dataclass
