@@ -100,9 +100,10 @@ def measure(
     the mirrored pass's probabilities and the localiser's finding (either may be ``None``:
     not run); a signal that cannot be measured is absent or ``None``."""
     spacing = tuple(reversed(axial.GetSpacing()))
+    gland_ml = float(mask.sum()) * float(np.prod(spacing)) / 1000.0
     signals: dict[str, float | bool | None] = {
         "localiser_found": None if location is None else location.found,
-        "gland_ml": round(float(mask.sum()) * float(np.prod(spacing)) / 1000.0, 3),
+        "gland_ml": round(gland_ml, 3),
     }
     if location is not None and location.found:
         signals["localiser_ml"] = round(location.coarse_ml, 3)
@@ -115,7 +116,7 @@ def measure(
     if location is not None and location.found:
         distance = float(np.linalg.norm(_centroid_mm(mask, axial) - np.array(location.centre)))
         signals["localiser_distance_mm"] = round(distance, 2)
-        ratio = float(signals["gland_ml"]) / max(location.coarse_ml, 1e-3)
+        ratio = gland_ml / max(location.coarse_ml, 1e-3)
         signals["localiser_volume_ratio"] = round(ratio, 3)
     offset = midline_offset_mm(mask, axial)
     signals["midline_offset_mm"] = None if offset is None else round(offset, 2)
