@@ -103,15 +103,21 @@ def validation_cases(source: str) -> list[tuple[str, Case]]:
     """(protocol, case) pairs of a fold's validation volumes (its ``split.json``): as
     acquired, then under every simulated protocol."""
     split = json.loads((RUNS / source / "train" / "split.json").read_text())
+    found: dict[Path, list[Case]] = {}
+
+    def cases_in(root: Path) -> list[Case]:
+        if root not in found:
+            found[root] = find_cases(root)[1]
+        return found[root]
+
     pairs = []
     for key in split["val"]:
         site, case_id = key.split("/", 1)
         root, _ = SOURCES[site]
-        _, cases = find_cases(root)
-        pairs.append(("acquired", next(c for c in cases if c.case_id == case_id)))
+        pairs.append(("acquired", next(c for c in cases_in(root) if c.case_id == case_id)))
         stem = case_id.replace("/", "_")
         for protocol in PROTOCOLS:
-            _, simulated = find_cases(SIM / protocol / root.name)
+            simulated = cases_in(SIM / protocol / root.name)
             pairs += [(protocol, c) for c in simulated if volume_stem(c.image) == stem]
     return pairs
 

@@ -30,7 +30,16 @@ def _site_volume(site, seed, noise):
 SITE_VOLUMES = [_site_volume("A", s, 0.05) for s in range(3)] + [
     _site_volume("B", s, 1.5) for s in range(3, 6)
 ]
-FACTS = TeacherFacts([0.7, 0.8, 0.6, 0.9], ["A", "B", "A", "B"], SITE_VOLUMES)
+
+
+def _four_teachers(images):
+    """Logits of four teachers that scale the slice differently (for the ``gate`` fit)."""
+    return [torch.cat([-s * images[:, :1], s * images[:, :1]], 1) for s in (0.5, 1.0, 2.0, -1.0)]
+
+
+FACTS = TeacherFacts(
+    [0.7, 0.8, 0.6, 0.9], ["A", "B", "A", "B"], SITE_VOLUMES, teacher_logits=_four_teachers
+)
 
 
 @pytest.mark.parametrize("name", sorted(WEIGHTINGS))

@@ -3,6 +3,7 @@
 import json
 import math
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -293,7 +294,7 @@ def test_site_teacher_regime_trains_students_at_the_centre(tmp_path_factory, tmp
         "student-self-training",
     ]
     exp = Experiment(config, out, prepare_data(config.replace(data={"root": str(phantom)})), False)
-    steps = {s.name: s for s in plan_steps(config, {"SiteA": (), "SiteB": ()}, True)}
+    steps = {s.name: s for s in plan_steps(config, {"SiteA": ("a1",), "SiteB": ()}, True)}
     for name in ("student-nokd", "student-kd-p2-site", "student-self-training"):
         job = exp.job(steps[name])
         assert {v.site for v in job.train_volumes} == {"SiteA"}, name
@@ -302,6 +303,12 @@ def test_site_teacher_regime_trains_students_at_the_centre(tmp_path_factory, tmp
     assert not any(v.labelled or v.mask.any() for v in job.unlabelled_volumes)
     assert {v.site for v in exp.job(steps["student-kd-p1"]).train_volumes} == {"SiteA", "SiteB"}
     assert steps["student-kd-p2-site"].teacher_sites == ("SiteA", "SiteB")
+    # The gate's facts: the teachers to run and each one's training cases.
+    assert steps["student-kd-p2-site"].teacher_cases == (("a1",), ())
+    facts = exp.job(replace(steps["student-kd-p2-site"], weighting="gate")).weighting.facts
+    assert facts.training_cases == [frozenset({"a1"}), frozenset()]
+    images = torch.zeros(2, 1, 32, 32)
+    assert [z.shape for z in facts.teacher_logits(images)] == [(2, 2, 32, 32)] * 2
     best = exp.job(steps["student-kd-best-teacher"]).teachers
     scores = {n: exp.trained(n) for n in ("limit-SiteA", "limit-SiteB")}
     assert len(best) == 1 and best[0].path in {m.path for m in scores.values()}

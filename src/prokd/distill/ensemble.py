@@ -60,6 +60,10 @@ class TeacherEnsemble:
             features.append({k: v.clone() for k, v in tapped.features.items()})
         return logits, features
 
+    def logits(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Every teacher's logits for a batch, without features."""
+        return self(images)[0]
+
 
 def _tap_channels(teacher: TrainedModel, size: int) -> dict[str, int]:
     """Channels of each of a teacher's taps."""

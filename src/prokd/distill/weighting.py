@@ -5,7 +5,8 @@ slices) into weights of shape (B, K, H, W) that sum to 1 over teachers; the stud
 targets are the weighted mixture. ``labelled`` (B,) marks the slices whose labels are real;
 strategies that read labels weigh the teachers of unlabelled slices uniformly. Most
 distillation happens on unlabelled slices, so the label-free strategies (``confidence``,
-``agreement``, ``site``) weigh every slice from the image and the teachers alone.
+``agreement``, ``site``, ``gate``) weigh every slice from the image and the teachers alone
+(``gate`` is fitted on the labelled slices first, then used on every slice).
 
 Every strategy is a class in :data:`WEIGHTINGS`, built through :meth:`TeacherWeighting.build`
 from :class:`TeacherFacts` (:func:`build_weighting` looks the name up, nothing more). A
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from prokd.data.cache import PreprocessedVolume
+from prokd.distill.gate import PixelGate, TeacherLogits, fit_gate, gate_weights, teacher_inputs
 from prokd.distill.site_classifier import SiteClassifier, check_sites
 from prokd.errors import ConfigError
 
@@ -30,12 +32,17 @@ from prokd.errors import ConfigError
 @dataclass(frozen=True)
 class TeacherFacts:
     """What a strategy may know when it is built: each teacher's validation Dice, the site
-    each teacher was trained at, and the student's training volumes (labelled and
-    unlabelled, each with its site)."""
+    each teacher was trained at, the student's training volumes (labelled and unlabelled,
+    each with its site), the teachers themselves (``teacher_logits``: images -> each
+    teacher's logits), the case ids each teacher was trained on, and the neighbouring
+    slices per side that the networks see."""
 
     validation_dice: Sequence[float] | None = None
     sites: Sequence[str] | None = None
     volumes: Sequence[PreprocessedVolume] = ()
+    teacher_logits: TeacherLogits | None = None
+    training_cases: Sequence[frozenset[str]] | None = None
+    context_slices: int = 0
 
 
 class TeacherWeighting:
@@ -219,12 +226,63 @@ class SiteWeighting(TemperatureWeighting):
         return weights[:, :, None, None].expand(b, weights.shape[1], h, w).contiguous()
 
 
+@register_weighting
+class GateWeighting(TeacherWeighting):
+    """Per pixel, a learned gate: ``softmax_k(g(slice, p_k, mean_{j != k} p_j, H_k))``, one
+    small network ``g`` shared by all teachers, fitted on the student's labelled slices with
+    each teacher masked out where it was trained (:mod:`prokd.distill.gate`). Label-free at
+    use."""
+
+    name = "gate"
+
+    def __init__(self, facts: TeacherFacts) -> None:
+        self.facts = facts
+        self._gate: PixelGate | None = None
+
+    @classmethod
+    def build(
+        cls, temperature: float | None = None, facts: TeacherFacts = TeacherFacts()
+    ) -> TeacherWeighting:
+        """Raises:
+        ConfigError: the teachers cannot be run, or no training volume is labelled."""
+        if facts.teacher_logits is None:
+            raise ConfigError("teacher weighting 'gate' needs the teachers to fit the gate")
+        if not any(v.labelled for v in facts.volumes):
+            raise ConfigError("teacher weighting 'gate' needs labelled slices to fit the gate")
+        return cls(facts)
+
+    def gate(self, teachers: int, device: torch.device) -> PixelGate:
+        """The gate, fitted when the weights are first asked for (building a job fits
+        nothing)."""
+        if self._gate is None:
+            f = self.facts
+            self._gate = fit_gate(
+                f.teacher_logits,
+                f.volumes,
+                f.context_slices,
+                teachers,
+                sites=f.sites,
+                training_cases=f.training_cases,
+                device=device,
+            )
+        return self._gate
+
+    def __call__(self, teacher_logits, labels, labelled=None, images=None):
+        if images is None:
+            raise ValueError("teacher weighting 'gate' needs the student's input slices")
+        gate = self.gate(len(teacher_logits), teacher_logits[0].device)
+        with torch.no_grad():
+            scores = gate(teacher_inputs(teacher_logits, images))
+        return gate_weights(scores).to(teacher_logits[0].dtype)
+
+
 def build_weighting(
     name: str, facts: TeacherFacts = TeacherFacts(), temperature: float | None = None
 ) -> TeacherWeighting:
     """A strategy by name, through its class's :meth:`~TeacherWeighting.build` with the
     ``facts`` it needs (``validation``: each teacher's validation Dice; ``site``: each
-    teacher's site and the training volumes); ``temperature`` replaces the strategy's
+    teacher's site and the training volumes; ``gate``: the teachers and the training
+    volumes, with the teachers' training cases or sites); ``temperature`` replaces the strategy's
     default (strategies without one ignore it).
 
     Raises:

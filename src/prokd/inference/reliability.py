@@ -76,9 +76,10 @@ def _centroid_mm(mask: np.ndarray, image: sitk.Image) -> np.ndarray:
     return np.array(image.TransformContinuousIndexToPhysicalPoint((float(x), float(y), float(z))))
 
 
-def midline_offset_mm(mask: np.ndarray, axial: sitk.Image) -> float | None:
-    """Left-right distance (mm) from the mask's centroid to the body's centroid over the
-    slices the mask occupies, in the axial view ``axial``; ``None`` without a body."""
+def midline_offset_mm(mask: np.ndarray, centroid: np.ndarray, axial: sitk.Image) -> float | None:
+    """Left-right distance (mm) from the mask's ``centroid`` (physical point) to the body's
+    centroid over the slices the mask occupies, in the axial view ``axial``; ``None``
+    without a body."""
     occupied = np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1))
     first, last = int(occupied[0]), int(occupied[-1])
     slab = axial[:, :, first : last + 1]
@@ -86,7 +87,7 @@ def midline_offset_mm(mask: np.ndarray, axial: sitk.Image) -> float | None:
     if body is None:
         return None
     body_point = np.array(slab.TransformContinuousIndexToPhysicalPoint((*body, 0.0)))
-    return float(abs(_centroid_mm(mask, axial)[0] - body_point[0]))
+    return float(abs(centroid[0] - body_point[0]))
 
 
 def measure(
@@ -113,12 +114,13 @@ def measure(
         signals["mirror_dice"] = round(_overlap(mask > 0, mirrored >= 0.5), 4)
     uncertain = (probabilities > UNCERTAIN[0]) & (probabilities < UNCERTAIN[1])
     signals["uncertain_fraction"] = round(float(uncertain.sum()) / float(mask.sum()), 4)
+    centroid = _centroid_mm(mask, axial)
     if location is not None and location.found:
-        distance = float(np.linalg.norm(_centroid_mm(mask, axial) - np.array(location.centre)))
+        distance = float(np.linalg.norm(centroid - np.array(location.centre)))
         signals["localiser_distance_mm"] = round(distance, 2)
         ratio = gland_ml / max(location.coarse_ml, 1e-3)
         signals["localiser_volume_ratio"] = round(ratio, 3)
-    offset = midline_offset_mm(mask, axial)
+    offset = midline_offset_mm(mask, centroid, axial)
     signals["midline_offset_mm"] = None if offset is None else round(offset, 2)
     return signals
 

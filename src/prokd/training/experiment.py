@@ -173,6 +173,7 @@ class Experiment:
             weighting=step.weighting,
             teacher_val_dice=None if external or None in scores else scores,
             teacher_sites=list(step.teacher_sites) or None,
+            teacher_cases=[frozenset(cases) for cases in step.teacher_cases] or None,
             soft_target_dir=self.soft_target_dir(step),
             unlabelled_volumes=unlabelled,
             volume_teachers=[t.name for t in external],

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from prokd.data.cache import PreprocessedVolume
 from prokd.data.preprocess import PreprocessSettings
 from prokd.data.slices import SliceDataset
+from prokd.distill.ensemble import TeacherEnsemble
 from prokd.distill.weighting import (
     TeacherFacts,
     TeacherWeighting,
@@ -60,6 +61,7 @@ class TrainJob:
         weighting: str = "uniform",
         teacher_val_dice: list[float] | None = None,
         teacher_sites: list[str] | None = None,
+        teacher_cases: list[frozenset[str]] | None = None,
         soft_target_dir: Path | None = None,
         unlabelled_volumes: list[PreprocessedVolume] | None = None,
         volume_teachers: list[str] | None = None,
@@ -69,8 +71,9 @@ class TrainJob:
         ``unlabelled_volumes`` are used by distilled runs only (a run without teachers has
         nothing to learn from them). ``volume_teachers`` names the volume teachers whose
         maps the training and unlabelled volumes carry, after the trained ``teachers``.
-        ``teacher_val_dice`` and ``teacher_sites`` (the site each teacher was trained at)
-        are what weighting strategies may read.
+        ``teacher_val_dice``, ``teacher_sites`` (the site each teacher was trained at) and
+        ``teacher_cases`` (the case ids each was trained on) are what weighting strategies
+        may read, with the teachers themselves.
 
         Raises:
             ConfigError: a teacher was trained with other preprocessing than the config's
@@ -89,7 +92,16 @@ class TrainJob:
         volume_teachers = list(volume_teachers or [])
         distilled = bool(teachers or volume_teachers)
         unlabelled = list(unlabelled_volumes or []) if distilled else []
-        facts = TeacherFacts(teacher_val_dice, teacher_sites, train_volumes + unlabelled)
+        facts = TeacherFacts(
+            teacher_val_dice,
+            teacher_sites,
+            train_volumes + unlabelled,
+            teacher_logits=TeacherEnsemble(teachers, with_features=False).logits
+            if teachers
+            else None,
+            training_cases=teacher_cases,
+            context_slices=config.preprocess.context_slices,
+        )
         return cls(
             run_dir=Path(run_dir),
             model_name=model or config.model,

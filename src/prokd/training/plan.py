@@ -29,7 +29,8 @@ class Step:
     the site-teacher regime (its labels only; the other training volumes without masks).
     ``best_teacher``: the step learns from the one of ``teachers`` with the best validation
     Dice. ``teacher_sites``: the site each of ``teachers`` was trained at (limit_mode
-    ``site``), for the ``site`` weighting.
+    ``site``), for the ``site`` weighting. ``teacher_cases``: the case ids each of
+    ``teachers`` was trained on, for the ``gate`` weighting.
     """
 
     name: str
@@ -43,6 +44,7 @@ class Step:
     centre: bool = False
     best_teacher: bool = False
     teacher_sites: tuple[str, ...] = ()  # the site of each teacher, when each has one
+    teacher_cases: tuple[tuple[str, ...], ...] = ()  # each teacher's training cases, if known
 
     @property
     def student(self) -> bool:
@@ -88,6 +90,7 @@ def plan_steps(
             "p2",
             centre=centre,
             teacher_sites=sites,
+            teacher_cases=tuple(subsets.values()),
         )
         for s in e.strategies
         if s != "validation" or limit_val_known
