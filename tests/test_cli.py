@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from prokd.cli import main
 from tests.conftest import ball_case, write
@@ -67,3 +68,13 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "nope: data folder not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_abbreviated_options_are_refused(tmp_path, capsys):
+    """``--out`` is not silently read as ``--output-format`` (or any other option)."""
+    image = write(tmp_path / "scan.nii.gz", ball_case()[0])
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", "prostate-t2", str(image), str(tmp_path / "masks"), "--out", "x"])
+    assert exit_.value.code == 2
+    assert "unrecognized arguments: --out" in capsys.readouterr().err
+    assert not (tmp_path / "masks").exists()

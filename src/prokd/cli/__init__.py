@@ -7,6 +7,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from prokd.cli.data_commands import add_data_parsers
@@ -217,9 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prokd",
         description="Distil prostate MRI segmentation teachers into fast CPU students.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"prokd {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # No abbreviated options: `predict ... --out X` would silently mean --output-format.
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        parser_class=partial(argparse.ArgumentParser, allow_abbrev=False),
+    )
 
     p = sub.add_parser("models", help="networks (parameters, FLOPs, taps) and bundled models")
     p.add_argument("names", nargs="*", metavar="MODEL", help="networks or bundled models")
