@@ -1,5 +1,7 @@
-"""The bundled localiser over large fields of view, and the reliability verdict on
-constructed failures."""
+"""The bundled localiser over large fields of view, a localiser named by
+``preprocess.localiser``, and the reliability verdict on constructed failures."""
+
+import shutil
 
 import numpy as np
 import pytest
@@ -8,9 +10,10 @@ import SimpleITK as sitk
 from prokd.data.phantom import SITES, generate_case
 from prokd.data.preprocess import PreprocessSettings, target_grid
 from prokd.data.synth_pelvis import BODY, PROSTATE, synthesise
+from prokd.errors import ConfigError
 from prokd.evaluation.metrics import dice_score
 from prokd.inference.bundled import bundled_path
-from prokd.inference.localise import SLICE_MARGIN_MM, locate_gland
+from prokd.inference.localise import SLICE_MARGIN_MM, ModelLocator, locate_gland, place
 from prokd.inference.model_files import load_model_file
 from prokd.inference.reliability import assess
 from prokd.inference.segment import segment_image, with_crop_centre
@@ -151,3 +154,57 @@ def test_a_non_axial_series_gets_a_mask_on_its_own_grid(shared_data, series, pla
     on_series = sitk.Resample(reference, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     agreement = dice_score(result.mask > 0, sitk.GetArrayFromImage(on_series) > 0)
     assert agreement > 0.5 or not result.qc.reliable, (agreement, result.qc.reasons)
+
+
+def _blind_localiser(folder):
+    """A localiser checkpoint (run folder) with the bundled one's settings that never finds
+    a gland: every weight zero, the output bias for background."""
+    import torch
+
+    from prokd.inference.trained import BEST, model_payload
+    from prokd.models import build_model
+
+    settings = load_model_file(bundled_path("prostate-localiser")).settings
+    network = build_model("unet-w4", settings.channels, 2)
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.zero_()
+        last_bias = [p for name, p in network.named_parameters() if name.endswith("bias")][-1]
+        last_bias.copy_(torch.tensor([10.0, -10.0]))
+    folder.mkdir()
+    torch.save(model_payload(network, "unet-w4", settings), folder / BEST)
+    return folder
+
+
+def test_preprocess_localiser_names_the_model_that_places_the_grid(tmp_path):
+    wide, _, _ = _phantom_in_a_wide_field(offset_mm=(110.0, -90.0, 60.0))
+    bundled = place(wide, PreprocessSettings(crop_centre="gland"))
+    assert bundled.location.found
+    copied = tmp_path / "copy.onnx"
+    shutil.copyfile(bundled_path("prostate-localiser"), copied)
+    same = place(wide, PreprocessSettings(crop_centre="gland", localiser=str(copied)))
+    np.testing.assert_allclose(same.location.centre, bundled.location.centre)
+    blind = _blind_localiser(tmp_path / "blind")
+    other = place(wide, PreprocessSettings(crop_centre="gland", localiser=str(blind)))
+    assert not other.location.found  # the grid falls back to the image centre
+    # The training cache keys placements by the localiser file's contents.
+    assert ModelLocator(str(copied)).fingerprint == ModelLocator().fingerprint
+    assert ModelLocator(str(blind)).fingerprint != ModelLocator().fingerprint
+
+
+def test_a_missing_localiser_is_a_config_error(tmp_path):
+    missing = str(tmp_path / "nowhere.onnx")
+    with pytest.raises(ConfigError, match="preprocess.localiser: .*nowhere.onnx"):
+        ModelLocator(missing)
+    with pytest.raises(ConfigError, match="preprocess.localiser: .*nowhere.onnx"):
+        place(_body_image(), PreprocessSettings(crop_centre="gland", localiser=missing))
+    with pytest.raises(ConfigError, match="preprocess.localiser must be"):
+        PreprocessSettings(localiser="")
+
+
+def test_the_default_localiser_keeps_earlier_cache_keys():
+    gland = PreprocessSettings(crop_centre="gland")
+    assert "localiser" not in gland.fingerprint()
+    other = PreprocessSettings(crop_centre="gland", localiser="fold.onnx")
+    assert "fold.onnx" in other.fingerprint()
+    assert other.grid_only().localiser == "fold.onnx"

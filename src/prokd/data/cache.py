@@ -63,7 +63,7 @@ class PreprocessedVolume:
 class GlandLocator(Protocol):
     """What places a ``crop_centre: gland`` grid: the gland's centre in an image (``None``
     when it finds none), and a fingerprint of the model that finds it (for cache keys).
-    :class:`prokd.inference.localise.BundledLocator` is the one prokd uses."""
+    :class:`prokd.inference.localise.ModelLocator` is the one prokd uses."""
 
     fingerprint: str
 

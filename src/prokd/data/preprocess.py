@@ -25,6 +25,9 @@ CROP_CENTRES = ("image", "body", "gland")
 ORIENTATION = "LPS"  # axial: array x runs right->left, y anterior->posterior, z inferior->superior
 
 
+DEFAULT_LOCALISER = "prostate-localiser"  # the bundled localiser (prokd.inference.bundled)
+
+
 @dataclass(frozen=True)
 class PreprocessSettings:
     """How a volume becomes a stack of 2D slices.
@@ -49,6 +52,10 @@ class PreprocessSettings:
             as a coarse localiser finds it in the whole volume, image alone, no label:
             :mod:`prokd.inference.localise`; statistics local as with ``body``, and taken
             over the body's voxels only, not the air).
+        localiser: the coarse localiser of ``crop_centre: gland``: a bundled model's name
+            (default ``prostate-localiser``) or a model file (ONNX, checkpoint or run
+            folder; a relative path is read from the working directory), e.g. one trained
+            without a held-out source.
     """
 
     size: int = 128
@@ -57,6 +64,7 @@ class PreprocessSettings:
     context_slices: int = 0
     normalise: str = "zscore"
     crop_centre: str = "image"
+    localiser: str = DEFAULT_LOCALISER
 
     def __post_init__(self) -> None:
         if self.size < 8:
@@ -75,6 +83,11 @@ class PreprocessSettings:
             raise ConfigError(
                 f"preprocess.crop_centre must be one of {', '.join(CROP_CENTRES)}, "
                 f"got {self.crop_centre!r}"
+            )
+        if not isinstance(self.localiser, str) or not self.localiser:
+            raise ConfigError(
+                f"preprocess.localiser must be a bundled model's name or a model file, "
+                f"got {self.localiser!r}"
             )
         if not 0 <= self.context_slices <= 3:
             raise ConfigError(
@@ -100,19 +113,22 @@ class PreprocessSettings:
 
     def fingerprint(self) -> str:
         """Stable text of the settings that shape the stored slices, for cache keys
-        (``context_slices`` only stacks them when read, so it is left out; ``normalise``
-        and ``crop_centre``, added later, only when they are not the default, so earlier
-        keys stay valid)."""
+        (``context_slices`` only stacks them when read, so it is left out; ``normalise``,
+        ``crop_centre`` and ``localiser``, added later, only when they are not the default,
+        so earlier keys stay valid; a localiser file's contents are the cache's to key)."""
         values = asdict(self)
         del values["context_slices"]
-        for key, default in (("normalise", "zscore"), ("crop_centre", "image")):
+        defaults = {"normalise": "zscore", "crop_centre": "image", "localiser": DEFAULT_LOCALISER}
+        for key, default in defaults.items():
             if values[key] == default:
                 del values[key]
         return json.dumps(values, sort_keys=True)
 
     def grid_only(self) -> PreprocessSettings:
         """These settings less those that change intensities only: what fixes the grid."""
-        return PreprocessSettings(self.size, self.fov_mm, crop_centre=self.crop_centre)
+        return PreprocessSettings(
+            self.size, self.fov_mm, crop_centre=self.crop_centre, localiser=self.localiser
+        )
 
 
 def slice_stack(volume: np.ndarray, z: int, context: int) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 A coarse localiser (a slice model on 5 mm pixels over a 480 mm field of view: the bundled
 ``prostate-localiser``, trained on real scans and on large-field-of-view pelvis images
-synthesised from label maps) segments the gland roughly in the whole volume; its largest
+synthesised from label maps, or the model file that ``preprocess.localiser`` names)
+segments the gland roughly in the whole volume; its largest
 3D component gives the gland's centre, on which the fine model's slice grid is centred
 (``crop_centre: gland``), and its slice range, outside which (with a margin) the fine
 prediction is zero. No label is read. When the localiser finds nothing, the grid falls back
@@ -21,13 +22,15 @@ import SimpleITK as sitk
 from prokd.data.io import Geometry, file_sha256
 from prokd.data.planes import acquisition_plane, axial_reslice
 from prokd.data.preprocess import (
+    DEFAULT_LOCALISER,
     PreprocessSettings,
     axial_slab,
     axial_view,
     preprocess_volume,
     to_original_grid,
 )
-from prokd.inference.bundled import bundled_path
+from prokd.errors import ConfigError, DataError
+from prokd.inference.bundled import resolve_model_path
 from prokd.inference.model_files import LoadedModel, load_model_file
 from prokd.inference.postprocess import postprocess_mask
 from prokd.inference.predict import SliceModel, predict_slices
@@ -35,7 +38,6 @@ from prokd.inference.predict import SliceModel, predict_slices
 if TYPE_CHECKING:
     from torch import nn
 
-LOCALISER = "prostate-localiser"
 COARSE_INPUT_MM = 2.0  # in-plane pixels the localiser's input is averaged down to first
 SLICE_MARGIN_MM = 30.0  # slices kept beyond the localiser's first and last gland slice
 
@@ -66,26 +68,45 @@ class GlandLocation:
         return self.centre is not None
 
 
-@lru_cache(maxsize=1)
-def bundled_localiser() -> LoadedModel:
-    """The bundled localiser, loaded once per process."""
-    return load_model_file(bundled_path(LOCALISER))
+@lru_cache(maxsize=4)
+def load_localiser(spec: str = DEFAULT_LOCALISER) -> LoadedModel:
+    """A localiser by bundled name or model file, loaded once per process.
+
+    Raises:
+        ConfigError: naming ``preprocess.localiser``, when no model is there.
+    """
+    try:
+        return load_model_file(spec)
+    except DataError as error:
+        raise ConfigError(f"preprocess.localiser: {error}") from error
 
 
-class BundledLocator:
-    """The bundled localiser as the preprocessing cache's
-    :class:`~prokd.data.cache.GlandLocator`: training volumes are placed as ``prokd
-    predict`` places a new scan, from the image alone."""
+class ModelLocator:
+    """A localiser as the preprocessing cache's :class:`~prokd.data.cache.GlandLocator`:
+    training volumes are placed as ``prokd predict`` places a new scan, from the image
+    alone. Its fingerprint is the localiser file's contents.
 
-    def __init__(self) -> None:
-        self.fingerprint = file_sha256(bundled_path(LOCALISER))
+    Raises:
+        ConfigError: naming ``preprocess.localiser``, when no model file is there.
+    """
+
+    def __init__(self, spec: str = DEFAULT_LOCALISER) -> None:
+        self.spec = spec
+        path = resolve_model_path(spec)
+        if not path.exists():
+            raise ConfigError(f"preprocess.localiser: {path}: model file not found")
+        if path.is_dir():  # a run folder: its best checkpoint (torch: training only)
+            from prokd.inference.trained import resolve_checkpoint
+
+            path = resolve_checkpoint(path)
+        self.fingerprint = file_sha256(path)
 
     def locate(
         self, image: sitk.Image
     ) -> tuple[tuple[float, float, float] | None, tuple[int, int] | None]:
         """The gland's centre the localiser finds and the axial-view slices it keeps
         (``None``, ``None``: none found)."""
-        location = locate_gland(image)
+        location = locate_gland(image, load_localiser(self.spec))
         return (location.centre, location.slices) if location.found else (None, None)
 
 
@@ -93,7 +114,7 @@ def locate_gland(
     image: sitk.Image, localiser: LoadedModel | None = None, batch_size: int = 32
 ) -> GlandLocation:
     """Run the localiser (default: the bundled one) over the whole of ``image``."""
-    localiser = localiser or bundled_localiser()
+    localiser = localiser or load_localiser()
     axial = axial_view(image)
     # Averaged down to about COARSE_INPUT_MM pixels first: the low-pass to the localiser's
     # 5 mm pixels then costs little, whatever the scan's resolution.
@@ -146,13 +167,14 @@ def place(
     image: sitk.Image, settings: PreprocessSettings, location: GlandLocation | None = None
 ) -> Placement:
     """Slice a volume as ``settings`` say: axial slices (resliced from a sagittal or coronal
-    series); with ``crop_centre: gland``, only the localiser's slab (:func:`gland_slab`),
-    on a grid centred on its gland (the image centre when it finds none). ``location``:
-    a finding to use instead of running the localiser."""
+    series); with ``crop_centre: gland``, only the slab of the localiser that
+    ``settings.localiser`` names (:func:`gland_slab`), on a grid centred on its gland (the
+    image centre when it finds none). ``location``: a finding to use instead of running
+    the localiser."""
     plane = acquisition_plane(image)
     source = image if plane == "axial" else axial_reslice(image)
     if location is None and settings.crop_centre == "gland":
-        location = locate_gland(source)
+        location = locate_gland(source, load_localiser(settings.localiser))
     centre = location.centre if location is not None else None
     slices, _, grid = preprocess_volume(gland_slab(source, location), None, settings, centre)
     return Placement(slices, grid, location, plane)

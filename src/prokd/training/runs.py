@@ -25,7 +25,7 @@ from prokd.data.splits import (
 )
 from prokd.distill.volume_teachers import slice_grid_probabilities
 from prokd.errors import ConfigError
-from prokd.inference.localise import BundledLocator
+from prokd.inference.localise import ModelLocator
 from prokd.inference.volume_models import VolumeModel
 from prokd.io_atomic import atomic_path
 from prokd.training.config import Config, SourceConfig, load_config, save_config
@@ -156,7 +156,8 @@ def prepare_data(config: Config, data_root: str | None = None) -> PreparedData:
         raise ConfigError(
             f"data: case id {duplicate!r} comes from two folders; give the sources a site name"
         )
-    locator = BundledLocator() if config.preprocess.crop_centre == "gland" else None
+    gland = config.preprocess.crop_centre == "gland"
+    locator = ModelLocator(config.preprocess.localiser) if gland else None
     cache = PreprocessCache(config.data.cache_dir or default_cache_dir(), locator)
     return PreparedData(layout, cases, split, cache, config, unlabelled)
 
