@@ -18,14 +18,23 @@ protocol), and the strictness level its validation volumes choose
 that all folds' validation volumes choose together is the one prokd ships
 (``prokd.inference.reliability.CALIBRATED_LEVEL``).
 
+The localiser is nested too with ``--localiser fold``: stage ``localisers`` trains one per
+fold on the bundled localiser's data (``configs/prostate-localiser.yaml``) without any
+volume of the held-out source, and the fold's student is placed by it in training and at
+test (``preprocess.localiser``). With ``--localiser bundled`` (the default) every fold uses
+the bundled localiser, which has seen every source. The summary says which.
+
 Stages, each resumable (a stage skips what it finds done), so that TAPS and training run
 side by side on one thread each:
 
     .venv/bin/python benchmarks/loso_protocols.py simulate
+    .venv/bin/python benchmarks/loso_protocols.py localisers --folds msd prostatex &  # only
+    .venv/bin/python benchmarks/loso_protocols.py localisers --folds prostate158 prostate3t
+    # with --localiser fold below
     .venv/bin/python benchmarks/loso_protocols.py targets --shard 0/2 &  # TAPS, training
     .venv/bin/python benchmarks/loso_protocols.py targets --shard 1/2    # volumes
     .venv/bin/python benchmarks/loso_protocols.py taps --threads 1 &
-    .venv/bin/python benchmarks/loso_protocols.py train --threads 1
+    .venv/bin/python benchmarks/loso_protocols.py train --threads 1 [--localiser fold]
     .venv/bin/python benchmarks/loso_protocols.py validate --threads 1
     .venv/bin/python benchmarks/loso_protocols.py summarise
 
@@ -184,8 +193,9 @@ def stage_taps(args: argparse.Namespace) -> None:
             print(f"taps {source} {protocol} {case.case_id} {row['seconds']:.0f}s", flush=True)
 
 
-def fold_config(source: str, threads: int) -> dict[str, Any]:
-    """The prostate-t2 recipe without any volume of ``source``."""
+def fold_config(source: str, threads: int, localiser: str = "bundled") -> dict[str, Any]:
+    """The prostate-t2 recipe without any volume of ``source``, its grids placed by the
+    bundled localiser or (``localiser="fold"``) by the fold's own."""
     config = yaml.safe_load(Path("configs/prostate-t2.yaml").read_text())
     labelled = [s for s in config["data"]["sources"] if s.get("labelled", True)]
     sources = [s for s in labelled if s.get("site") != source]
@@ -198,36 +208,69 @@ def fold_config(source: str, threads: int) -> dict[str, Any]:
         sources.append(next(s for s in config["data"]["sources"] if s.get("channel") == 0))
     config["data"]["sources"] = sources
     config["preprocess"] = {**config.get("preprocess", {}), "crop_centre": "gland"}
+    if localiser == "fold":
+        config["preprocess"]["localiser"] = str(fold_localiser(source).resolve())
     config["train"].update({"protocols": True, "threads": threads})
     return config
+
+
+def fold_localiser(source: str) -> Path:
+    """Where the fold's own localiser is exported."""
+    return RUNS / source / "localiser.onnx"
+
+
+def localiser_config(source: str, threads: int) -> dict[str, Any]:
+    """The bundled localiser's recipe without any volume of ``source``: the AI-referenced
+    sources are linked one by one, so that one of them can be left out."""
+    config = yaml.safe_load(Path("configs/prostate-localiser.yaml").read_text())
+    sources = [
+        s
+        for s in config["data"]["sources"]
+        if s.get("site") != source and Path(s["root"]) != Path("data/ai-labelled")
+    ]
+    for name in ("prostatex", "prostate3t"):
+        if name != source:
+            linked = RUNS / source / "localiser-data" / name
+            linked.mkdir(parents=True, exist_ok=True)
+            for path in sorted((Path("data/ai-labelled") / name).iterdir()):
+                target = linked / path.name
+                if not target.exists():
+                    target.symlink_to(path.resolve())
+            sources.append({"root": str(linked.parent), "layout": "six-site"})
+    config["data"]["sources"] = list({s["root"]: s for s in sources}.values())
+    config["train"].update({"threads": threads})
+    return config
+
+
+def _train_and_export(config: dict[str, Any], run: Path, model_file: Path) -> None:
+    """``prokd train`` (resumed when begun) then ``prokd export`` to ONNX."""
+    run.mkdir(parents=True, exist_ok=True)
+    config_file = run.parent / f"{run.name}.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    resume = ["--resume"] if (run / "last.pt").exists() else []
+    prokd = [sys.executable, "-m", "prokd.cli"]
+    subprocess.run([*prokd, "train", str(config_file), "--out", str(run), *resume], check=True)
+    export = [*prokd, "export", str(run), "--format", "onnx", "--out", str(model_file)]
+    subprocess.run(export, check=True)
+
+
+def stage_localisers(args: argparse.Namespace) -> None:
+    """Each fold's localiser, trained without the held-out source."""
+    for source in args.folds or list(SOURCES):
+        if not fold_localiser(source).exists():
+            config = localiser_config(source, args.threads)
+            _train_and_export(config, RUNS / source / "localiser-train", fold_localiser(source))
 
 
 def stage_train(args: argparse.Namespace) -> None:
     rows = RUNS / "rows-student.jsonl"
     for source in args.folds or list(SOURCES):
-        run = RUNS / source
-        model_file = run / "student.onnx"
+        model_file = RUNS / source / "student.onnx"
         if not model_file.exists():
-            run.mkdir(parents=True, exist_ok=True)
-            config = run / "fold.yaml"
-            config.write_text(yaml.safe_dump(fold_config(source, args.threads)))
-            resume = ["--resume"] if (run / "train" / "last.pt").exists() else []
-            prokd = [sys.executable, "-m", "prokd.cli"]
-            subprocess.run(
-                [*prokd, "train", str(config), "--out", str(run / "train"), *resume], check=True
-            )
-            subprocess.run(
-                [
-                    *prokd,
-                    "export",
-                    str(run / "train"),
-                    "--format",
-                    "onnx",
-                    "--out",
-                    str(model_file),
-                ],
-                check=True,
-            )
+            if args.localiser == "fold" and not fold_localiser(source).exists():
+                sys.exit(f"{fold_localiser(source)}: run the localisers stage first")
+            config = fold_config(source, args.threads, args.localiser)
+            _train_and_export(config, RUNS / source / "train", model_file)
         torch.set_num_threads(args.threads)
         _segment_all(source, test_cases(source), rows)
 
@@ -351,13 +394,16 @@ def stage_summarise(args: argparse.Namespace) -> None:
                 "|"
             )
     qc = qc_calibration(student, _read("validation"))
+    localisers = {source: fold_localiser_used(source) for source in SOURCES}
     payload = {
         "command": "python benchmarks/loso_protocols.py (simulate, taps, train, summarise)",
         "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         "cells": cells,
         "qc": qc,
+        "localisers": localisers,
         "rows": {"student": student, "taps": taps},
     }
+    nested = all(used == "fold" for used in localisers.values())
     lines = [
         "# Leave one source out, with simulated protocols, TAPS beside",
         "",
@@ -367,14 +413,25 @@ def stage_summarise(args: argparse.Namespace) -> None:
         "",
         *qc_lines(qc),
         "",
+        "Localiser: each fold's own, trained without the held-out source (nested)."
+        if nested
+        else "Localiser: the bundled one in every fold, trained on every source (not nested).",
+        "",
         f"Made by `{payload['command']}` on {payload['machine']}, {args.note}.",
         "Speed is measured side by side in one process in `end_to_end.md`, not here.",
     ]
     write_json_and_markdown(Path(args.out), payload, "\n".join(lines) + "\n")
 
 
+def fold_localiser_used(source: str) -> str:
+    """``fold`` or ``bundled``: which localiser placed a fold's grids, from its config."""
+    config = yaml.safe_load((RUNS / source / "train.yaml").read_text())
+    return "fold" if "localiser" in config["preprocess"] else "bundled"
+
+
 STAGES = {
     "simulate": stage_simulate,
+    "localisers": stage_localisers,
     "targets": stage_targets,
     "taps": stage_taps,
     "train": stage_train,
@@ -391,6 +448,12 @@ def main() -> None:
     parser.add_argument("--shard", default="0/1", help="targets: this share I/N of volumes")
     parser.add_argument("--out", default="benchmarks/results/loso_protocols")
     parser.add_argument("--note", default="", help="summarise: how long the stages took")
+    parser.add_argument(
+        "--localiser",
+        choices=("bundled", "fold"),
+        default="bundled",
+        help="train: place the folds' grids with the bundled localiser or each fold's own",
+    )
     args = parser.parse_args()
     STAGES[args.stage](args)
 
