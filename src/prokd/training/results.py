@@ -79,6 +79,8 @@ COMPARISONS = (
     ("adaptive vs pooled procedure 1", "chosen", "student-kd-p1"),
     ("adaptive vs best single-site teacher", "chosen", "student-kd-best-teacher"),
     ("kd vs semi-supervised", "chosen", "student-self-training"),
+    # One fixed strategy against the baseline, not chosen on validation: the learned gate.
+    ("gate vs uniform", "student-kd-p2-gate", "student-kd-p2-uniform"),
 )
 
 
