@@ -118,6 +118,10 @@ def test_fit_needs_two_held_out_teachers_and_trained_teachers_only():
 
 def test_gate_build_needs_teachers_and_labels():
     volumes = _volumes("AB")
+    with pytest.raises(ConfigError, match="no labelled slice on which two teachers"):
+        # Two site teachers and labels from their own sites only: refused when built,
+        # before any training step.
+        build_weighting("gate", TeacherFacts(sites=["A", "B"], volumes=volumes, teacher_logits=len))
     with pytest.raises(ConfigError, match="needs the teachers"):
         build_weighting("gate", TeacherFacts(volumes=volumes))
     unlabelled = [v.without_mask() for v in volumes]

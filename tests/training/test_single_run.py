@@ -166,3 +166,12 @@ def test_site_teacher_workflow_from_files(tmp_path_factory, tmp_path, capsys):
     )
     assert main(["train", str(bad), "--out", str(tmp_path / "bad")]) == 2
     assert "distill.teacher_sites: 1 sites for 2 teachers" in capsys.readouterr().err
+    # The learned gate needs two teachers new to the centre's labelled slices: with two
+    # sites there is one, and training stops before writing anything.
+    gate = tmp_path / "gate.yaml"
+    gate.write_text(
+        yaml.safe_dump({**centre, "distill": {**centre["distill"], "weighting": "gate"}})
+    )
+    assert main(["train", str(gate), "--out", str(tmp_path / "gate")]) == 2
+    assert "no labelled slice on which two teachers are held out" in capsys.readouterr().err
+    assert not (tmp_path / "gate").exists()

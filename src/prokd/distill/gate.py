@@ -100,6 +100,28 @@ def held_out(
     return [True] * teachers
 
 
+def fitting_volumes(
+    volumes: Sequence[PreprocessedVolume],
+    teachers: int,
+    sites: Sequence[str] | None = None,
+    training_cases: Sequence[frozenset[str]] | None = None,
+) -> list[tuple[PreprocessedVolume, list[bool]]]:
+    """The labelled volumes the gate is fitted on, each with its :func:`held_out` flags.
+
+    Raises:
+        ConfigError: no labelled volume on which at least two teachers are held out.
+    """
+    labelled = [v for v in volumes if v.labelled]
+    flags = [held_out(v, sites, training_cases, teachers) for v in labelled]
+    usable = [(v, f) for v, f in zip(labelled, flags, strict=True) if sum(f) >= 2]
+    if not usable:
+        raise ConfigError(
+            "teacher weighting 'gate': no labelled slice on which two teachers are held out "
+            "(each teacher is masked out on its own training cases or site)"
+        )
+    return usable
+
+
 def fit_gate(
     teacher_logits: TeacherLogits,
     volumes: Sequence[PreprocessedVolume],
@@ -115,14 +137,7 @@ def fit_gate(
         ConfigError: no labelled slice on which at least two teachers are held out, or the
             weights are asked for more teachers than ``teacher_logits`` runs.
     """
-    labelled = [v for v in volumes if v.labelled]
-    flags = [held_out(v, sites, training_cases, teachers) for v in labelled]
-    usable = [(v, f) for v, f in zip(labelled, flags, strict=True) if sum(f) >= 2]
-    if not usable:
-        raise ConfigError(
-            "teacher weighting 'gate': no labelled slice on which two teachers are held out "
-            "(each teacher is masked out on its own training cases or site)"
-        )
+    usable = fitting_volumes(volumes, teachers, sites, training_cases)
     dataset = SliceDataset([v for v, _ in usable], None, context_slices)
     rows = np.linspace(0, len(dataset) - 1, min(len(dataset), MAX_SLICES)).round().astype(int)
     items = [dataset[int(r)] for r in np.unique(rows)]

@@ -24,7 +24,14 @@ import torch
 import torch.nn.functional as F
 
 from prokd.data.cache import PreprocessedVolume
-from prokd.distill.gate import PixelGate, TeacherLogits, fit_gate, gate_weights, teacher_inputs
+from prokd.distill.gate import (
+    PixelGate,
+    TeacherLogits,
+    fit_gate,
+    fitting_volumes,
+    gate_weights,
+    teacher_inputs,
+)
 from prokd.distill.site_classifier import SiteClassifier, check_sites
 from prokd.errors import ConfigError
 
@@ -244,11 +251,15 @@ class GateWeighting(TeacherWeighting):
         cls, temperature: float | None = None, facts: TeacherFacts = TeacherFacts()
     ) -> TeacherWeighting:
         """Raises:
-        ConfigError: the teachers cannot be run, or no training volume is labelled."""
+        ConfigError: the teachers cannot be run, no training volume is labelled, or (with
+            the teachers' sites or training cases known) none holds out two teachers."""
         if facts.teacher_logits is None:
             raise ConfigError("teacher weighting 'gate' needs the teachers to fit the gate")
         if not any(v.labelled for v in facts.volumes):
             raise ConfigError("teacher weighting 'gate' needs labelled slices to fit the gate")
+        known = facts.training_cases if facts.training_cases is not None else facts.sites
+        if known is not None:  # checked before training starts, not at its first step
+            fitting_volumes(facts.volumes, len(known), facts.sites, facts.training_cases)
         return cls(facts)
 
     def gate(self, teachers: int, device: torch.device) -> PixelGate:
