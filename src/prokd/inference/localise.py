@@ -30,7 +30,6 @@ from prokd.data.preprocess import (
     to_original_grid,
 )
 from prokd.errors import ConfigError, DataError
-from prokd.inference.bundled import resolve_model_path
 from prokd.inference.model_files import LoadedModel, load_model_file
 from prokd.inference.postprocess import postprocess_mask
 from prokd.inference.predict import SliceModel, predict_slices
@@ -92,14 +91,7 @@ class ModelLocator:
 
     def __init__(self, spec: str = DEFAULT_LOCALISER) -> None:
         self.spec = spec
-        path = resolve_model_path(spec)
-        if not path.exists():
-            raise ConfigError(f"preprocess.localiser: {path}: model file not found")
-        if path.is_dir():  # a run folder: its best checkpoint (torch: training only)
-            from prokd.inference.trained import resolve_checkpoint
-
-            path = resolve_checkpoint(path)
-        self.fingerprint = file_sha256(path)
+        self.fingerprint = file_sha256(load_localiser(spec).path)  # a run folder's best.pt
 
     def locate(
         self, image: sitk.Image
