@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from prokd.distill.gate import PixelGate, fit_gate, held_out, mixture_loss, teacher_inputs
+from prokd.distill.teacher_maps import stack_probabilities
 from prokd.distill.weighting import TeacherFacts, build_weighting
 from prokd.errors import ConfigError
 from tests.conftest import slice_volume
@@ -35,7 +36,7 @@ def _volumes(sites: str, first_seed: int = 0):
 def test_teacher_inputs_are_slice_gland_others_and_entropy():
     images = torch.randn(2, 3, 4, 4)  # three context channels: the centre one is read
     logits = [torch.randn(2, 2, 4, 4) for _ in range(3)]
-    inputs = teacher_inputs(logits, images)
+    inputs = teacher_inputs(stack_probabilities(logits), images)
     assert inputs.shape == (2, 3, 4, 4, 4)
     gland = torch.stack([torch.softmax(z, 1)[:, 1] for z in logits], 1)
     torch.testing.assert_close(inputs[:, 0, 0], images[:, 1])
@@ -48,7 +49,8 @@ def test_teacher_inputs_are_slice_gland_others_and_entropy():
 def test_gate_is_shared_by_teachers_so_reordering_them_reorders_the_weights():
     torch.manual_seed(0)
     gate = PixelGate()
-    inputs = teacher_inputs([torch.randn(2, 2, 8, 8) for _ in range(3)], torch.randn(2, 1, 8, 8))
+    probs = stack_probabilities([torch.randn(2, 2, 8, 8) for _ in range(3)])
+    inputs = teacher_inputs(probs, torch.randn(2, 1, 8, 8))
     order = [2, 0, 1]
     torch.testing.assert_close(gate(inputs[:, order]), gate(inputs)[:, order])
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from prokd.data.cache import PreprocessedVolume
 from prokd.data.slices import SliceDataset
+from prokd.distill.teacher_maps import entropy, others_mean, stack_probabilities
 from prokd.errors import ConfigError
 
 TeacherLogits = Callable[[torch.Tensor], list[torch.Tensor]]  # images -> K (B, 2, H, W)
@@ -38,16 +39,14 @@ MAX_SLICES = 512  # labelled slices the fit reads at most (evenly spaced)
 SEED = 0  # the fit draws its initial weights and batches from its own generator
 
 
-def teacher_inputs(teacher_logits: Sequence[torch.Tensor], images: torch.Tensor) -> torch.Tensor:
-    """The gate's input per teacher, (B, K, 4, H, W): slice, gland probability, the other
-    teachers' mean gland probability, entropy."""
-    probs = torch.stack([F.softmax(z.float(), dim=1) for z in teacher_logits], dim=1)
+def teacher_inputs(probs: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """The gate's input per teacher, (B, K, 4, H, W), from the teachers' probabilities
+    (B, K, 2, H, W): slice, gland probability, the other teachers' mean gland probability,
+    entropy."""
     gland = probs[:, :, 1]  # (B, K, H, W)
-    k = gland.shape[1]
-    others = gland if k == 1 else (gland.sum(1, keepdim=True) - gland) / (k - 1)
-    entropy = -torch.xlogy(probs, probs).sum(2)
     centre = images[:, images.shape[1] // 2].float().to(gland.device)
-    return torch.stack([centre[:, None].expand_as(gland), gland, others, entropy], dim=2)
+    slice_maps = centre[:, None].expand_as(gland)
+    return torch.stack([slice_maps, gland, others_mean(gland), entropy(probs)], dim=2)
 
 
 class PixelGate(nn.Module):
@@ -154,8 +153,8 @@ def fit_gate(
             "teacher weighting 'gate': fitted on the trained teachers only, so it cannot "
             "weigh volume teachers beside them"
         )
-    inputs = teacher_inputs(logits, images).clone()
-    probs = torch.stack([F.softmax(z.float(), dim=1) for z in logits], dim=1).clone()
+    probs = stack_probabilities(logits).clone()  # out of inference mode
+    inputs = teacher_inputs(probs, images)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         gate = PixelGate().to(device)

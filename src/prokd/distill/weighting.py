@@ -33,6 +33,7 @@ from prokd.distill.gate import (
     teacher_inputs,
 )
 from prokd.distill.site_classifier import SiteClassifier, check_sites
+from prokd.distill.teacher_maps import entropy, others_mean, stack_probabilities
 from prokd.errors import ConfigError
 
 
@@ -99,10 +100,6 @@ def register_weighting(cls: type[TeacherWeighting]) -> type[TeacherWeighting]:
     return cls
 
 
-def _stack_probs(teacher_logits: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.stack([F.softmax(z, dim=1) for z in teacher_logits], dim=1)  # (B, K, C, H, W)
-
-
 @register_weighting
 class UniformWeighting(TeacherWeighting):
     """``w_k = 1 / K`` everywhere: the baseline to beat."""
@@ -150,9 +147,8 @@ class ConfidenceWeighting(TemperatureWeighting):
     default_temperature = 0.1
 
     def __call__(self, teacher_logits, labels, labelled=None, images=None):
-        probs = _stack_probs(teacher_logits)
-        entropy = -torch.xlogy(probs, probs).sum(2)  # (B, K, H, W)
-        return torch.softmax(-entropy / self.temperature, dim=1)
+        per_pixel = entropy(stack_probabilities(teacher_logits))  # (B, K, H, W)
+        return torch.softmax(-per_pixel / self.temperature, dim=1)
 
 
 @register_weighting
@@ -185,12 +181,10 @@ class AgreementWeighting(TemperatureWeighting):
     default_temperature = 0.1
 
     def __call__(self, teacher_logits, labels, labelled=None, images=None):
-        gland = _stack_probs(teacher_logits)[:, :, 1]  # (B, K, H, W)
-        k = gland.shape[1]
-        if k == 1:
+        gland = stack_probabilities(teacher_logits)[:, :, 1]  # (B, K, H, W)
+        if gland.shape[1] == 1:
             return torch.ones_like(gland)
-        others = (gland.sum(1, keepdim=True) - gland) / (k - 1)
-        return torch.softmax(-(gland - others).abs() / self.temperature, dim=1)
+        return torch.softmax(-(gland - others_mean(gland)).abs() / self.temperature, dim=1)
 
 
 @register_weighting
@@ -283,7 +277,7 @@ class GateWeighting(TeacherWeighting):
             raise ValueError("teacher weighting 'gate' needs the student's input slices")
         gate = self.gate(len(teacher_logits), teacher_logits[0].device)
         with torch.no_grad():
-            scores = gate(teacher_inputs(teacher_logits, images))
+            scores = gate(teacher_inputs(stack_probabilities(teacher_logits), images))
         return gate_weights(scores).to(teacher_logits[0].dtype)
 
 
