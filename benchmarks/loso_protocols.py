@@ -228,16 +228,15 @@ def localiser_config(source: str, threads: int) -> dict[str, Any]:
         for s in config["data"]["sources"]
         if s.get("site") != source and Path(s["root"]) != Path("data/ai-labelled")
     ]
+    linked = RUNS / source / "localiser-data"  # a six-site layout: one folder per source
     for name in ("prostatex", "prostate3t"):
         if name != source:
-            linked = RUNS / source / "localiser-data" / name
-            linked.mkdir(parents=True, exist_ok=True)
+            (linked / name).mkdir(parents=True, exist_ok=True)
             for path in sorted((Path("data/ai-labelled") / name).iterdir()):
-                target = linked / path.name
+                target = linked / name / path.name
                 if not target.exists():
                     target.symlink_to(path.resolve())
-            sources.append({"root": str(linked.parent), "layout": "six-site"})
-    config["data"]["sources"] = list({s["root"]: s for s in sources}.values())
+    config["data"]["sources"] = [*sources, {"root": str(linked), "layout": "six-site"}]
     config["train"].update({"threads": threads})
     return config
 
