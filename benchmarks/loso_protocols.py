@@ -36,7 +36,15 @@ side by side on one thread each:
     .venv/bin/python benchmarks/loso_protocols.py taps --threads 1 &
     .venv/bin/python benchmarks/loso_protocols.py train --threads 1 [--localiser fold]
     .venv/bin/python benchmarks/loso_protocols.py validate --threads 1
+    .venv/bin/python benchmarks/loso_protocols.py train --variant no-protocols [...]  # levers
+    .venv/bin/python benchmarks/loso_protocols.py train --variant no-taps [...]
     .venv/bin/python benchmarks/loso_protocols.py summarise
+
+Each lever of the recipe is measured on its own with ``train --variant``: the fold
+students retrained without it (``no-protocols``: no simulated coil or resliced-series
+training slices; ``no-taps``: no TAPS targets, so the labelled volumes alone) segment the
+same test volumes, and the summary gives the full recipe's Dice minus theirs, paired by
+volume.
 
 Writes ``benchmarks/results/loso_protocols.json`` and ``.md``; rows per volume in
 ``runs/loso/rows-<model>.jsonl`` (``rows-validation.jsonl``: the folds' validation
@@ -67,6 +75,7 @@ from prokd.distill.volume_teachers import native_probabilities
 from prokd.evaluation.bench import cpu_model
 from prokd.evaluation.metrics import volume_metrics
 from prokd.evaluation.qc_calibration import PRIOR_LEVEL, QCRates, choose_level, qc_rates
+from prokd.evaluation.stats import paired_comparison
 from prokd.inference.model_files import load_model_file
 from prokd.inference.postprocess import postprocess_mask
 from prokd.inference.reliability import LEVELS
@@ -214,6 +223,27 @@ def fold_config(source: str, threads: int, localiser: str = "bundled") -> dict[s
     return config
 
 
+def _without_protocols(config: dict[str, Any]) -> None:
+    config["train"]["protocols"] = False
+
+
+def _without_taps(config: dict[str, Any]) -> None:
+    config["data"]["sources"] = [s for s in config["data"]["sources"] if s.get("labelled", True)]
+    config.pop("distill", None)
+    config["train"]["pseudo_labels"] = False
+
+
+# Levers of the recipe, each taken out on its own (the full recipe: "full"): the simulated
+# endorectal coil and resliced-series training slices; TAPS's targets on every real volume
+# (without: the labelled volumes alone, no distillation, no unlabelled volume).
+VARIANTS = {"full": None, "no-protocols": _without_protocols, "no-taps": _without_taps}
+
+
+def variant_name(stem: str, variant: str) -> str:
+    """``stem`` for the full recipe, ``stem-<variant>`` for a lever taken out."""
+    return stem if variant == "full" else f"{stem}-{variant}"
+
+
 def fold_localiser(source: str) -> Path:
     """Where the fold's own localiser is exported."""
     return RUNS / source / "localiser.onnx"
@@ -262,21 +292,30 @@ def stage_localisers(args: argparse.Namespace) -> None:
 
 
 def stage_train(args: argparse.Namespace) -> None:
-    rows = RUNS / "rows-student.jsonl"
+    """Each fold's student (the full recipe, or ``--variant``: one lever taken out), then
+    its test rows."""
+    rows = RUNS / f"{variant_name('rows-student', args.variant)}.jsonl"
     for source in args.folds or list(SOURCES):
-        model_file = RUNS / source / "student.onnx"
+        model_file = RUNS / source / f"{variant_name('student', args.variant)}.onnx"
         if not model_file.exists():
             if args.localiser == "fold" and not fold_localiser(source).exists():
                 sys.exit(f"{fold_localiser(source)}: run the localisers stage first")
             config = fold_config(source, args.threads, args.localiser)
-            _train_and_export(config, RUNS / source / "train", model_file)
+            if VARIANTS[args.variant] is not None:
+                VARIANTS[args.variant](config)
+            run = RUNS / source / variant_name("train", args.variant)
+            _train_and_export(config, run, model_file)
         torch.set_num_threads(args.threads)
-        _segment_all(source, test_cases(source), rows)
+        _segment_all(source, test_cases(source), rows, model_file)
 
 
-def _segment_all(source: str, pairs: list[tuple[str, Case]], rows: Path) -> None:
-    """The fold student's masks, QC signals and scores for ``pairs``, appended to ``rows``."""
-    model = with_crop_centre(load_model_file(RUNS / source / "student.onnx"), "gland")
+def _segment_all(
+    source: str, pairs: list[tuple[str, Case]], rows: Path, model_file: Path | None = None
+) -> None:
+    """The fold student's masks, QC signals and scores for ``pairs``, appended to ``rows``
+    (``model_file``: default the fold's full-recipe student)."""
+    model_file = model_file or RUNS / source / "student.onnx"
+    model = with_crop_centre(load_model_file(model_file), "gland")
     done = _done(rows)
     for protocol, case in pairs:
         if (source, case.case_id) in done:
@@ -361,55 +400,146 @@ def qc_lines(qc: dict[str, Any]) -> list[str]:
     ]
 
 
+def _key(row: dict[str, Any]) -> tuple[str, str]:
+    return row["fold"], row["case"]
+
+
+def _cell(source: str, protocol: str, pairs: list[tuple[dict, dict]]) -> dict[str, Any]:
+    s_dice = float(np.mean([s["dice"] for s, _ in pairs]))
+    t_dice = float(np.mean([t["dice"] for _, t in pairs]))
+    return {
+        "source": source,
+        "protocol": protocol,
+        "volumes": len(pairs),
+        "student_dice": s_dice,
+        "taps_dice": t_dice,
+        "gap": s_dice - t_dice,
+        "target_met": s_dice >= t_dice - 0.03,
+    }
+
+
+def student_vs_taps(
+    student: list[dict[str, Any]], taps: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Per (source, protocol) cells of the student's and TAPS's mean Dice on the same
+    volumes, and per protocol over every source (``source``: ``all``)."""
+    by_case = {(r["fold"], r["case"]): r for r in taps}
+    pairs = [
+        (r, by_case[(r["fold"], r["case"])]) for r in student if (r["fold"], r["case"]) in by_case
+    ]
+    cells, totals = [], []
+    for protocol in ("acquired", *PROTOCOLS):
+        chosen = [(s, t) for s, t in pairs if s["protocol"] == protocol]
+        for source in SOURCES:
+            in_source = [(s, t) for s, t in chosen if s["fold"] == source]
+            if in_source:
+                cells.append(_cell(source, protocol, in_source))
+        if chosen:
+            totals.append(_cell("all", protocol, chosen))
+    if pairs:
+        totals.append(_cell("all", "all", pairs))
+    order = {source: i for i, source in enumerate(SOURCES)}
+    return sorted(cells, key=lambda c: order[c["source"]]), totals
+
+
+def lever_effects(
+    full: list[dict[str, Any]], without: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """What one lever adds: per protocol (and over all), the full recipe's Dice minus that
+    of the recipe without the lever, paired by volume."""
+    by_case = {(r["fold"], r["case"]): r["dice"] for r in without}
+    pairs = [
+        (r, by_case[(r["fold"], r["case"])]) for r in full if (r["fold"], r["case"]) in by_case
+    ]
+    effects = []
+    for protocol in ("acquired", *PROTOCOLS, "all"):
+        chosen = [(r["dice"], d) for r, d in pairs if protocol in ("all", r["protocol"])]
+        if chosen:
+            a, b = zip(*chosen, strict=True)
+            compared = paired_comparison(a, b)
+            effects.append(
+                {
+                    "protocol": protocol,
+                    "volumes": len(chosen),
+                    "full_dice": float(np.mean(a)),
+                    "without_dice": float(np.mean(b)),
+                    "effect": compared["mean"],
+                    "ci95": compared["ci95"],
+                    "wilcoxon_p": compared["wilcoxon_p"],
+                }
+            )
+    return effects
+
+
+def _cell_line(cell: dict[str, Any]) -> str:
+    met = "yes" if cell["target_met"] else "no"
+    return (
+        f"| {cell['source']} | {cell['protocol']} | {cell['volumes']} "
+        f"| {cell['student_dice']:.3f} | {cell['taps_dice']:.3f} | {cell['gap']:+.3f} | {met} |"
+    )
+
+
+def ablation_lines(ablation: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The markdown table of the levers' effects (empty without a variant's rows)."""
+    if not ablation:
+        return []
+    lines = [
+        "Levers, each taken out on its own (fold students retrained without it; effect = full "
+        "recipe minus without, paired by volume, t 95% CI, Wilcoxon p; one seed; the 'all' row "
+        "counts a patient once per protocol):",
+        "",
+        "| without | protocol | volumes | full | without | effect | 95% CI | p |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for variant, effects in ablation.items():
+        lines += [
+            f"| {variant} | {e['protocol']} | {e['volumes']} | {e['full_dice']:.3f} "
+            f"| {e['without_dice']:.3f} | {e['effect']:+.3f} "
+            f"| [{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}] | {e['wilcoxon_p']:.2g} |"
+            for e in effects
+        ]
+    return [*lines, ""]
+
+
 def stage_summarise(args: argparse.Namespace) -> None:
     student, taps = _read("student"), _read("taps")
-    by_case = {(r["fold"], r["case"]): r for r in taps}
-    table, cells = [], []
-    for source in SOURCES:
-        for protocol in ("acquired", *PROTOCOLS):
-            pairs = [
-                (r, by_case.get((r["fold"], r["case"])))
-                for r in student
-                if r["fold"] == source and r["protocol"] == protocol
-            ]
-            pairs = [(s, t) for s, t in pairs if t is not None]
-            if not pairs:
-                continue
-            s_dice = float(np.mean([s["dice"] for s, _ in pairs]))
-            t_dice = float(np.mean([t["dice"] for _, t in pairs]))
-            cell = {
-                "source": source,
-                "protocol": protocol,
-                "volumes": len(pairs),
-                "student_dice": s_dice,
-                "taps_dice": t_dice,
-                "gap": s_dice - t_dice,
-                "target_met": s_dice >= t_dice - 0.03,
-            }
-            cells.append(cell)
-            table.append(
-                f"| {source} | {protocol} | {len(pairs)} | {s_dice:.3f} | {t_dice:.3f} "
-                f"| {s_dice - t_dice:+.3f} | {'yes' if cell['target_met'] else 'no'} "
-                "|"
-            )
+    cells, totals = student_vs_taps(student, taps)
+    ablation = {
+        variant: lever_effects(student, rows)
+        for variant in VARIANTS
+        if variant != "full" and (rows := _read(variant_name("student", variant)))
+    }
     qc = qc_calibration(student, _read("validation"))
     localisers = {source: fold_localiser_used(source) for source in SOURCES}
     payload = {
-        "command": "python benchmarks/loso_protocols.py (simulate, taps, train, summarise)",
+        "command": "python benchmarks/loso_protocols.py (simulate, localisers, targets, taps, "
+        "train, validate, summarise)",
         "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         "cells": cells,
+        "totals": totals,
+        "ablation": ablation,
         "qc": qc,
         "localisers": localisers,
         "rows": {"student": student, "taps": taps},
     }
     nested = all(used == "fold" for used in localisers.values())
+    header = [
+        "| held-out source | protocol | volumes | student Dice | TAPS Dice | gap | within 0.03 |",
+        "|---|---|---|---|---|---|---|",
+    ]
     lines = [
         "# Leave one source out, with simulated protocols, TAPS beside",
         "",
-        "| held-out source | protocol | volumes | student Dice | TAPS Dice | gap | within 0.03 |",
-        "|---|---|---|---|---|---|---|",
-        *table,
+        *header,
+        *map(_cell_line, cells),
         "",
+        "Every source together, by protocol ('all': every test volume; a patient counts once "
+        "per protocol):",
+        "",
+        *header,
+        *map(_cell_line, totals),
+        "",
+        *ablation_lines(ablation),
         *qc_lines(qc),
         "",
         "Localiser: each fold's own, trained without the held-out source (nested)."
@@ -447,6 +577,12 @@ def main() -> None:
     parser.add_argument("--shard", default="0/1", help="targets: this share I/N of volumes")
     parser.add_argument("--out", default="benchmarks/results/loso_protocols")
     parser.add_argument("--note", default="", help="summarise: how long the stages took")
+    parser.add_argument(
+        "--variant",
+        choices=list(VARIANTS),
+        default="full",
+        help="train: the full recipe or one lever taken out (rows-student-<variant>.jsonl)",
+    )
     parser.add_argument(
         "--localiser",
         choices=("bundled", "fold"),
