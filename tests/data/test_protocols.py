@@ -1,5 +1,6 @@
 """Simulated protocols on training slices: the coil keeps image and mask aligned and pushes
-the gland forward; the resliced series blurs one axis and keeps the gland covered."""
+the gland forward; the resliced series blurs one axis and cuts image, label and teacher
+maps to its coverage."""
 
 import numpy as np
 import torch
@@ -80,23 +81,53 @@ def test_an_unlabelled_slice_is_placed_by_its_teachers_maps():
     assert np.nonzero(moved[0] > 0.5)[0].mean() < np.nonzero(sample["label"][0].numpy())[0].mean()
 
 
-def test_a_resliced_slice_is_blurred_along_one_axis_and_covers_the_gland():
+def test_a_resliced_slice_is_blurred_along_one_axis():
     sample = _slice()
+    texture = ndimage.gaussian_filter(np.random.default_rng(1).normal(0, 1, (128, 128)), 1)
+    sample["image"] = sample["image"] + torch.tensor(texture[None], dtype=torch.float32)
+    before = sample["image"].numpy()[0]
     for seed in range(6):
         transform = RandReslicedd(prob=1.0)
-        out = _applied(transform, sample, seed)
-        image = out["image"].numpy()[0]
+        image = _applied(transform, sample, seed)["image"].numpy()[0]
         axis = transform._axis  # noqa: SLF001 (the drawn axis)
-        label = sample["label"].numpy()[0] > 0.5
-        assert image[label].mean() > 2.0  # the gland is still in view
 
-        def roughness(array, along):  # inside any coverage band: no cut-off edge
-            return np.square(np.diff(array[40:88, 40:88], axis=along)).mean()
+        def roughness(array, along):  # near the gland's centre: inside any coverage band
+            return np.square(np.diff(array[48:62, 56:72], axis=along)).mean()
 
-        before = sample["image"].numpy()[0]
         other = -1 if axis == -2 else -2
         across = roughness(image, axis) / roughness(before, axis)
         assert across < 0.8 * roughness(image, other) / roughness(before, other), seed
+
+
+def test_a_resliced_slice_is_cut_to_its_coverage_never_more_than_a_tenth_of_the_gland():
+    sample = _slice()  # 2 mm pixels: the gland is 88 by 64 mm, wider than most coverages
+    label = sample["label"].numpy()[0] > 0.5
+    cuts = 0
+    for seed in range(12):
+        transform = RandReslicedd(prob=1.0, pixel_mm=2.0)
+        out = _applied(transform, sample, seed)
+        image, cut = out["image"].numpy()[0], out["label"].numpy()[0] > 0.5
+        axis = transform._axis  # noqa: SLF001 (the drawn axis)
+        assert image[cut].mean() > 2.0  # the gland inside the coverage is in view
+        assert not (cut & ~label).any()
+        along = np.nonzero(label.any(axis=0 if axis == -1 else 1))[0]
+        kept = np.nonzero(cut.any(axis=0 if axis == -1 else 1))[0]
+        tenth = 0.1 * (along.max() - along.min()) + 1
+        assert kept.min() - along.min() <= tenth and along.max() - kept.max() <= tenth, seed
+        # Outside the coverage: no label, and the image is flat there.
+        outside = np.take(image, np.flatnonzero(~np.isin(np.arange(128), kept)), axis=axis)
+        assert np.ptp(np.take(outside, [0, -1], axis=axis)) < 1e-6
+        cuts += int(cut.sum() < label.sum())
+    assert cuts >= 3  # thin coverages do cut the gland's edges
+
+
+def test_a_thin_coverage_cuts_the_teacher_maps_as_the_label():
+    sample = _slice()
+    sample["teacher"] = sample["label"].repeat(2, 1, 1) * 0.9
+    for seed in range(12):
+        out = _applied(RandReslicedd(prob=1.0), sample, seed)
+        label, teacher = out["label"].numpy()[0] > 0.5, out["teacher"].numpy()
+        assert np.array_equal(teacher[0] > 0.5, label) and np.array_equal(teacher[1] > 0.5, label)
 
 
 def test_training_augmentation_with_protocols_runs_on_a_slice():

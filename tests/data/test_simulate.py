@@ -6,7 +6,7 @@ import pytest
 import SimpleITK as sitk
 
 from prokd.cli import main
-from prokd.data.planes import acquisition_plane
+from prokd.data.planes import acquisition_plane, physical_bounds
 from prokd.data.simulate import simulate
 from prokd.evaluation.metrics import dice_score
 from tests.conftest import make_volume
@@ -53,6 +53,23 @@ def test_the_protocols_acquire_what_they_say():
     spacing = wide.GetSpacing()
     assert 1.4 <= spacing[0] <= 1.9 and spacing[2] == 1.5
     assert spacing[0] * (wide.GetSize()[0] - 1) == pytest.approx(400.0, abs=2.0)
+
+
+@pytest.mark.parametrize(("plane", "axis"), [("sagittal", 0), ("coronal", 1)])
+def test_a_non_axial_series_is_a_slab_planned_on_the_gland(plane, axis):
+    image, mask = _ball_volume()  # the ball's centre at 0 mm on every axis
+    low, high = physical_bounds(image)
+    for seed in range(4):
+        series, series_mask = simulate(image, mask, plane, seed=seed)
+        s_low, s_high = physical_bounds(series)
+        across = s_high[axis] - s_low[axis]
+        assert 45.0 - 3.6 <= across <= 80.0  # the slab, not the volume's 80 mm
+        assert abs(0.5 * (s_low[axis] + s_high[axis])) <= 5.0 + 1.8  # centred on the gland
+        in_plane = [a for a in range(3) if a != axis]
+        np.testing.assert_allclose(
+            s_high[in_plane] - s_low[in_plane], (high - low)[in_plane], atol=0.6
+        )
+        assert _ml(series_mask) > 0.9 * _ml(mask)  # the gland is in the slab
 
 
 def test_the_coil_pushes_the_gland_forward_on_every_slice_alike():

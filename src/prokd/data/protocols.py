@@ -155,7 +155,10 @@ class RandEndorectalCoild(_GlandTransform):
 class RandReslicedd(_GlandTransform):
     """A slice as a sagittal (or coronal) series resliced to axial gives it: the series'
     slice thickness (3-4.5 mm) along the left-right (or anterior-posterior) axis, and
-    nothing beyond its coverage along that axis (60-100 mm around the gland).
+    nothing beyond its coverage along that axis (40-100 mm around the gland: a series is
+    planned on the gland, and a thin one cuts its edges, never more than a tenth of its
+    extent on either side). Label and teacher maps are cut to the coverage too: the series
+    does not show the gland beyond it.
 
     Args:
         prob: chance of applying it to a slice with gland.
@@ -163,15 +166,15 @@ class RandReslicedd(_GlandTransform):
     """
 
     def __init__(self, prob: float = 0.1, pixel_mm: float = 1.0) -> None:
-        MapTransform.__init__(self, ["image"], allow_missing_keys=True)
+        MapTransform.__init__(self, ["image", "label", "teacher"], allow_missing_keys=True)
         self.prob, self.pixel_mm = prob, pixel_mm
 
     def randomize(self, data: object = None) -> None:  # noqa: D102 (MONAI's interface)
         self._do = self.R.uniform() < self.prob
         self._axis = -1 if self.R.uniform() < 0.6 else -2  # sagittal source: x; coronal: y
         self._thickness_mm = self.R.uniform(3.0, 4.5)
-        self._coverage_mm = self.R.uniform(60, 100)
-        self._shift_mm = self.R.uniform(-10, 10)
+        self._coverage_mm = self.R.uniform(40, 100)
+        self._shift_mm = self.R.uniform(-5, 5)
 
     def apply(self, sample: dict, gland: np.ndarray) -> dict:  # noqa: D102 (see the base)
         image = np.asarray(sample["image"], dtype=np.float64)
@@ -179,14 +182,18 @@ class RandReslicedd(_GlandTransform):
         sigma[self._axis] = self._thickness_mm / self.pixel_mm / 2.355  # FWHM = thickness
         out = ndimage.gaussian_filter(image, sigma)
         along = np.nonzero(gland.any(axis=0 if self._axis == -1 else 1))[0]
-        shift = self._shift_mm / self.pixel_mm
+        extent, shift = along.max() - along.min(), self._shift_mm / self.pixel_mm
         centre = 0.5 * (along.min() + along.max()) + shift
-        # A series covers its gland: never less than the gland's extent and 5 mm each side.
-        covers = 0.5 * (along.max() - along.min()) + abs(shift) + 5.0 / self.pixel_mm
-        half = max(0.5 * self._coverage_mm / self.pixel_mm, covers)
+        half = max(0.5 * self._coverage_mm / self.pixel_mm, 0.4 * extent + abs(shift))
         position = np.arange(image.shape[self._axis])
         outside = (position < centre - half) | (position > centre + half)
         index = [slice(None)] * 3
         index[self._axis] = outside
         out[tuple(index)] = np.percentile(image, 1)
-        return _as_tensors(sample, {"image": out})
+        arrays = {"image": out}
+        for key in ("label", "teacher"):
+            if key in sample:
+                cut = torch.as_tensor(sample[key]).numpy().astype(np.float32)
+                cut[tuple(index)] = 0.0
+                arrays[key] = cut
+        return _as_tensors(sample, arrays)

@@ -1,7 +1,7 @@
 """Labelled volumes as another protocol would have acquired them, for testing a model on
 protocols the data lack (``prokd simulate``): an endorectal coil, a radiotherapy scanner's
-large field of view, or a sagittal or coronal series. Image and mask move together; the
-mask stays the reference on the new grid.
+large field of view, or a sagittal or coronal series (a slab planned on the gland). Image
+and mask move together; the mask stays the reference on the new grid.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ NON_AXIAL = {  # direction (row-major) of each simulated series: x, y, z voxel a
     "coronal": (1, 0, 0, 0, 0, 1, 0, -1, 0),  # x -> L, y -> inferior, slices along P
 }
 NON_AXIAL_SPACING = (0.56, 0.56, 3.6)  # ProstateX's sagittal T2
+# Coverage across a simulated series' slices: ProstateX-0000's coronal and sagittal T2
+# series cover 45 and 68 mm, about the gland's own depth and width.
+NON_AXIAL_SLAB_MM = (45.0, 80.0)
 
 
 def _coil(image: sitk.Image, mask: sitk.Image, seed: int) -> tuple[sitk.Image, sitk.Image]:
@@ -90,12 +93,25 @@ def _large_fov(image: sitk.Image, mask: sitk.Image, seed: int) -> tuple[sitk.Ima
     return image_from_array(array, moved), moved_mask
 
 
-def _non_axial(image: sitk.Image, mask: sitk.Image, plane: str) -> tuple[sitk.Image, sitk.Image]:
-    """A sagittal or coronal series over the volume's extent: 0.56 mm in-plane pixels and
-    3.6 mm slices, the slice thickness as a low-pass across them."""
+def _non_axial(
+    image: sitk.Image, mask: sitk.Image, plane: str, seed: int
+) -> tuple[sitk.Image, sitk.Image]:
+    """A sagittal or coronal series as one is planned: a slab of :data:`NON_AXIAL_SLAB_MM`
+    across, centred on the gland (within 5 mm), over the volume's extent in-plane; 0.56 mm
+    in-plane pixels and 3.6 mm slices, the slice thickness as a low-pass across them."""
+    rng = np.random.default_rng(seed)
     direction = np.array(NON_AXIAL[plane], dtype=float).reshape(3, 3)
     spacing = np.array(NON_AXIAL_SPACING)
     low, high = physical_bounds(image)
+    normal = int(np.argmax(np.abs(direction[:, 2])))  # the physical axis slices follow
+    voxels = np.argwhere(sitk.GetArrayFromImage(mask) > 0)[:, ::-1]
+    if len(voxels):
+        index = [float(v) for v in voxels.mean(axis=0)]
+        centre = mask.TransformContinuousIndexToPhysicalPoint(index)[normal]
+    else:  # no gland to plan on: the volume's middle
+        centre = 0.5 * (low[normal] + high[normal])
+    middle, half = centre + rng.uniform(-5.0, 5.0), 0.5 * rng.uniform(*NON_AXIAL_SLAB_MM)
+    low[normal], high[normal] = max(low[normal], middle - half), min(high[normal], middle + half)
     # Extent along each voxel axis, and the corner of the box the grid starts from.
     along = np.abs(direction.T) @ (high - low)
     size = np.floor(along / spacing).astype(int) + 1
@@ -123,7 +139,7 @@ def simulate(
     if protocol == "large-fov":
         return _large_fov(image, mask, seed)
     if protocol in NON_AXIAL:
-        return _non_axial(image, mask, protocol)
+        return _non_axial(image, mask, protocol, seed)
     raise ProkdError(f"unknown protocol {protocol!r} (protocols: {', '.join(PROTOCOLS)})")
 
 
