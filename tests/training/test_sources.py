@@ -97,3 +97,51 @@ def test_leave_one_case_out_over_sources(tmp_path):
     values["split"]["test_site"] = "S2"
     with pytest.raises(ConfigError, match="test_site or test_case, not both"):
         prepare_data(config_from_dict(values))
+
+
+class _CountingTeacher:
+    """A volume teacher that says every voxel is gland at 0.7 and remembers its inputs."""
+
+    name = "counting"
+    threshold = 0.5
+
+    def __init__(self):
+        self.shapes = []
+
+    def fingerprint(self) -> str:
+        return "counting-teacher"
+
+    def probabilities(self, image: sitk.Image) -> np.ndarray:
+        self.shapes.append(image.GetSize())
+        return np.full(sitk.GetArrayFromImage(image).shape, 0.7, np.float32)
+
+
+def test_a_mask_as_teacher_source_stands_its_masks_in_for_volume_teachers(tmp_path):
+    """Synthetic images with exact masks: the teacher never runs on them, and their maps are
+    their masks; the other sources' volumes still get the teacher's probabilities."""
+    values = _config(tmp_path)
+    values["data"]["sources"][0]["mask_as_teacher"] = True  # alpha: 3 cases
+    data = prepare_data(config_from_dict(values))
+    assert data.mask_teachers == {f"alpha/S1/Case0{i}" for i in range(3)}
+    teacher = _CountingTeacher()
+    alpha = [c.case_id for c in data.cases if c.case_id.startswith("alpha/")]
+    for volume in data.with_teacher_maps(data.volumes(alpha), [teacher, teacher]):
+        assert volume.mask.any() and len(volume.teacher_maps) == 2
+        for gland in volume.teacher_maps:
+            np.testing.assert_array_equal(gland, volume.mask.astype(np.float32))
+    assert teacher.shapes == []  # never run on the synthetic source
+    others = [c.case_id for c in data.cases if not c.case_id.startswith("alpha/")]
+    for volume in data.with_teacher_maps(data.volumes(others), [teacher]):
+        assert volume.teacher_maps[0].max() == pytest.approx(0.7, abs=1e-3)  # cached as float16
+    assert teacher.shapes  # run on the other sources (once per distinct image: cached)
+    # Held back as unlabelled (no mask to stand in), a case of that source meets the teacher.
+    held = data.volumes(["alpha/S1/Case00"])[0].without_mask()
+    (unlabelled,) = data.with_teacher_maps([held], [_CountingTeacher()])
+    assert unlabelled.teacher_maps[0].max() == pytest.approx(0.7, abs=1e-3)  # cached as float16
+
+
+def test_mask_as_teacher_needs_a_labelled_source(tmp_path):
+    values = _config(tmp_path)
+    values["data"]["sources"][2]["mask_as_teacher"] = True  # the unlabelled scans
+    with pytest.raises(ConfigError, match=r"data.sources\[2\].mask_as_teacher: .*scans"):
+        config_from_dict(values)

@@ -40,13 +40,18 @@ from prokd.yaml_files import read_yaml
 @dataclass(frozen=True)
 class SourceConfig:
     """One more dataset folder: its layout (detected when unset), the site name its cases
-    get (the layout's sites when unset), and whether its masks are used."""
+    get (the layout's sites when unset), and whether its masks are used.
+
+    ``mask_as_teacher``: the masks are exact (images synthesised from label maps), so volume
+    teachers are not run on these cases; the mask stands in for every volume teacher's map.
+    """
 
     root: str
     layout: str | None = None
     site: str | None = None
     labelled: bool = True
     channel: int | None = None  # T2 channel of 4D images in a plain folder (MSD imagesTs: 0)
+    mask_as_teacher: bool = False
 
 
 @dataclass(frozen=True)
@@ -361,6 +366,12 @@ def config_from_dict(values: dict[str, Any] | None) -> Config:
         )
     if "best-teacher" in e.baselines and not e.strategies:
         raise ConfigError("experiment.baselines: best-teacher needs procedure 2's teachers")
+    for i, source in enumerate(config.data.sources):
+        if source.mask_as_teacher and not source.labelled:
+            raise ConfigError(
+                f"data.sources[{i}].mask_as_teacher: {source.root} is unlabelled (labelled: "
+                "false), so it has no mask to stand in for the teachers"
+            )
     return config
 
 

@@ -12,6 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from prokd.data.cache import PreprocessCache, PreprocessedVolume
@@ -44,6 +45,8 @@ class PreparedData:
 
     ``unlabelled`` are the volumes of the ``data.unlabelled`` folders; together with the
     split's held-back training cases they are the unlabelled data of distilled students.
+    ``mask_teachers`` are the cases whose mask stands in for every volume teacher
+    (``data.sources[].mask_as_teacher``).
     """
 
     layout: str
@@ -52,6 +55,7 @@ class PreparedData:
     cache: PreprocessCache
     config: Config
     unlabelled: list[Case]
+    mask_teachers: frozenset[str] = frozenset()
 
     def volumes(
         self, case_ids: tuple[str, ...] | list[str], desc: str = "preprocess"
@@ -82,14 +86,18 @@ class PreparedData:
         self, volumes: list[PreprocessedVolume], teachers: list[VolumeModel]
     ) -> list[PreprocessedVolume]:
         """The volumes carrying every volume teacher's probabilities on their slice grid
-        (computed once per volume and teacher, then read from the cache)."""
+        (computed once per volume and teacher, then read from the cache). A labelled volume
+        of a ``mask_as_teacher`` source carries its mask instead, for every teacher."""
+
+        def maps(volume: PreprocessedVolume) -> list[np.ndarray]:
+            if volume.labelled and volume.case_id in self.mask_teachers:
+                return [volume.mask.astype(np.float32) for _ in teachers]
+            case = self.case(volume.case_id)
+            root = self.cache.root
+            return [slice_grid_probabilities(t, case, volume.grid, root) for t in teachers]
+
         return [
-            v.with_teacher_maps(
-                [
-                    slice_grid_probabilities(t, self.case(v.case_id), v.grid, self.cache.root)
-                    for t in teachers
-                ]
-            )
+            v.with_teacher_maps(maps(v))
             for v in tqdm(volumes, desc="volume teachers", unit="case", leave=False)
         ]
 
@@ -136,7 +144,11 @@ def prepare_data(config: Config, data_root: str | None = None) -> PreparedData:
             "data.sources entry"
         )
     layout, cases = find_cases(root, config.data.layout) if root else ("sources", [])
-    cases += [case for source in sources if source.labelled for case in source_cases(source)]
+    labelled = [(source, source_cases(source)) for source in sources if source.labelled]
+    cases += [case for _, found in labelled for case in found]
+    mask_teachers = frozenset(
+        case.case_id for source, found in labelled if source.mask_as_teacher for case in found
+    )
     s = config.split
     if s.test_site is not None and s.test_case is not None:
         raise ConfigError("split: give test_site or test_case, not both")
@@ -159,7 +171,7 @@ def prepare_data(config: Config, data_root: str | None = None) -> PreparedData:
     gland = config.preprocess.crop_centre == "gland"
     locator = ModelLocator(config.preprocess.localiser) if gland else None
     cache = PreprocessCache(config.data.cache_dir or default_cache_dir(), locator)
-    return PreparedData(layout, cases, split, cache, config, unlabelled)
+    return PreparedData(layout, cases, split, cache, config, unlabelled, mask_teachers)
 
 
 def git_commit() -> str | None:
