@@ -38,13 +38,15 @@ side by side on one thread each:
     .venv/bin/python benchmarks/loso_protocols.py validate --threads 1
     .venv/bin/python benchmarks/loso_protocols.py train --variant no-protocols [...]  # levers
     .venv/bin/python benchmarks/loso_protocols.py train --variant no-taps [...]
+    .venv/bin/python benchmarks/loso_protocols.py train --variant with-hipmri [...]
     .venv/bin/python benchmarks/loso_protocols.py summarise
 
 Each lever of the recipe is measured on its own with ``train --variant``: the fold
 students retrained without it (``no-protocols``: no simulated coil or resliced-series
-training slices; ``no-taps``: no TAPS targets, so the labelled volumes alone) segment the
-same test volumes, and the summary gives the full recipe's Dice minus theirs, paired by
-volume.
+training slices; ``no-taps``: no TAPS targets, so the labelled volumes alone), or with
+one lever added (``with-hipmri``: the synthetic large-field pelvis images of ``prokd
+synth-pelvis``, their exact masks standing in for TAPS), segment the same test volumes,
+and the summary gives the Dice with the lever minus without, paired by volume.
 
 Writes ``benchmarks/results/loso_protocols.json`` and ``.md``; rows per volume in
 ``runs/loso/rows-<model>.jsonl`` (``rows-validation.jsonl``: the folds' validation
@@ -233,10 +235,25 @@ def _without_taps(config: dict[str, Any]) -> None:
     config["train"]["pseudo_labels"] = False
 
 
+def _with_hipmri(config: dict[str, Any]) -> None:
+    config["data"]["sources"].append(
+        {"root": "data/hipmri-synth", "layout": "six-site", "mask_as_teacher": True}
+    )
+
+
 # Levers of the recipe, each taken out on its own (the full recipe: "full"): the simulated
 # endorectal coil and resliced-series training slices; TAPS's targets on every real volume
-# (without: the labelled volumes alone, no distillation, no unlabelled volume).
-VARIANTS = {"full": None, "no-protocols": _without_protocols, "no-taps": _without_taps}
+# (without: the labelled volumes alone, no distillation, no unlabelled volume). And one
+# lever the recipe lacks, added on its own: the 37 synthetic large-field pelvis images made
+# from the HipMRI label maps (``make prostate-localiser`` writes them), their exact masks
+# standing in for TAPS.
+VARIANTS = {
+    "full": None,
+    "no-protocols": _without_protocols,
+    "no-taps": _without_taps,
+    "with-hipmri": _with_hipmri,
+}
+ADDED_LEVERS = ("with-hipmri",)  # the variant has the lever, the full recipe does not
 
 
 def variant_name(stem: str, variant: str) -> str:
@@ -292,7 +309,7 @@ def stage_localisers(args: argparse.Namespace) -> None:
 
 
 def stage_train(args: argparse.Namespace) -> None:
-    """Each fold's student (the full recipe, or ``--variant``: one lever taken out), then
+    """Each fold's student (the full recipe, or ``--variant``: one lever taken out or added), then
     its test rows."""
     rows = RUNS / f"{variant_name('rows-student', args.variant)}.jsonl"
     for source in args.folds or list(SOURCES):
@@ -443,13 +460,15 @@ def student_vs_taps(
 
 
 def lever_effects(
-    full: list[dict[str, Any]], without: list[dict[str, Any]]
+    with_lever: list[dict[str, Any]], without: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """What one lever adds: per protocol (and over all), the full recipe's Dice minus that
-    of the recipe without the lever, paired by volume."""
+    """What one lever adds: per protocol (and over all), the Dice of the recipe with the
+    lever minus that of the recipe without it, paired by volume."""
     by_case = {(r["fold"], r["case"]): r["dice"] for r in without}
     pairs = [
-        (r, by_case[(r["fold"], r["case"])]) for r in full if (r["fold"], r["case"]) in by_case
+        (r, by_case[(r["fold"], r["case"])])
+        for r in with_lever
+        if (r["fold"], r["case"]) in by_case
     ]
     effects = []
     for protocol in ("acquired", *PROTOCOLS, "all"):
@@ -461,7 +480,7 @@ def lever_effects(
                 {
                     "protocol": protocol,
                     "volumes": len(chosen),
-                    "full_dice": float(np.mean(a)),
+                    "with_dice": float(np.mean(a)),
                     "without_dice": float(np.mean(b)),
                     "effect": compared["mean"],
                     "ci95": compared["ci95"],
@@ -484,16 +503,17 @@ def ablation_lines(ablation: dict[str, list[dict[str, Any]]]) -> list[str]:
     if not ablation:
         return []
     lines = [
-        "Levers, each taken out on its own (fold students retrained without it; effect = full "
-        "recipe minus without, paired by volume, t 95% CI, Wilcoxon p; one seed; the 'all' row "
-        "counts a patient once per protocol):",
+        "Levers, each measured on its own (fold students retrained with the one lever taken "
+        "out of the recipe, or added to it; effect = Dice with the lever minus without, paired "
+        "by volume, t 95% CI, Wilcoxon p; one seed; the 'all' row counts a patient once per "
+        "protocol):",
         "",
-        "| without | protocol | volumes | full | without | effect | 95% CI | p |",
+        "| variant | protocol | volumes | with lever | without | effect | 95% CI | p |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for variant, effects in ablation.items():
         lines += [
-            f"| {variant} | {e['protocol']} | {e['volumes']} | {e['full_dice']:.3f} "
+            f"| {variant} | {e['protocol']} | {e['volumes']} | {e['with_dice']:.3f} "
             f"| {e['without_dice']:.3f} | {e['effect']:+.3f} "
             f"| [{e['ci95'][0]:+.3f}, {e['ci95'][1]:+.3f}] | {e['wilcoxon_p']:.2g} |"
             for e in effects
@@ -505,7 +525,9 @@ def stage_summarise(args: argparse.Namespace) -> None:
     student, taps = _read("student"), _read("taps")
     cells, totals = student_vs_taps(student, taps)
     ablation = {
-        variant: lever_effects(student, rows)
+        variant: lever_effects(rows, student)
+        if variant in ADDED_LEVERS
+        else lever_effects(student, rows)
         for variant in VARIANTS
         if variant != "full" and (rows := _read(variant_name("student", variant)))
     }
