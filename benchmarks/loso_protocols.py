@@ -186,11 +186,12 @@ def stage_targets(args: argparse.Namespace) -> None:
 
 
 def stage_taps(args: argparse.Namespace) -> None:
+    """TAPS's test rows: each fold's held-out volumes (``--folds``: those folds only)."""
     torch.set_num_threads(args.threads)
     taps = load_volume_model("taps")
     rows = RUNS / "rows-taps.jsonl"
     done = _done(rows)
-    for source in SOURCES:
+    for source in args.folds or list(SOURCES):
         for protocol, case in test_cases(source):
             if (source, case.case_id) in done:
                 continue

@@ -51,20 +51,24 @@ def _phantom_in_a_wide_field(offset_mm):
 
 
 def test_the_localiser_finds_an_off_centre_phantom_gland_in_a_400_mm_200_slice_field():
+    """Found within 20 mm (four of the localiser's 5 mm pixels; the image centre is 150 mm
+    away), every gland slice kept, and the fine 128 mm grid centred there holds the whole
+    gland with 10 mm to spare."""
     wide, gland, truth = _phantom_in_a_wide_field(offset_mm=(110.0, -90.0, 60.0))
     assert wide.GetSize() == (400, 400, 200)
     location = locate_gland(wide)
     assert location.found
-    assert np.linalg.norm(np.array(location.centre) - truth) < 10.0
+    assert np.linalg.norm(np.array(location.centre) - truth) < 20.0
     occupied = np.flatnonzero(gland.reshape(len(gland), -1).any(axis=1))
     first, last = location.slices
     assert first <= occupied[0] and last >= occupied[-1]  # every gland slice is segmented
     assert last - first < len(occupied) + 2 * (SLICE_MARGIN_MM / 1.25) + 20  # not all 200
-    # The fine grid is then centred on it: the image centre would be 150 mm away.
     grid = target_grid(wide, PreprocessSettings(crop_centre="gland"), location.centre)
     reference = grid.apply_to(sitk.Image(grid.size, sitk.sitkUInt8))
-    grid_centre = reference.TransformContinuousIndexToPhysicalPoint((63.5, 63.5, 0.0))
-    assert np.linalg.norm(np.array(grid_centre[:2]) - truth[:2]) < 10.0
+    voxels = np.argwhere(gland)[:, ::-1].astype(float)  # x, y, z indices of the gland
+    points = np.array([wide.TransformContinuousIndexToPhysicalPoint(v) for v in voxels[::50]])
+    inside = np.array([reference.TransformPhysicalPointToContinuousIndex(p) for p in points])
+    assert inside[:, :2].min() >= 10.0 and inside[:, :2].max() <= grid.size[0] - 1 - 10.0
 
 
 def test_the_bundled_model_finds_a_real_gland_off_centre_in_a_wide_field(shared_data):
