@@ -9,7 +9,7 @@ import SimpleITK as sitk
 
 from prokd.data.phantom import SITES, generate_case
 from prokd.data.preprocess import PreprocessSettings, target_grid
-from prokd.data.synth_pelvis import BODY, PROSTATE, synthesise
+from prokd.data.synth_pelvis import PROSTATE, synthesise
 from prokd.errors import ConfigError
 from prokd.evaluation.metrics import dice_score
 from prokd.inference.bundled import bundled_path
@@ -121,16 +121,23 @@ def test_disagreeing_mirror_and_uncertain_masks_are_unreliable():
     assert "mirrored image gives another mask" in text and "uncertain voxels" in text
 
 
-def test_a_gland_free_pelvis_is_marked_unreliable(shared_data):
-    """A whole pelvis synthesised from a HipMRI label map with its prostate painted as
-    body: whatever the model finds there is not a gland, and the QC says so."""
+@pytest.mark.parametrize("part", ["thighs", "abdomen"])
+def test_a_gland_free_field_of_view_is_marked_unreliable(shared_data, part):
+    """A whole pelvis synthesised from a HipMRI label map, cut to the slices 15 mm or more
+    below the gland (thighs) or above it (bladder and abdomen): whatever the model finds
+    there is not a gland, and the QC says so. A featureless volume too."""
     path = shared_data / "hipmri-labels" / "Case_004_Week0_SEMANTIC_LFOV.nii.gz"
     reference = sitk.ReadImage(str(path))
     labels = sitk.GetArrayFromImage(reference)
-    labels[labels == PROSTATE] = BODY
     spacing = tuple(reversed(reference.GetSpacing()))
     image = sitk.GetImageFromArray(synthesise(labels, spacing, seed=5))
     image.CopyInformation(reference)
+    gland_slices = np.flatnonzero((labels == PROSTATE).reshape(len(labels), -1).any(axis=1))
+    margin = int(np.ceil(15.0 / spacing[0]))
+    if part == "thighs":
+        image = image[:, :, : gland_slices[0] - margin]
+    else:
+        image = image[:, :, gland_slices[-1] + margin :]
     model = with_crop_centre(load_model_file(bundled_path("prostate-t2")), "gland")
     result = segment_image(model, image)
     assert not result.qc.reliable and result.qc.reasons
