@@ -25,7 +25,6 @@ import SimpleITK as sitk
 from prokd.data.dicom import read_series, series_at
 from prokd.evaluation.bench import cpu_model
 from prokd.evaluation.metrics import dice_score
-from prokd.inference.bundled import bundled_path
 from prokd.inference.model_files import load_model_file
 from prokd.inference.postprocess import postprocess_mask
 from prokd.inference.segment import segment_image
@@ -49,7 +48,7 @@ def _segmenter(name: str) -> Any:
             return postprocess_mask((probabilities > taps.threshold).astype(np.uint8)), None
 
         return run_taps
-    model = load_model_file(bundled_path(name) if "/" not in name else name)
+    model = load_model_file(name)  # a bundled model's name or a model file
 
     def run_slice_model(image: sitk.Image) -> tuple[np.ndarray, dict | None]:
         result = segment_image(model, image)
@@ -58,14 +57,16 @@ def _segmenter(name: str) -> Any:
     return run_slice_model
 
 
-def _agreement(mask: np.ndarray, image: sitk.Image) -> dict[str, float]:
-    """Dice of ``mask`` against each AI reference resampled onto ``image``'s grid."""
-    scores = {}
-    for file in REFERENCE_FILES:
-        reference = sitk.ReadImage(str(REFERENCES / file))
-        on_grid = sitk.Resample(reference, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
-        scores[file.split(".")[0]] = dice_score(mask > 0, sitk.GetArrayFromImage(on_grid) > 0)
-    return scores
+def _references_on(image: sitk.Image, references: dict[str, sitk.Image]) -> dict[str, np.ndarray]:
+    """Each AI reference resampled onto ``image``'s grid (nearest neighbour), as a boolean
+    array."""
+    return {
+        name: sitk.GetArrayFromImage(
+            sitk.Resample(reference, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        )
+        > 0
+        for name, reference in references.items()
+    }
 
 
 def main() -> None:
@@ -75,6 +76,8 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     images = {plane: read_series(series_at(STUDY, number)) for plane, number in SERIES.items()}
+    references = {f.split(".")[0]: sitk.ReadImage(str(REFERENCES / f)) for f in REFERENCE_FILES}
+    truths = {plane: _references_on(image, references) for plane, image in images.items()}
     rows = []
     for name in args.models:
         segment = _segmenter(name)
@@ -82,14 +85,14 @@ def main() -> None:
             tick = time.perf_counter()
             mask, qc = segment(image)
             seconds = time.perf_counter() - tick
-            spacing = np.prod(image.GetSpacing())
-            scores = _agreement(mask, image)
+            voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
+            scores = {name: dice_score(mask > 0, t) for name, t in truths[plane].items()}
             row = {
                 "model": name,
                 "plane": plane,
                 "dice": float(np.mean(list(scores.values()))),
                 "dice_per_reference": scores,
-                "gland_ml": float(mask.sum() * spacing / 1000.0),
+                "gland_ml": float(mask.sum()) * voxel_ml,
                 "seconds": seconds,
                 "qc": qc,
             }
