@@ -91,7 +91,7 @@ class PreparedData:
 
         def maps(volume: PreprocessedVolume) -> list[np.ndarray]:
             if volume.labelled and volume.case_id in self.mask_teachers:
-                return [volume.mask.astype(np.float32) for _ in teachers]
+                return [volume.mask] * len(teachers)  # with_teacher_maps makes them float32
             case = self.case(volume.case_id)
             root = self.cache.root
             return [slice_grid_probabilities(t, case, volume.grid, root) for t in teachers]
