@@ -18,23 +18,23 @@ protocol), and the strictness level its validation volumes choose
 that all folds' validation volumes choose together is the one prokd ships
 (``prokd.inference.reliability.CALIBRATED_LEVEL``).
 
-The localiser is nested too with ``--localiser fold``: stage ``localisers`` trains one per
-fold on the bundled localiser's data (``configs/prostate-localiser.yaml``) without any
-volume of the held-out source, and the fold's student is placed by it in training and at
-test (``preprocess.localiser``). With ``--localiser bundled`` (the default) every fold uses
-the bundled localiser, which has seen every source. The summary says which.
+The localiser is nested too (``--localiser fold``, the default): stage ``localisers`` trains
+one per fold on the bundled localiser's data (``configs/prostate-localiser.yaml``) without
+any volume of the held-out source, and the fold's student is placed by it in training and
+at test (``preprocess.localiser``). With ``--localiser bundled`` every fold uses the
+bundled localiser, which has seen every source (the run of 2026-12-03 morning,
+``benchmarks/results/loso_protocols-bundled-localiser.md``). The summary says which.
 
 Stages, each resumable (a stage skips what it finds done), so that TAPS and training run
 side by side on one thread each:
 
     .venv/bin/python benchmarks/loso_protocols.py simulate
-    .venv/bin/python benchmarks/loso_protocols.py localisers --folds msd prostatex &  # only
+    .venv/bin/python benchmarks/loso_protocols.py localisers --folds msd prostatex &
     .venv/bin/python benchmarks/loso_protocols.py localisers --folds prostate158 prostate3t
-    # with --localiser fold below
     .venv/bin/python benchmarks/loso_protocols.py targets --shard 0/2 &  # TAPS, training
     .venv/bin/python benchmarks/loso_protocols.py targets --shard 1/2    # volumes
     .venv/bin/python benchmarks/loso_protocols.py taps --threads 1 &
-    .venv/bin/python benchmarks/loso_protocols.py train --threads 1 [--localiser fold]
+    .venv/bin/python benchmarks/loso_protocols.py train --threads 1 [--localiser bundled]
     .venv/bin/python benchmarks/loso_protocols.py validate --threads 1
     .venv/bin/python benchmarks/loso_protocols.py train --variant no-protocols [...]  # levers
     .venv/bin/python benchmarks/loso_protocols.py train --variant no-taps [...]
@@ -205,7 +205,7 @@ def stage_taps(args: argparse.Namespace) -> None:
             print(f"taps {source} {protocol} {case.case_id} {row['seconds']:.0f}s", flush=True)
 
 
-def fold_config(source: str, threads: int, localiser: str = "bundled") -> dict[str, Any]:
+def fold_config(source: str, threads: int, localiser: str = "fold") -> dict[str, Any]:
     """The prostate-t2 recipe without any volume of ``source``, its grids placed by the
     bundled localiser or (``localiser="fold"``) by the fold's own."""
     config = yaml.safe_load(Path("configs/prostate-t2.yaml").read_text())
@@ -609,8 +609,8 @@ def main() -> None:
     parser.add_argument(
         "--localiser",
         choices=("bundled", "fold"),
-        default="bundled",
-        help="train: place the folds' grids with the bundled localiser or each fold's own",
+        default="fold",
+        help="train: place the folds' grids with each fold's own localiser or the bundled one",
     )
     args = parser.parse_args()
     STAGES[args.stage](args)
