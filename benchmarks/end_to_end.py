@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from prokd.data.inputs import VolumeInput
@@ -34,7 +33,7 @@ from prokd.data.io import image_from_array, read_volume, write_volume
 from prokd.data.layouts import Case, find_cases
 from prokd.evaluation.bench import cpu_model
 from prokd.inference.model_files import load_model_file
-from prokd.inference.postprocess import postprocess_mask
+from prokd.inference.postprocess import probability_mask
 from prokd.inference.segment import segment_file
 from prokd.inference.volume_models import is_volume_model, load_volume_model
 from prokd.io_atomic import write_json_and_markdown
@@ -47,9 +46,7 @@ def _runner(spec: str) -> Any:
 
         def run_volume_model(case: Case, mask_path: Path) -> None:
             image = read_volume(case.image, case.image_channel)
-            mask = postprocess_mask(
-                (teacher.probabilities(image) > teacher.threshold).astype(np.uint8)
-            )
+            mask = probability_mask(teacher.probabilities(image), teacher.threshold)
             write_volume(image_from_array(mask, image), mask_path)
 
         return run_volume_model

@@ -79,7 +79,7 @@ from prokd.evaluation.metrics import volume_metrics
 from prokd.evaluation.qc_calibration import PRIOR_LEVEL, QCRates, choose_level, qc_rates
 from prokd.evaluation.stats import paired_comparison
 from prokd.inference.model_files import load_model_file
-from prokd.inference.postprocess import postprocess_mask
+from prokd.inference.postprocess import probability_mask
 from prokd.inference.reliability import LEVELS
 from prokd.inference.segment import segment_image, with_crop_centre
 from prokd.inference.volume_models import load_volume_model
@@ -197,7 +197,7 @@ def stage_taps(args: argparse.Namespace) -> None:
                 continue
             start = time.perf_counter()
             probabilities, _ = native_probabilities(taps, case, default_cache_dir())
-            mask = postprocess_mask((probabilities >= taps.threshold).astype(np.uint8))
+            mask = probability_mask(probabilities, taps.threshold)
             seconds = time.perf_counter() - start  # a cached volume reads in well under 1 s
             row = {"fold": source, "protocol": protocol, "case": case.case_id, "seconds": seconds}
             row["cached"] = seconds < 1.0  # computed by an earlier run: its time is not TAPS's

@@ -26,7 +26,7 @@ from prokd.data.dicom import read_series, series_at
 from prokd.evaluation.bench import cpu_model
 from prokd.evaluation.metrics import dice_score
 from prokd.inference.model_files import load_model_file
-from prokd.inference.postprocess import postprocess_mask
+from prokd.inference.postprocess import probability_mask
 from prokd.inference.segment import segment_image
 from prokd.inference.volume_models import load_volume_model
 from prokd.io_atomic import write_json_and_markdown
@@ -45,7 +45,7 @@ def _segmenter(name: str) -> Any:
 
         def run_taps(image: sitk.Image) -> tuple[np.ndarray, dict | None]:
             probabilities = taps.probabilities(image)
-            return postprocess_mask((probabilities > taps.threshold).astype(np.uint8)), None
+            return probability_mask(probabilities, taps.threshold), None
 
         return run_taps
     model = load_model_file(name)  # a bundled model's name or a model file

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from prokd.inference.postprocess import postprocess_mask, quality_control
+from prokd.inference.postprocess import postprocess_mask, probability_mask, quality_control
 
 SPACING = (3.0, 0.5, 0.5)  # 0.75 ul voxels
 
@@ -21,6 +21,16 @@ def test_postprocess_keeps_largest_component_and_fills_holes():
     assert out[4, 25:30, 25:30].all()
     assert out.sum() == 6 * 40 * 40
     assert postprocess_mask(np.zeros((3, 4, 4))).sum() == 0
+
+
+def test_probability_mask_keeps_voxels_at_the_threshold_and_post_processes_unless_told():
+    probabilities = _mask_with_hole_and_island().astype(np.float32) * 0.55
+    probabilities[0, 0, 0] = 0.5499  # just below: out
+    raw = probability_mask(probabilities, 0.55, postprocess=False)
+    assert raw.dtype == np.uint8
+    assert raw[0, 0, 0] == 0 and raw[5, 55:58, 55:58].all()  # at the threshold: in
+    assert (probability_mask(probabilities, 0.55) == postprocess_mask(raw)).all()
+    assert probability_mask(probabilities, 0.56).sum() == 0
 
 
 def _centred(size_ml):

@@ -18,7 +18,7 @@ from prokd.data.validate import load_case
 from prokd.errors import warn_all
 from prokd.evaluation.metrics import METRIC_NAMES, volume_metrics
 from prokd.evaluation.stats import describe
-from prokd.inference.postprocess import postprocess_mask
+from prokd.inference.postprocess import probability_mask
 from prokd.inference.volume_models import VolumeModel, load_volume_model
 from prokd.io_atomic import atomic_path
 
@@ -76,9 +76,7 @@ def evaluate_cases(
         for name, model in models.items():
             probabilities = model.probabilities(loaded.image)
             seconds = model.last_seconds
-            mask = probabilities >= model.threshold
-            if postprocess:
-                mask = postprocess_mask(mask) > 0
+            mask = probability_mask(probabilities, model.threshold, postprocess) > 0
             metrics = volume_metrics(mask, truth, spacing)
             if index < overlay_cases:
                 k = _largest_gland_slice(truth)

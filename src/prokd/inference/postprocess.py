@@ -39,6 +39,16 @@ def postprocess_mask(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def probability_mask(
+    probabilities: np.ndarray, threshold: float, postprocess: bool = True
+) -> np.ndarray:
+    """The voxels whose probability is at or above ``threshold`` as a uint8 mask,
+    post-processed by :func:`postprocess_mask` unless ``postprocess`` is false: how every
+    model's probabilities become its mask (prokd's students and volume models alike)."""
+    mask = (probabilities >= threshold).astype(np.uint8)
+    return postprocess_mask(mask) if postprocess else mask
+
+
 @dataclass
 class MaskQC:
     """Quality-control facts of an output mask and the warnings they raise; ``reliable``,

@@ -30,7 +30,7 @@ from prokd.data.preprocess import axial_view, file_axes
 from prokd.errors import DataError, warn_all
 from prokd.inference.localise import predict_volume
 from prokd.inference.model_files import LoadedModel, load_model_file
-from prokd.inference.postprocess import MaskQC, postprocess_mask, quality_control
+from prokd.inference.postprocess import MaskQC, probability_mask, quality_control
 from prokd.inference.reliability import assess
 from prokd.io_atomic import atomic_path
 
@@ -76,9 +76,7 @@ def segment_image(
     axial = axial_view(image)
     pred = predict_volume(model.slice_model, axial, model.settings, batch_size, mirrored=True)
     prob, mirrored = pred.probabilities, pred.mirrored
-    mask = (prob >= THRESHOLD).astype(np.uint8)
-    if postprocess:
-        mask = postprocess_mask(mask)
+    mask = probability_mask(prob, THRESHOLD, postprocess)
     qc = quality_control(mask, tuple(reversed(axial.GetSpacing())))
     verdict = assess(mask, prob, mirrored, pred.placement.location, axial)
     qc.reliable, qc.reasons, qc.signals = verdict.reliable, verdict.reasons, verdict.signals
