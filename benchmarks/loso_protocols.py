@@ -376,7 +376,7 @@ def qc_calibration(
 ) -> dict[str, Any]:
     """QC rates on the test volumes at the level set beforehand and at each fold's level
     chosen on its own validation volumes (nested), and the level all validation volumes
-    choose together (the shipped one)."""
+    choose together (the shipped one), on them and on the test volumes."""
     folds = sorted({r["fold"] for r in student})
     tests = {f: [r for r in student if r["fold"] == f] for f in folds}
     levels = {f: choose_level(_judged([r for r in validation if r["fold"] == f])) for f in folds}
@@ -390,6 +390,7 @@ def qc_calibration(
         "validation_volumes": {f: sum(r["fold"] == f for r in validation) for f in folds},
         "shipped_level": shipped,
         "shipped_on_validation": qc_rates(_judged(validation), LEVELS[shipped]).as_dict(),
+        "shipped_on_test": qc_rates(_judged(student), LEVELS[shipped]).as_dict(),
     }
 
 
@@ -413,8 +414,9 @@ def qc_lines(qc: dict[str, Any]) -> list[str]:
         f"validation volumes ({counts}; levels {levels}): {_rates_text(qc['nested'])}.",
         "",
         f"Shipped level: {qc['shipped_level']}, chosen on all validation volumes together, "
-        f"where it gives {_rates_text(qc['shipped_on_validation'])}. Levels run from 0 "
-        "(lenient) to 4 (strict), `prokd.inference.reliability.LEVELS`.",
+        f"where it gives {_rates_text(qc['shipped_on_validation'])}; on the test volumes: "
+        f"{_rates_text(qc['shipped_on_test'])}. Levels run from 0 (lenient) to 4 (strict), "
+        "`prokd.inference.reliability.LEVELS`.",
     ]
 
 
