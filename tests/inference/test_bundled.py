@@ -1,5 +1,6 @@
 """The bundled model, used by name on a fresh install: no training, no download."""
 
+import json
 import subprocess
 import sys
 
@@ -66,13 +67,16 @@ def test_predict_by_name_keeps_the_input_geometry_without_torch(tmp_path):
 
 def test_predict_a_real_scan_by_name(shared_data, tmp_path):
     """On a real Prostate158 scan (one of the bundled model's training cases: a check that
-    the shipped file segments a gland, not a held-out score) the mask overlaps the reader's."""
+    the shipped file segments a gland, not a held-out score) the mask overlaps the reader's,
+    and the QC at the shipped strictness raises no false alarm on it."""
     case = shared_data / "real/prostate158/002"
     out = tmp_path / "mask.nii.gz"
     assert main(["predict", "prostate-t2", str(case / "t2.nii.gz"), str(out)]) == 0
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(out))) > 0
     truth = sitk.GetArrayFromImage(sitk.ReadImage(str(case / "t2_anatomy_reader1.nii.gz"))) > 0
     assert mask.shape == truth.shape and dice_score(mask, truth) > 0.7
+    qc = json.loads((tmp_path / "mask.qc.json").read_text())
+    assert qc["reliable"] and qc["reasons"] == [], qc["reasons"]
 
 
 def test_evaluate_and_bench_by_name(shared_data, tmp_path, capsys):
