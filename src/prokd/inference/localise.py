@@ -31,7 +31,7 @@ from prokd.data.preprocess import (
 )
 from prokd.errors import ConfigError, DataError
 from prokd.inference.model_files import LoadedModel, load_model_file
-from prokd.inference.postprocess import postprocess_mask
+from prokd.inference.postprocess import probability_mask
 from prokd.inference.predict import SliceModel, predict_slices
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ def locate_gland(
     probabilities = predict_slices(
         localiser.slice_model, slices, batch_size, localiser.settings.context_slices
     )
-    mask = postprocess_mask((probabilities >= 0.5).astype(np.uint8))
+    mask = probability_mask(probabilities, 0.5)
     count = len(mask)
     coarse_ml = float(mask.sum()) * float(np.prod(grid.spacing)) / 1000.0
     if not mask.any():
