@@ -205,7 +205,7 @@ def stage_taps(args: argparse.Namespace) -> None:
             print(f"taps {source} {protocol} {case.case_id} {row['seconds']:.0f}s", flush=True)
 
 
-def fold_config(source: str, threads: int, localiser: str = "fold") -> dict[str, Any]:
+def fold_config(source: str, threads: int, localiser: str) -> dict[str, Any]:
     """The prostate-t2 recipe without any volume of ``source``, its grids placed by the
     bundled localiser or (``localiser="fold"``) by the fold's own."""
     config = yaml.safe_load(Path("configs/prostate-t2.yaml").read_text())
