@@ -12,6 +12,7 @@ from pathlib import Path
 
 from prokd.cli.data_commands import add_data_parsers
 from prokd.cli.registry import COMMANDS, command
+from prokd.cli.serve_command import add_serve_parser
 from prokd.errors import DataWarning, ProkdError, one_line_warnings
 from prokd.extras import TRAIN_EXTRA_HINT, TRAIN_EXTRA_MODULES, train_extra_installed
 from prokd.version import __version__
@@ -274,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "output",
         metavar="OUTPUT",
-        help="mask file (.nii.gz, .mha, .nrrd, or .dcm for a DICOM SEG), or a folder",
+        help="mask file (.nii.gz, .mha, .nrrd, or .dcm for a DICOM SEG or, with "
+        "--output-format rtstruct, an RT Structure Set), or a folder",
     )
     p.add_argument(
         "--series",
@@ -283,9 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--output-format",
-        choices=["nifti", "dicom-seg"],
-        help="format of the masks written into an output folder (default: the input's own "
-        "format; NIfTI for DICOM input)",
+        choices=["nifti", "dicom-seg", "rtstruct"],
+        help="format of the masks written into an output folder, or of a .dcm output file "
+        "(default: the input's own format, NIfTI for DICOM input; a .dcm file is a DICOM SEG)",
     )
     p.add_argument(
         "--probabilities",
@@ -342,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="experiment or training run folder")
 
     add_data_parsers(sub)
+    add_serve_parser(sub)
     return parser
 
 

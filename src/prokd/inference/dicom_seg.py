@@ -3,8 +3,10 @@ series.
 
 The SEG references its source series (frame of reference, source image SOP instances),
 holds one binary segment "Prostate" coded in SNOMED CT (category Anatomical Structure
-91723000, type Prostate 41216001), and names prokd, its version and the model as the
-algorithm that made it. Frames map one to one onto the source slices.
+91723000, type Prostate 41216001) with a recommended display colour (the RT Structure
+Set's, as CIELab), and names prokd, its version and the model as the algorithm that made
+it. Frames map one to one onto the source slices. A study without a Study ID (allowed, but
+a DICOMDIR needs one) gets its accession number, or ``prokd``, as the SEG's.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pydicom.sr.codedict import codes
 
 from prokd.data.dicom import DicomSeries
 from prokd.errors import DataError, error_summary
+from prokd.inference.dicom_rtstruct import ROI_COLOUR
 from prokd.io_atomic import atomic_path
 from prokd.version import __version__
 
@@ -41,14 +44,20 @@ def gland_segment(model_name: str) -> hd.seg.SegmentDescription:
         segmented_property_type=codes.SCT.Prostate,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm,
+        display_color=hd.color.CIELabColor.from_rgb(*ROI_COLOUR),
     )
 
 
 def write_dicom_seg(
-    mask: np.ndarray, series: DicomSeries, path: str | Path, model_name: str
+    mask: np.ndarray,
+    series: DicomSeries,
+    path: str | Path,
+    model_name: str,
+    series_uid: str | None = None,
+    instance_uid: str | None = None,
 ) -> Path:
     """Write ``mask`` (z, y, x, on the series' grid: slice k is ``series.files[k]``) as a
-    binary DICOM SEG referencing ``series``; atomically.
+    binary DICOM SEG referencing ``series``; atomically; new UIDs unless given.
 
     Raises:
         ValueError: the mask is not on the series' grid.
@@ -71,9 +80,9 @@ def write_dicom_seg(
                 pixel_array=(mask > 0).astype(np.uint8),
                 segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
                 segment_descriptions=[gland_segment(model_name)],
-                series_instance_uid=hd.UID(),
+                series_instance_uid=series_uid or hd.UID(),
                 series_number=number,
-                sop_instance_uid=hd.UID(),
+                sop_instance_uid=instance_uid or hd.UID(),
                 instance_number=1,
                 manufacturer="prokd",
                 manufacturer_model_name=model_name,
@@ -86,6 +95,8 @@ def write_dicom_seg(
             )
         except (ValueError, TypeError, AttributeError) as err:
             raise DataError(path, f"cannot make a DICOM SEG ({error_summary(err)})") from None
+    if not seg.get("StudyID"):
+        seg.StudyID = str(sources[0].get("AccessionNumber") or "prokd")[:16]
     with atomic_path(path) as tmp:
         seg.save_as(tmp)
     return path

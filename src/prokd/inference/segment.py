@@ -1,5 +1,5 @@
 """``prokd predict``: segment volume files or DICOM series and write masks (NIfTI, MHA,
-NRRD, or DICOM SEG) with the input's exact geometry.
+NRRD, DICOM SEG or RT Structure Set) with the input's exact geometry.
 
 Post-processing and QC run on the axial (LPS-oriented) view of the volume, so the mask does
 not depend on the order a file stores its axes in; it goes back to the file's own axes.
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     import torch
 
 DICOM_SEG_SUFFIX = ".dcm"
-OUTPUT_FORMATS = {"nifti": ".nii.gz", "dicom-seg": DICOM_SEG_SUFFIX}
+OUTPUT_FORMATS = {"nifti": ".nii.gz", "dicom-seg": DICOM_SEG_SUFFIX, "rtstruct": DICOM_SEG_SUFFIX}
 THRESHOLD = 0.5  # gland probability at which a voxel is in the mask
 
 
@@ -101,7 +101,8 @@ def _output_stem(path: Path) -> str:
 
 
 def is_dicom_seg(path: Path) -> bool:
-    """Whether an output path asks for a DICOM SEG (it ends in ``.dcm``)."""
+    """Whether an output path asks for a DICOM object, a SEG or (with ``--output-format
+    rtstruct``) an RT Structure Set: it ends in ``.dcm``."""
     return path.name.lower().endswith(DICOM_SEG_SUFFIX)
 
 
@@ -137,11 +138,13 @@ def plan_outputs(
     series of every DICOM study). Outputs in a folder mirror the inputs' paths relative to
     the input folder; their format is ``output_format`` (``nifti`` or ``dicom-seg``), by
     default the input file's own format (NIfTI for DICOM input). A file output picks its
-    format by its suffix: a volume suffix, or ``.dcm`` for a DICOM SEG.
+    format by its suffix: a volume suffix, or ``.dcm`` for a DICOM SEG (an RT Structure Set
+    with ``output_format`` ``rtstruct``).
 
     Raises:
         DataError: missing input, no volume in a folder, several volumes for a file output,
-            a file output without a known suffix, or a DICOM SEG for a non-DICOM input.
+            a file output without a known suffix or of another format than asked, or a
+            DICOM output for a non-DICOM input.
     """
     source, target = Path(source), Path(target)
     inputs = find_inputs(source, series)
@@ -156,10 +159,13 @@ def plan_outputs(
     elif len(inputs) > 1 or (inputs[0].series is None and source.is_dir()):
         raise DataError(target, "a folder input needs an output folder, not a file name")
     else:
+        if output_format is not None and is_dicom_seg(target) != (output_format != "nifti"):
+            raise DataError(target, f"the suffix does not fit --output-format {output_format}")
         pairs = [(inputs[0], target)]
     for volume, mask in pairs:
         if is_dicom_seg(mask) and volume.series is None:
-            raise DataError(mask, "a DICOM SEG output needs a DICOM series as input")
+            kind = "an RT Structure Set" if output_format == "rtstruct" else "a DICOM SEG"
+            raise DataError(mask, f"{kind} output needs a DICOM series as input")
     return pairs
 
 
@@ -180,10 +186,20 @@ def check_overwrite(
 
 
 def write_mask(
-    mask: np.ndarray, image: sitk.Image, volume: VolumeInput, path: Path, model_name: str
+    mask: np.ndarray,
+    image: sitk.Image,
+    volume: VolumeInput,
+    path: Path,
+    model_name: str,
+    output_format: str | None = None,
 ) -> None:
-    """Write the mask on the input's grid: a DICOM SEG for a ``.dcm`` path, else a volume."""
-    if is_dicom_seg(path):
+    """Write the mask on the input's grid: for a ``.dcm`` path a DICOM SEG (an RT Structure
+    Set if ``output_format`` is ``rtstruct``), else a volume."""
+    if is_dicom_seg(path) and output_format == "rtstruct":
+        from prokd.inference.dicom_rtstruct import write_rtstruct
+
+        write_rtstruct(mask, volume.series, path, model_name)
+    elif is_dicom_seg(path):
         from prokd.inference.dicom_seg import write_dicom_seg
 
         write_dicom_seg(mask, volume.series, path, model_name)
@@ -198,11 +214,13 @@ def segment_file(
     probabilities: bool = False,
     postprocess: bool = True,
     batch_size: int = 32,
+    output_format: str | None = None,
 ) -> Segmented:
-    """Predict one volume; write mask (uint8 0/1), optional probabilities and the QC sidecar."""
+    """Predict one volume; write mask (uint8 0/1; ``output_format`` as for
+    :func:`write_mask`), optional probabilities and the QC sidecar."""
     image = volume.read()
     result = segment_image(model, image, postprocess, batch_size, volume.path)
-    write_mask(result.mask, image, volume, mask_path, model.label)
+    write_mask(result.mask, image, volume, mask_path, model.label, output_format)
     if probabilities:
         write_volume(image_from_array(result.probabilities, image), probability_path(mask_path))
     sidecar = {
@@ -260,7 +278,9 @@ def segment_inputs(
     for volume, mask in pairs:
         if channel is not None and volume.series is None:
             volume = replace(volume, channel=channel)
-        done = segment_file(model, volume, mask, probabilities, postprocess, batch_size)
+        done = segment_file(
+            model, volume, mask, probabilities, postprocess, batch_size, output_format
+        )
         warn_all(f"{mask}: {warning}" for warning in done.qc.warnings)
         if not done.qc.reliable:
             warn_all([f"{mask}: unreliable mask: {'; '.join(done.qc.reasons)}"])
