@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TAPS_STAMP := $(VENV)/.taps
 DEMO_DATA ?= data/phantom
 
-.PHONY: demo test venv taps prostate-t2 prostate-localiser base-check clean
+.PHONY: demo test venv taps test-tools orthanc prostate-t2 prostate-localiser base-check clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,26 @@ taps: $(TAPS_STAMP)
 $(TAPS_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps lavlab-taps==1.1.2
 	touch $(TAPS_STAMP)
+
+# The tests' independent RTSTRUCT reader: rt-utils with --no-deps, since it declares the GUI
+# build of OpenCV (libGL); the test extra brings the headless one it runs on.
+RT_UTILS_STAMP := $(VENV)/.rt-utils
+test-tools: $(RT_UTILS_STAMP) orthanc
+
+$(RT_UTILS_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps rt-utils==1.2.7
+	touch $(RT_UTILS_STAMP)
+
+# A real Orthanc for the DICOM node's tests (Debian package, started by the tests on
+# loopback ports). Installed where missing and the machine allows it (root with apt-get, as
+# in CI); elsewhere those tests skip, saying why.
+orthanc:
+	@if command -v Orthanc >/dev/null || test -x /usr/sbin/Orthanc; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q orthanc >/dev/null || \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q orthanc >/dev/null; }; \
+	else echo "make test: Orthanc is not installed and cannot be here (needs root and apt-get);" \
+		"the DICOM node tests will skip"; fi
 
 # Rebuilds the bundled model from the real data in ../shared/data, TAPS teaching
 # (docs/model-card.md). Not part of demo or test: the committed file is what ships.
@@ -68,8 +88,9 @@ base-check:
 	PYTHON=$(PYTHON) bash tools/check_base_install.sh
 
 # pytest exits 5 when it collects no test: that is a failed run, not a pass. The tests
-# include the TAPS adapter's, so TAPS is installed first; then the base-install check.
-test: $(STAMP) $(TAPS_STAMP)
+# include the TAPS adapter's, the RTSTRUCT reader's and the DICOM node's against Orthanc, so
+# TAPS, rt-utils and Orthanc are installed first; then the base-install check.
+test: $(STAMP) $(TAPS_STAMP) test-tools
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	if [ $$rc -ne 0 ]; then exit $$rc; fi

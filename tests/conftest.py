@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +201,46 @@ def tiny_demo(tmp_path, teacher="unet-w4"):
         student_epochs=0,
         student_augment=None,
     )
+
+
+# DICOM studies written from phantom volumes (prokd.data.dicom_write): the DICOM, SEG,
+# RTSTRUCT and node tests run on them where ../shared/data is absent.
+
+
+@dataclass(frozen=True)
+class PhantomStudy:
+    """A DICOM study of one phantom volume: ``folder/t2`` holds its axial T2 series."""
+
+    folder: Path
+    image: sitk.Image
+    mask: np.ndarray  # the phantom's gland, (z, y, x)
+
+    @property
+    def files(self) -> list[Path]:
+        return sorted((self.folder / "t2").glob("*.dcm"))
+
+
+def phantom_volume(case_index: int = 0) -> tuple[sitk.Image, np.ndarray]:
+    """A SiteA phantom volume (256x256x28 at 0.5x0.5x3 mm) and its gland mask."""
+    from prokd.data.phantom import SITES, generate_case
+
+    array, mask, spacing, origin = generate_case(SITES[0], 0, 0, case_index)
+    return make_volume(array, spacing=spacing, origin=origin), mask
+
+
+def write_phantom_study(
+    folder: Path, patient_id: str = "PHANTOM-0", case_index: int = 0, **series
+) -> PhantomStudy:
+    """A phantom volume written as a DICOM study under ``folder`` (``series``: options of
+    :func:`prokd.data.dicom_write.write_series`)."""
+    from prokd.data.dicom_write import StudyIdentity, write_series
+
+    image, mask = phantom_volume(case_index)
+    write_series(image, folder / "t2", StudyIdentity.named(patient_id), **series)
+    return PhantomStudy(folder, image, mask)
+
+
+@pytest.fixture(scope="session")
+def phantom_study(tmp_path_factory) -> PhantomStudy:
+    """One phantom DICOM study, written once per test session (read-only for tests)."""
+    return write_phantom_study(tmp_path_factory.mktemp("phantom-study"))

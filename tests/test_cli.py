@@ -3,34 +3,29 @@ import sys
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from prokd.cli import main
+from prokd.data.dicom import find_series, read_series, series_at
 from tests.conftest import ball_case, write
 
 
 def test_phantom_then_inspect(tmp_path, capsys):
-    out = tmp_path / "ph"
-    assert (
-        main(
-            [
-                "phantom",
-                str(out),
-                "--sites",
-                "2",
-                "--cases-per-site",
-                "1",
-                "--workers",
-                "1",
-                "--preview",
-            ]
-        )
-        == 0
-    )
+    out, dicom = tmp_path / "ph", tmp_path / "dicom"
+    argv = ["phantom", str(out), "--sites", "2", "--cases-per-site", "1", "--workers", "1"]
+    assert main([*argv, "--preview", "--dicom", str(dicom)]) == 0
     assert (out / "preview.png").stat().st_size > 1000
+    assert "DICOM: 2 studies" in capsys.readouterr().out
     assert main(["inspect", str(out)]) == 0
     text = capsys.readouterr().out
     assert "layout: six-site" in text and "SiteA 1, SiteB 1" in text
     assert "2 of 2 cases usable" in text
+    # each case is also a DICOM study of one axial T2 series holding the same voxels
+    series = find_series(dicom)
+    assert len({s.study_uid for s in series}) == 2 and all(s.is_t2 for s in series)
+    nifti = sitk.ReadImage(str(out / "SiteA" / "Case00.nii.gz"))
+    read = read_series(series_at(dicom / "SiteA" / "Case00" / "t2"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(read), sitk.GetArrayFromImage(nifti))
 
 
 def test_inspect_real_prostate158_prints_gland_volumes(shared_data, capsys):

@@ -1,5 +1,7 @@
 """DICOM in, DICOM SEG out: the SEG read back with highdicom equals the NIfTI mask voxel for
-voxel, references its series, and passes dciodvfy where it is installed."""
+voxel, references its series, carries a display colour and a Study ID, and passes dciodvfy
+where it is installed. On a phantom study written by the tests, and on the real ProstateX
+study where ../shared/data is present."""
 
 import shutil
 import subprocess
@@ -15,27 +17,33 @@ import SimpleITK as sitk
 from prokd import __version__
 from prokd.cli import main
 from prokd.data.dicom import read_series, series_at
+from prokd.inference.dicom_rtstruct import ROI_COLOUR
 from tests.conftest import assert_same_grid
 
 STUDY = "dicom/ProstateX/ProstateX-0000"
 
 
-@pytest.fixture(scope="module")
-def predicted(tmp_path_factory) -> Path:
-    """The study predicted once as NIfTI and once as DICOM SEG."""
+@pytest.fixture(scope="module", params=["phantom", "prostatex"])
+def predicted(request, tmp_path_factory) -> tuple[Path, Path]:
+    """A study (the phantom's, or the real ProstateX one) and the folder where it was
+    predicted once as NIfTI and once as DICOM SEG."""
     from tests.conftest import SHARED_DATA
 
-    if not SHARED_DATA.is_dir():
+    if request.param == "phantom":
+        study = request.getfixturevalue("phantom_study").folder
+    elif not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not available")
+    else:
+        study = SHARED_DATA / STUDY
     out = tmp_path_factory.mktemp("seg")
-    study = SHARED_DATA / STUDY
     assert main(["predict", "prostate-t2", str(study), str(out / "mask.nii.gz")]) == 0
     assert main(["predict", "prostate-t2", str(study), str(out / "seg.dcm")]) == 0
-    return out
+    return study, out
 
 
-def test_the_seg_equals_the_nifti_mask_on_the_source_slices(shared_data, predicted):
-    series = series_at(shared_data / STUDY)
+def test_the_seg_equals_the_nifti_mask_on_the_source_slices(predicted):
+    study, predicted = predicted
+    series = series_at(study)
     seg = hd.seg.segread(predicted / "seg.dcm")
     sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in series.files]
     frames = seg.get_pixels_by_source_instance(
@@ -47,8 +55,9 @@ def test_the_seg_equals_the_nifti_mask_on_the_source_slices(shared_data, predict
     np.testing.assert_array_equal(frames, mask)
 
 
-def test_the_seg_references_its_series_and_names_prokd(shared_data, predicted):
-    series = series_at(shared_data / STUDY)
+def test_the_seg_references_its_series_and_names_prokd(predicted):
+    study, predicted = predicted
+    series = series_at(study)
     seg = hd.seg.segread(predicted / "seg.dcm")
     source = pydicom.dcmread(series.files[0], stop_before_pixels=True)
     assert seg.FrameOfReferenceUID == source.FrameOfReferenceUID
@@ -72,29 +81,62 @@ def test_the_seg_references_its_series_and_names_prokd(shared_data, predicted):
     assert seg.SegmentationType == "BINARY"
 
 
-def test_the_nifti_mask_has_the_series_grid(shared_data, predicted):
+def test_the_seg_has_a_display_colour_and_a_study_id(predicted):
+    study, predicted = predicted
+    seg = pydicom.dcmread(predicted / "seg.dcm", stop_before_pixels=True)
+    (segment,) = seg.SegmentSequence
+    colour = hd.color.CIELabColor.from_dicom_value(segment.RecommendedDisplayCIELabValue)
+    assert colour.to_rgb() == pytest.approx(ROI_COLOUR, abs=2)
+    source = pydicom.dcmread(series_at(study).files[0], stop_before_pixels=True)
+    expected = source.get("StudyID") or str(source.get("AccessionNumber") or "prokd")[:16]
+    assert seg.StudyID == expected and seg.StudyID
+
+
+def test_the_nifti_mask_has_the_series_grid(predicted):
+    study, predicted = predicted
     mask = sitk.ReadImage(str(predicted / "mask.nii.gz"))
-    assert_same_grid(mask, read_series(series_at(shared_data / STUDY)))
+    assert_same_grid(mask, read_series(series_at(study)))
 
 
-def _dciodvfy() -> str | None:
+def dciodvfy() -> str | None:
+    """David Clunie's DICOM validator (dicom3tools, the test extra), or ``None``."""
     beside = Path(sys.executable).with_name("dciodvfy")
     return str(beside) if beside.is_file() else shutil.which("dciodvfy")
 
 
-@pytest.mark.skipif(_dciodvfy() is None, reason="dciodvfy (dicom3tools) is not installed")
+def dciodvfy_report(path: Path) -> list[str]:
+    """dciodvfy's lines about a file."""
+    run = subprocess.run([dciodvfy(), str(path)], capture_output=True, text=True)
+    return (run.stdout + run.stderr).splitlines()
+
+
+@pytest.mark.skipif(dciodvfy() is None, reason="dciodvfy (dicom3tools) is not installed")
 def test_dciodvfy_finds_no_error_in_the_seg(predicted):
-    run = subprocess.run([_dciodvfy(), str(predicted / "seg.dcm")], capture_output=True, text=True)
-    report = (run.stdout + run.stderr).splitlines()
+    _, predicted = predicted
+    report = dciodvfy_report(predicted / "seg.dcm")
     assert any("Segmentation" in line for line in report), report  # it checked the SEG IOD
     errors = [line for line in report if line.startswith("Error")]
     assert not errors, errors
 
 
-def test_a_seg_needs_a_dicom_input(shared_data, tmp_path, capsys):
-    source = shared_data / "real/prostate158/002/t2.nii.gz"
-    assert main(["predict", "prostate-t2", str(source), str(tmp_path / "seg.dcm")]) == 2
-    assert "a DICOM SEG output needs a DICOM series as input" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("output_format", "kind"), [(None, "a DICOM SEG"), ("rtstruct", "an RT Structure Set")]
+)
+def test_a_dicom_output_needs_a_dicom_input(output_format, kind, phantom_study, tmp_path, capsys):
+    source = tmp_path / "in" / "t2.nii.gz"
+    source.parent.mkdir()
+    sitk.WriteImage(phantom_study.image, str(source))
+    argv = ["predict", "prostate-t2", str(source), str(tmp_path / "out" / "seg.dcm")]
+    argv += ["--output-format", output_format] if output_format else []
+    assert main(argv) == 2
+    assert f"{kind} output needs a DICOM series as input" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_dcm_file_with_the_nifti_format_is_refused(phantom_study, tmp_path, capsys):
+    argv = ["predict", "prostate-t2", str(phantom_study.folder), str(tmp_path / "m.dcm")]
+    assert main([*argv, "--output-format", "nifti"]) == 2
+    assert "does not fit --output-format nifti" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 

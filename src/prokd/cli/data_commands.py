@@ -27,6 +27,13 @@ def _phantom(args: argparse.Namespace) -> int:
     )
     elapsed = time.perf_counter() - start
     print(f"wrote {len(cases)} cases in {elapsed:.1f} s to {args.out_dir} (six-site layout)")
+    if args.dicom:
+        from prokd.data.dicom_write import write_studies
+
+        _, manifest = find_cases(args.out_dir, "six-site")
+        volumes = [(case.case_id, case.image) for case in manifest]
+        write_studies(volumes, args.dicom)
+        print(f"DICOM: {len(volumes)} studies in {args.dicom} (<site>/<case>/t2/*.dcm)")
     if args.preview:
         _, manifest = find_cases(args.out_dir, "six-site")
         png = write_site_preview(manifest, Path(args.out_dir) / "preview.png")
@@ -98,6 +105,11 @@ def add_data_parsers(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=min(2, os.cpu_count() or 1),
         help="processes to use; the output does not depend on it",
+    )
+    p.add_argument(
+        "--dicom",
+        metavar="DIR",
+        help="also write every case as a DICOM study (an axial T2 series) under this new folder",
     )
     p.add_argument(
         "--preview",

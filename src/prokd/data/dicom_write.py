@@ -23,7 +23,7 @@ import SimpleITK as sitk
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from prokd.io_atomic import atomic_path
+from prokd.io_atomic import atomic_folder, atomic_path
 from prokd.version import __version__
 
 STORED_MAX = 65535  # unsigned 16-bit pixels
@@ -170,3 +170,19 @@ def write_series(
                 ds.save_as(tmp, enforce_file_format=True)
             written.append(path)
     return written
+
+
+def write_studies(volumes: Sequence[tuple[str, Path]], out_dir: str | Path) -> list[Path]:
+    """Each named volume file as a DICOM study of one axial T2 series,
+    ``out_dir/<name>/t2/*.dcm`` (patient id: the name); the folder is made whole or not
+    at all.
+
+    Returns:
+        The series folders, in the order given.
+    """
+    out_dir = Path(out_dir)
+    with atomic_folder(out_dir) as staging:
+        for name, path in volumes:
+            image = sitk.ReadImage(str(path))
+            write_series(image, staging / name / "t2", StudyIdentity.named(name.replace("/", "-")))
+    return [out_dir / name / "t2" for name, _ in volumes]
