@@ -1,12 +1,15 @@
 """``prokd serve``: a DICOM node that a PACS or a scanner sends studies to (pynetdicom).
 
 Received MR instances are written to the work folder before the C-STORE is acknowledged.
+Other storage objects (a SEG, an SR, a prokd result sent back with its study) are
+acknowledged and skipped with a log line, so that a PACS sending a whole study sees no
+failure; services other than storage and verification are refused at association.
 A study that has been quiet for ``quiet_seconds`` goes to a pool of ``workers`` that run
 :func:`~prokd.serve.process.process_study` (the pipeline of ``prokd predict``) and send the
 results to every destination, retrying with a doubling back-off. The work folder is the
 queue: a restarted node (after a kill too) processes and delivers whatever was received and
 not yet delivered, and nothing twice (:mod:`prokd.serve.store`). One log line per event:
-received, processed, sent, failed, refused.
+received, processed, sent, failed, skipped.
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ from prokd.serve.store import StudyState, WorkFolder, is_uid
 log = logging.getLogger("prokd.serve")
 
 MR_STORAGE = (MRImageStorage, EnhancedMRImageStorage)
-REFUSED_SOP_CLASS = 0x0122  # C-STORE status: SOP Class not supported
 CANNOT_UNDERSTAND = 0xC210
 OUT_OF_RESOURCES = 0xA700
 TICK_SECONDS = 0.2
@@ -57,7 +59,7 @@ class Node:
         self.retry_at: dict[str, float] = {}
         self.active: set[str] = set()
         self.arrivals: dict[int, Counter] = defaultdict(Counter)  # by association
-        self.refusals: dict[int, Counter] = defaultdict(Counter)
+        self.skipped: dict[int, Counter] = defaultdict(Counter)  # by association
         self.stopping = threading.Event()
         self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="prokd-study")
         self.server = None
@@ -77,20 +79,23 @@ class Node:
         return ae
 
     def _on_store(self, event: evt.Event) -> int:
-        """One C-STORE: an MR image is written to the work folder, then acknowledged."""
+        """One C-STORE: an MR image is written to the work folder, then acknowledged; any
+        other object is acknowledged and skipped."""
         sop_class = str(event.request.AffectedSOPClassUID)
         try:
             dataset = event.dataset
             study_uid = str(dataset.get("StudyInstanceUID", ""))
             sop_uid = str(event.request.AffectedSOPInstanceUID)
         except Exception:  # noqa: BLE001 - a peer's undecodable dataset must not stop us
-            self.refusals[id(event.assoc)]["?", "an undecodable dataset"] += 1
+            self.skipped[id(event.assoc)]["?", "a dataset that cannot be decoded"] += 1
             return CANNOT_UNDERSTAND
         if sop_class not in MR_STORAGE:
-            self.refusals[id(event.assoc)][study_uid, _sop_name(sop_class)] += 1
-            return REFUSED_SOP_CLASS
+            self.skipped[id(event.assoc)][
+                study_uid, f"{_sop_name(sop_class)}: not an MR image"
+            ] += 1
+            return 0x0000
         if not (is_uid(study_uid) and is_uid(sop_uid)):
-            self.refusals[id(event.assoc)][study_uid or "?", "an instance without valid UIDs"] += 1
+            self.skipped[id(event.assoc)][study_uid or "?", "no valid study or instance UID"] += 1
             return CANNOT_UNDERSTAND
         try:
             self.work.store_instance(study_uid, sop_uid, event.encoded_dataset())
@@ -107,13 +112,13 @@ class Node:
         return 0x0000
 
     def _on_association_end(self, event: evt.Event) -> None:
-        """One line per study received, and per kind of object refused, in the association."""
+        """One line per study received, and per kind of object skipped, in the association."""
         peer = event.assoc.requestor.ae_title
         for study_uid, count in sorted(self.arrivals.pop(id(event.assoc), {}).items()):
             log.info("received %d instance(s) of study %s from %s", count, study_uid, peer)
-        for (study_uid, what), count in sorted(self.refusals.pop(id(event.assoc), {}).items()):
+        for (study_uid, what), count in sorted(self.skipped.pop(id(event.assoc), {}).items()):
             log.warning(
-                "study %s: refused %d object(s) from %s: %s is not an MR image",
+                "study %s: skipped %d object(s) from %s (%s)",
                 study_uid,
                 count,
                 peer,
@@ -204,12 +209,15 @@ class Node:
         digest = self.work.digest(files)
         with self.lock:
             state = self.states.setdefault(study_uid, StudyState(study_uid))
-        if state.digest == digest and state.state in ("done", "failed"):
+        delivered = all(state.delivered.get(str(d)) == digest for d in self.config.destinations)
+        refused = state.failed_digest == digest
+        if state.digest == digest and (delivered or refused):
             log.info(
                 "study %s: unchanged since it was %s; not processed again",
                 study_uid,
-                "delivered" if state.state == "done" else "refused",
+                "refused" if refused else "delivered",
             )
+            self._set(replace(state, state="failed" if refused else "done"))
             return
         if state.digest != digest:
             received = max(p.stat().st_mtime for p in files)
@@ -233,7 +241,8 @@ class Node:
                     self.model, files[0].parent, out, self.config.outputs, study_uid, digest
                 )
             except ProkdError as err:
-                self._fail(study_uid, str(err), replace(state, state="failed"))
+                reason = getattr(err, "problem", str(err))  # a DataError's path is our folder
+                self._fail(study_uid, reason, replace(state, state="failed"))
                 return
             verdict = (
                 "reliable" if outcome.reliable else "NOT reliable: " + "; ".join(outcome.reasons)
@@ -289,7 +298,7 @@ class Node:
     def _fail(self, study_uid: str, reason: str, state: StudyState | None = None) -> None:
         with self.lock:
             state = state or self.states.setdefault(study_uid, StudyState(study_uid))
-        self._set(replace(state, state="failed", reason=reason))
+        self._set(replace(state, state="failed", reason=reason, failed_digest=state.digest))
         log.warning("study %s: failed: %s", study_uid, reason)
 
     def _set(self, state: StudyState) -> None:

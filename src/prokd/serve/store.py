@@ -39,7 +39,8 @@ class StudyState:
 
     ``state``: ``queued`` (received, waiting to be quiet), ``processing``, ``delivering``
     (results made, some destination still to receive them), ``done`` or ``failed`` (with
-    ``reason``). ``delivered`` maps a destination to the digest it received the results of.
+    ``reason``; ``failed_digest`` the instances that failed). ``delivered`` maps a
+    destination to the digest it received the results of.
     """
 
     study_uid: str
@@ -53,6 +54,7 @@ class StudyState:
     delivered: dict[str, str] = field(default_factory=dict)
     delivered_at: dict[str, float] = field(default_factory=dict)
     reason: str = ""
+    failed_digest: str = ""
     attempts: int = 0
 
 
