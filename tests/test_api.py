@@ -59,3 +59,25 @@ def test_segment_refuses_a_folder_of_several_volumes(shared_data):
 
     with pytest.raises(DataError, match="holds 3 volumes"):
         prokd.segment(shared_data / "real/prostate158")
+
+
+def test_segment_takes_a_phantom_series_and_its_image_alike(phantom_study):
+    import prokd
+
+    from_series = prokd.segment(phantom_study.folder)
+    from_image = prokd.segment(phantom_study.image)
+    mask = sitk.GetArrayFromImage(from_series.mask)
+    assert mask.sum() > 1000
+    np.testing.assert_array_equal(mask, sitk.GetArrayFromImage(from_image.mask))
+    assert_same_grid(from_series.mask, phantom_study.image)
+
+
+def test_segment_refuses_an_image_with_nan_voxels(phantom_study):
+    import prokd
+
+    array = sitk.GetArrayFromImage(phantom_study.image).astype(np.float32)
+    array[3, 10, 10] = np.nan
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(phantom_study.image)
+    with pytest.raises(DataError, match="<image>: contains 1 NaN/Inf voxels"):
+        prokd.segment(image)

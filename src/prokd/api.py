@@ -18,6 +18,7 @@ import SimpleITK as sitk
 
 from prokd.data.inputs import find_inputs
 from prokd.data.io import image_from_array
+from prokd.data.validate import check_finite
 from prokd.errors import DataError
 from prokd.inference.model_files import LoadedModel, load_model_file
 from prokd.inference.segment import segment_image, with_crop_centre
@@ -64,13 +65,15 @@ def segment(
         A :class:`SegmentResult`; its ``qc["warnings"]`` lists what QC found suspicious.
 
     Raises:
-        DataError: an unreadable model or input, or a path that holds several volumes.
+        DataError: an unreadable model or input (NaN/Inf voxels too, in a file or an image),
+            or a path that holds several volumes.
     """
     loaded = with_crop_centre(_model(str(model)), crop_centre or "gland")
     if isinstance(image_or_path, sitk.Image):
         image = image_or_path
         if image.GetDimension() != 3:
             raise DataError(Path("<image>"), f"expected a 3D image, got {image.GetDimension()}D")
+        check_finite(image, Path("<image>"))
     else:
         inputs = find_inputs(image_or_path, series)
         if len(inputs) != 1:

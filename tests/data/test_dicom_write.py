@@ -72,3 +72,22 @@ def test_values_that_do_not_fit_16_bits_are_refused(tmp_path):
 def test_a_missing_series_folder_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="input not found"):
         series_at(tmp_path / "nothing")
+
+
+def test_a_readable_t2_is_chosen_over_a_refused_one_with_more_files(tmp_path):
+    study = StudyIdentity.named("P5")
+    write_series(_volume(), tmp_path / "echoes", study, number=3, echoes=2)
+    write_series(_volume(), tmp_path / "single", study, number=4)
+    chosen = series_at(tmp_path)
+    assert chosen.number == 4 and chosen.problem is None
+
+
+def test_per_slice_rescale_slopes_are_applied_without_truncation(tmp_path):
+    values = np.random.default_rng(1).uniform(0, 300, (6, 20, 24))
+    image = make_volume(values.astype(np.float32), (0.7, 0.6, 3.0))
+    slopes = [1.0, 0.25, 0.5, 1.0, 0.125, 2.0]
+    write_series(image, tmp_path / "s", StudyIdentity.named("P6"), slopes=slopes)
+    read = sitk.GetArrayFromImage(read_series(series_at(tmp_path / "s")))
+    written = sitk.GetArrayFromImage(image).astype(np.float64)
+    expected = np.stack([np.round(v / s) * s for v, s in zip(written, slopes, strict=True)])
+    np.testing.assert_allclose(read, expected, atol=1e-4)

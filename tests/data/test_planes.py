@@ -27,6 +27,19 @@ def test_the_acquisition_plane_follows_the_thick_axis(direction, spacing, plane)
     assert acquisition_plane(image) == plane
 
 
+@pytest.mark.parametrize("spacing", [(0.9, 0.9, 0.8), (0.8, 0.8, 0.8), (0.56, 0.56, 3.6)])
+def test_a_series_and_its_volume_have_one_plane(spacing, tmp_path):
+    """A sagittal 3D T2 with slices a little thinner than its pixels is sagittal as a DICOM
+    series and as the volume read from it (the two rules once disagreed)."""
+    from prokd.data.dicom import read_series, series_at
+    from prokd.data.dicom_write import StudyIdentity, write_series
+
+    image = make_volume(np.zeros((8, 10, 12), np.int16), spacing=spacing, direction=SAGITTAL)
+    write_series(image, tmp_path / "s", StudyIdentity.named("P"), description="t2_spc_sag")
+    series = series_at(tmp_path / "s")
+    assert series.plane == acquisition_plane(read_series(series)) == "sagittal"
+
+
 def test_a_sagittal_series_is_resliced_onto_an_axial_grid_over_its_extent():
     def field(point):  # smooth in L and P, linear in S: a thick-slice low-pass keeps it
         return 100.0 + 2.0 * point[0] - 1.0 * point[1] + 0.5 * point[2]

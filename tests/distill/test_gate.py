@@ -46,6 +46,22 @@ def test_teacher_inputs_are_slice_gland_others_and_entropy():
     torch.testing.assert_close(inputs[:, 2, 3], -(p * p.log()).sum(1))
 
 
+def test_a_masked_teacher_takes_no_part_in_the_others_mean():
+    images = torch.randn(2, 1, 4, 4)
+    logits = [torch.randn(2, 2, 4, 4) for _ in range(3)]
+    allowed = torch.tensor([[False, True, True], [True, True, True]])
+    inputs = teacher_inputs(stack_probabilities(logits), images, allowed)
+    gland = torch.stack([torch.softmax(z, 1)[:, 1] for z in logits], 1)
+    # slice 0: teacher 0 trained on it, so teachers 1 and 2 see only each other
+    torch.testing.assert_close(inputs[0, 1, 2], gland[0, 2])
+    torch.testing.assert_close(inputs[0, 2, 2], gland[0, 1])
+    torch.testing.assert_close(inputs[1, 1, 2], (gland[1, 0] + gland[1, 2]) / 2)
+    # whatever the masked teacher predicts there changes no other teacher's input
+    logits[0][0] = 10 * torch.randn(2, 4, 4)
+    changed = teacher_inputs(stack_probabilities(logits), images, allowed)
+    torch.testing.assert_close(changed[0, 1:], inputs[0, 1:])
+
+
 def test_gate_is_shared_by_teachers_so_reordering_them_reorders_the_weights():
     torch.manual_seed(0)
     gate = PixelGate()

@@ -1,7 +1,12 @@
 import numpy as np
 import pytest
 
-from prokd.inference.postprocess import postprocess_mask, probability_mask, quality_control
+from prokd.inference.postprocess import (
+    NOT_ASSESSED,
+    postprocess_mask,
+    probability_mask,
+    quality_control,
+)
 
 SPACING = (3.0, 0.5, 0.5)  # 0.75 ul voxels
 
@@ -80,3 +85,8 @@ def test_postprocess_in_the_bounding_box_equals_the_whole_volume(seed):
     sizes[0] = 0
     expected = ndimage.binary_fill_holes(labels == sizes.argmax()).astype(np.uint8)
     np.testing.assert_array_equal(postprocess_mask(mask), expected)
+
+
+def test_a_mask_is_not_reliable_until_assessed():
+    qc = quality_control(_mask_with_hole_and_island(), SPACING)
+    assert qc.reliable is False and qc.reasons == [NOT_ASSESSED]

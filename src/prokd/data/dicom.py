@@ -5,7 +5,9 @@ series' geometry comes from ImagePositionPatient and ImageOrientationPatient: it
 are sorted along the slice normal and must be one orientation, one size and evenly spaced,
 or the series is refused with a one-line reason (a missing slice shows as an uneven gap).
 The pixel data is read by SimpleITK (GDCM), which applies RescaleSlope/Intercept and
-decodes the compressed transfer syntaxes GDCM supports.
+decodes the compressed transfer syntaxes GDCM supports; a series whose slices have
+different slopes or intercepts is read as float32, since the reader would otherwise take
+the first file's (integer) pixel type for all and truncate the others.
 
 When a folder holds several series (axial, sagittal and coronal T2, ADC, DWI, localisers),
 :func:`choose_series` takes the axial T2 by its description and orientation.
@@ -22,10 +24,10 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
+from prokd.data.orientation import plane
 from prokd.errors import DataError, error_summary
 
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
-PLANES = ("sagittal", "coronal", "axial")  # the patient axis (x, y, z) the normal is closest to
 
 # Transfer syntaxes GDCM (SimpleITK's DICOM reader) decodes: uncompressed, deflated, RLE,
 # JPEG baseline/extended/lossless, JPEG-LS and JPEG 2000.
@@ -71,13 +73,20 @@ class DicomSeries:
     slice_spacing: float
     orientation: tuple[float, ...]  # ImageOrientationPatient: row then column cosines
     problem: str | None = None
+    varying_rescale: bool = False  # slices with different RescaleSlope/Intercept
+
+    @property
+    def direction(self) -> tuple[float, ...]:
+        """The 3x3 direction (row-major, as SimpleITK's): row, column and slice normal as
+        columns."""
+        row, column = np.array(self.orientation[:3]), np.array(self.orientation[3:])
+        return tuple(np.stack([row, column, np.cross(row, column)], axis=1).ravel())
 
     @property
     def plane(self) -> str:
-        """``axial``, ``sagittal`` or ``coronal``: the patient axis the slice normal is
-        closest to."""
-        normal = np.cross(self.orientation[:3], self.orientation[3:])
-        return PLANES[int(np.argmax(np.abs(normal)))]
+        """``axial``, ``sagittal`` or ``coronal``, by the rule volume files follow too
+        (:func:`prokd.data.orientation.plane`)."""
+        return plane(self.direction, self.spacing)
 
     @property
     def size(self) -> tuple[int, int, int]:
@@ -224,7 +233,17 @@ def _make_series(uid: str, files: list[Path], headers: list[pydicom.Dataset]) ->
         slice_spacing=spacing or float(first.get("SliceThickness") or 1.0),
         orientation=tuple(float(v) for v in orientation),
         problem=problem,
+        varying_rescale=len({_rescale(h) for h in headers}) > 1,
     )
+
+
+def _rescale(header: pydicom.Dataset) -> tuple[float, float]:
+    """(RescaleSlope, RescaleIntercept) of one file, (1, 0) where absent."""
+    slope, intercept = header.get("RescaleSlope", 1), header.get("RescaleIntercept", 0)
+    try:
+        return float(slope if slope not in (None, "") else 1), float(intercept or 0)
+    except (TypeError, ValueError):
+        return 1.0, 0.0
 
 
 def _common_parts(files: list[Path]) -> tuple[str, ...]:
@@ -305,12 +324,14 @@ def choose_series(series: list[DicomSeries], selector: str | None = None) -> Dic
         return matches[0]
     if len(series) == 1:
         return series[0]
-    for candidates in (
-        [s for s in series if s.is_t2 and s.plane == "axial"],
-        [s for s in series if s.is_t2],
-    ):
-        if candidates:
-            return max(candidates, key=lambda s: (len(s.files), s.number or 0))
+    readable = [s for s in series if s.problem is None]
+    for pool in (readable, series):  # a refused T2 only when no readable one exists
+        for candidates in (
+            [s for s in pool if s.is_t2 and s.plane == "axial"],
+            [s for s in pool if s.is_t2],
+        ):
+            if candidates:
+                return max(candidates, key=lambda s: (len(s.files), s.number or 0))
     raise DataError(
         folder, f"cannot tell which series is the T2 ({_listing(series)}); pass --series"
     )
@@ -331,6 +352,8 @@ def read_series(series: DicomSeries) -> sitk.Image:
         raise DataError(series.folder, f"{series.label}: {series.problem}")
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(f) for f in series.files])
+    if series.varying_rescale:  # the first file's pixel type could truncate the others
+        reader.SetOutputPixelType(sitk.sitkFloat32)
     try:
         image = reader.Execute()
     except RuntimeError as err:

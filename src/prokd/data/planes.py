@@ -8,21 +8,17 @@ import numpy as np
 import SimpleITK as sitk
 
 from prokd.data.io import Geometry
+from prokd.data.orientation import plane
 from prokd.errors import DataError
 
-PLANES = ("sagittal", "coronal", "axial")  # by the physical axis (L, P, S) of the slice normal
 AXIAL_SLICE_MM = 3.0  # slice spacing and thickness of a resliced axial volume
 MIN_SLICES = 3  # fewer slices than this in the acquired plane: a localiser, not a series
 
 
 def acquisition_plane(image: sitk.Image) -> str:
-    """``axial``, ``sagittal`` or ``coronal``: the plane whose normal is closest to the
-    image's slice direction, the voxel axis of its thickest spacing (the third axis when
-    spacings tie), whatever order the file stores its axes in."""
-    spacing = np.array(image.GetSpacing())
-    axis = 2 if spacing[2] >= 0.99 * spacing.max() else int(np.argmax(spacing))
-    normal = np.array(image.GetDirection()).reshape(3, 3)[:, axis]
-    return PLANES[int(np.argmax(np.abs(normal)))]
+    """``axial``, ``sagittal`` or ``coronal``: the plane ``image`` was acquired in
+    (:func:`prokd.data.orientation.plane`)."""
+    return plane(image.GetDirection(), image.GetSpacing())
 
 
 def check_segmentable(image: sitk.Image, name: object) -> None:

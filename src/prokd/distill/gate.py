@@ -10,8 +10,9 @@ to teachers (and sites) whose labels it never saw.
 Fitting minimises the negative log-likelihood and the soft Dice loss of the weighted mixture
 against the labels of the student's labelled slices. A teacher takes no part where it was
 trained: on a slice from one of its own training cases (or, when those are unknown, from its
-own site) its score is masked out, so the gate learns from teachers seen on data new to
-them, the situation of every unlabelled slice from another site. Slices with fewer than two
+own site) its score is masked out, and its prediction is left out of the other teachers'
+mean, so the gate learns from teachers seen on data new to them, the situation of every
+unlabelled slice from another site. Slices with fewer than two
 such teachers are left out of the fit.
 """
 
@@ -39,14 +40,16 @@ MAX_SLICES = 512  # labelled slices the fit reads at most (evenly spaced)
 SEED = 0  # the fit draws its initial weights and batches from its own generator
 
 
-def teacher_inputs(probs: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+def teacher_inputs(
+    probs: torch.Tensor, images: torch.Tensor, allowed: torch.Tensor | None = None
+) -> torch.Tensor:
     """The gate's input per teacher, (B, K, 4, H, W), from the teachers' probabilities
-    (B, K, 2, H, W): slice, gland probability, the other teachers' mean gland probability,
-    entropy."""
+    (B, K, 2, H, W): slice, gland probability, the mean gland probability of the other
+    teachers ``allowed`` (B, K) on the slice (default: all), entropy."""
     gland = probs[:, :, 1]  # (B, K, H, W)
     centre = images[:, images.shape[1] // 2].float().to(gland.device)
     slice_maps = centre[:, None].expand_as(gland)
-    return torch.stack([slice_maps, gland, others_mean(gland), entropy(probs)], dim=2)
+    return torch.stack([slice_maps, gland, others_mean(gland, allowed), entropy(probs)], dim=2)
 
 
 class PixelGate(nn.Module):
@@ -154,7 +157,7 @@ def fit_gate(
             "weigh volume teachers beside them"
         )
     probs = stack_probabilities(logits).clone()  # out of inference mode
-    inputs = teacher_inputs(probs, images)
+    inputs = teacher_inputs(probs, images, allowed)  # a masked teacher informs no other
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
         gate = PixelGate().to(device)

@@ -18,8 +18,13 @@ def entropy(probs: torch.Tensor) -> torch.Tensor:
     return -torch.xlogy(probs, probs).sum(2)
 
 
-def others_mean(gland: torch.Tensor) -> torch.Tensor:
-    """Per teacher, the mean of the *other* teachers' gland probabilities (B, K, H, W); one
-    teacher alone is its own."""
-    k = gland.shape[1]
-    return gland if k == 1 else (gland.sum(1, keepdim=True) - gland) / (k - 1)
+def others_mean(gland: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Per teacher, the mean of the *other* teachers' gland probabilities (B, K, H, W),
+    counting only the teachers ``allowed`` (B, K) on each slice (default: all); a teacher
+    with no other allowed teacher gets its own."""
+    if allowed is None:
+        allowed = torch.ones(gland.shape[:2], dtype=torch.bool, device=gland.device)
+    weight = allowed.to(gland.dtype)[:, :, None, None]
+    others_total = (gland * weight).sum(1, keepdim=True) - gland * weight
+    others_count = weight.sum(1, keepdim=True) - weight
+    return torch.where(others_count > 0, others_total / others_count.clamp_min(1), gland)

@@ -49,19 +49,23 @@ def probability_mask(
     return postprocess_mask(mask) if postprocess else mask
 
 
+NOT_ASSESSED = "the mask's reliability was not assessed"
+
+
 @dataclass
 class MaskQC:
     """Quality-control facts of an output mask and the warnings they raise; ``reliable``,
     its ``reasons`` and the ``signals`` behind them come from
-    :func:`prokd.inference.reliability.assess`, ``plane`` is the series' acquisition plane."""
+    :func:`prokd.inference.reliability.assess` (until then a mask is not reliable, for the
+    reason :data:`NOT_ASSESSED`), ``plane`` is the series' acquisition plane."""
 
     gland_ml: float
     components: int
     touches_border: bool
     slice_gaps: int
     warnings: list[str] = field(default_factory=list)
-    reliable: bool = True
-    reasons: list[str] = field(default_factory=list)
+    reliable: bool = False  # until assessed: never trusted by default
+    reasons: list[str] = field(default_factory=lambda: [NOT_ASSESSED])
     signals: dict[str, float | bool | None] = field(default_factory=dict)
     plane: str = "axial"
 
