@@ -110,6 +110,21 @@ def test_a_confident_mask_far_from_the_body_midline_is_unreliable():
     assert ok.reliable and ok.reasons == [] and ok.signals["midline_offset_mm"] < 5
 
 
+def test_a_slab_that_cuts_the_body_on_both_sides_shows_no_midline():
+    """A 60 mm sagittal slab resliced to axial, 40 mm left of the midline: the body's centre
+    in view is the slab's, so the midline is not measured (it once read 0 mm here)."""
+    image = _body_image()
+    slab = image[70:100, :, :]  # x 140-200 mm of a body centred at 120 mm
+    mask = np.zeros(slab.GetSize()[::-1], np.uint8)
+    mask[6:14, 50:70, 10:20] = 1
+    ones = mask.astype(np.float32)
+    assert assess(mask, ones, ones, None, slab).signals["midline_offset_mm"] is None
+    whole = np.zeros(image.GetSize()[::-1], np.uint8)
+    whole[6:14, 50:70, 80:90] = 1  # the same voxels, in the whole view
+    signals = assess(whole, whole.astype(np.float32), whole.astype(np.float32), None, image)
+    assert signals.signals["midline_offset_mm"] == pytest.approx(50, abs=3)
+
+
 def test_disagreeing_mirror_and_uncertain_masks_are_unreliable():
     image = _body_image()
     mask = np.zeros(image.GetSize()[::-1], np.uint8)

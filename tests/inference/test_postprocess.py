@@ -90,3 +90,19 @@ def test_postprocess_in_the_bounding_box_equals_the_whole_volume(seed):
 def test_a_mask_is_not_reliable_until_assessed():
     qc = quality_control(_mask_with_hole_and_island(), SPACING)
     assert qc.reliable is False and qc.reasons == [NOT_ASSESSED]
+
+
+def test_the_mirrored_mask_is_made_like_the_mask():
+    from prokd.inference.localise import VolumePrediction
+    from prokd.inference.segment import prediction_masks
+
+    gland = np.zeros((10, 60, 60), np.float32)
+    gland[2:8, 20:40, 20:40] = 0.9
+    mirrored = gland.copy()
+    mirrored[5, 50:55, 50:55] = 0.9  # a speck post-processing removes
+    pred = VolumePrediction(gland, mirrored, placement=None)
+    mask, mirror = prediction_masks(pred, postprocess=True)
+    np.testing.assert_array_equal(mask, mirror)
+    _, raw = prediction_masks(pred, postprocess=False)
+    assert raw[5, 50:55, 50:55].all()
+    assert prediction_masks(VolumePrediction(gland, None, None), True)[1] is None

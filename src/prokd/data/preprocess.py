@@ -141,13 +141,21 @@ def slice_stack(volume: np.ndarray, z: int, context: int) -> np.ndarray:
 BODY_MAP_PIXELS = 64  # in-plane size the body is found at (enough for a centroid)
 
 
-def body_centre_index(oriented: sitk.Image) -> tuple[float, float] | None:
-    """In-plane continuous index (x, y) of the body's centroid in ``oriented``.
+@dataclass(frozen=True)
+class BodyRegion:
+    """The body found in an axial view: its in-plane centroid (continuous x, y index of the
+    view) and whether it runs off the view's left and right edges (then its centroid is the
+    view's, not the body's)."""
 
-    The body is the largest connected region brighter than the volume's Otsu threshold,
-    holes filled slice by slice, on a copy averaged down to about :data:`BODY_MAP_PIXELS`
-    pixels a side. ``None`` when nothing stands out (a constant image).
-    """
+    centre_index: tuple[float, float]
+    cut_left_and_right: bool
+
+
+def body_region(oriented: sitk.Image) -> BodyRegion | None:
+    """The body in ``oriented`` (an axial view): the largest connected region brighter than
+    the volume's Otsu threshold, holes filled slice by slice, on a copy averaged down to
+    about :data:`BODY_MAP_PIXELS` pixels a side. ``None`` when nothing stands out (a
+    constant image)."""
     factor = max(1, max(oriented.GetSize()[:2]) // BODY_MAP_PIXELS)
     small = sitk.BinShrink(sitk.Cast(oriented, sitk.sitkFloat32), [factor, factor, 1])
     if float(np.ptp(sitk.GetArrayViewFromImage(small))) == 0:
@@ -158,10 +166,20 @@ def body_centre_index(oriented: sitk.Image) -> tuple[float, float] | None:
     filled = ndimage.binary_fill_holes(bright, structure=in_plane)
     labels, count = ndimage.label(filled)
     largest = 1 + int(np.argmax(ndimage.sum_labels(filled, labels, range(1, count + 1))))
-    z, y, x = ndimage.center_of_mass(labels == largest)
+    body = labels == largest
+    z, y, x = ndimage.center_of_mass(body)
     point = small.TransformContinuousIndexToPhysicalPoint((float(x), float(y), float(z)))
     centroid = oriented.TransformPhysicalPointToContinuousIndex(point)
-    return float(centroid[0]), float(centroid[1])
+    columns = np.flatnonzero(body.any(axis=(0, 1)))
+    cut = bool(columns[0] == 0 and columns[-1] == body.shape[2] - 1)
+    return BodyRegion((float(centroid[0]), float(centroid[1])), cut)
+
+
+def body_centre_index(oriented: sitk.Image) -> tuple[float, float] | None:
+    """In-plane continuous index (x, y) of the body's centroid in ``oriented``
+    (:func:`body_region`); ``None`` when nothing stands out."""
+    region = body_region(oriented)
+    return None if region is None else region.centre_index
 
 
 def axial_view(image: sitk.Image) -> sitk.Image:

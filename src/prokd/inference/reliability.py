@@ -25,11 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-from prokd.data.preprocess import body_centre_index
+from prokd.data.preprocess import body_region
 from prokd.inference.localise import GlandLocation
 from prokd.inference.postprocess import GLAND_ML_RANGE
 
 UNCERTAIN = (0.2, 0.8)  # probabilities counted as uncertain
+NARROW_VIEW_MM = 100.0  # a view this narrow (left-right) that cuts the body shows no midline
 
 
 @dataclass(frozen=True)
@@ -79,14 +80,19 @@ def _centroid_mm(mask: np.ndarray, image: sitk.Image) -> np.ndarray:
 def midline_offset_mm(mask: np.ndarray, centroid: np.ndarray, axial: sitk.Image) -> float | None:
     """Left-right distance (mm) from the mask's ``centroid`` (physical point) to the body's
     centroid over the slices the mask occupies, in the axial view ``axial``; ``None``
-    without a body."""
+    without a body, or when the body runs off both the left and the right edge of a view
+    narrower than a pelvis (a sagittal slab resliced to axial): its centre is then the
+    slab's, not the body's midline."""
     occupied = np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1))
     first, last = int(occupied[0]), int(occupied[-1])
     slab = axial[:, :, first : last + 1]
-    body = body_centre_index(slab)
+    body = body_region(slab)
     if body is None:
         return None
-    body_point = np.array(slab.TransformContinuousIndexToPhysicalPoint((*body, 0.0)))
+    width_mm = slab.GetSize()[0] * slab.GetSpacing()[0]
+    if body.cut_left_and_right and width_mm < NARROW_VIEW_MM:
+        return None
+    body_point = np.array(slab.TransformContinuousIndexToPhysicalPoint((*body.centre_index, 0.0)))
     return float(abs(centroid[0] - body_point[0]))
 
 
@@ -98,8 +104,9 @@ def measure(
     axial: sitk.Image,
 ) -> dict[str, float | bool | None]:
     """The signals of a mask (z, y, x, on the axial view ``axial``) from its probabilities,
-    the mirrored pass's probabilities and the localiser's finding (either may be ``None``:
-    not run); a signal that cannot be measured is absent or ``None``."""
+    the mirrored pass's mask (made from its probabilities as the mask was, post-processing
+    included) and the localiser's finding (either may be ``None``: not run); a signal that
+    cannot be measured is absent or ``None``."""
     spacing = tuple(reversed(axial.GetSpacing()))
     gland_ml = float(mask.sum()) * float(np.prod(spacing)) / 1000.0
     signals: dict[str, float | bool | None] = {
@@ -111,7 +118,7 @@ def measure(
     if not mask.any():
         return signals
     if mirrored is not None:
-        signals["mirror_dice"] = round(_overlap(mask > 0, mirrored >= 0.5), 4)
+        signals["mirror_dice"] = round(_overlap(mask > 0, mirrored > 0), 4)
     uncertain = (probabilities > UNCERTAIN[0]) & (probabilities < UNCERTAIN[1])
     signals["uncertain_fraction"] = round(float(uncertain.sum()) / float(mask.sum()), 4)
     centroid = _centroid_mm(mask, axial)

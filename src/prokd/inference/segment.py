@@ -28,7 +28,7 @@ from prokd.data.io import (
 from prokd.data.planes import check_segmentable
 from prokd.data.preprocess import axial_view, file_axes
 from prokd.errors import DataError, warn_all
-from prokd.inference.localise import predict_volume
+from prokd.inference.localise import VolumePrediction, predict_volume
 from prokd.inference.model_files import LoadedModel, load_model_file
 from prokd.inference.postprocess import MaskQC, probability_mask, quality_control
 from prokd.inference.reliability import assess
@@ -53,6 +53,18 @@ class Segmentation:
     seconds: float
 
 
+def prediction_masks(
+    pred: VolumePrediction, postprocess: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The mask and the mirrored pass's mask (``None`` without one), made alike: at or
+    above :data:`THRESHOLD`, then post-processed if asked, so that QC compares like with
+    like."""
+    mask = probability_mask(pred.probabilities, THRESHOLD, postprocess)
+    if pred.mirrored is None:
+        return mask, None
+    return mask, probability_mask(pred.mirrored, THRESHOLD, postprocess)
+
+
 def segment_image(
     model: LoadedModel,
     image: sitk.Image,
@@ -75,8 +87,8 @@ def segment_image(
     check_segmentable(image, name)
     axial = axial_view(image)
     pred = predict_volume(model.slice_model, axial, model.settings, batch_size, mirrored=True)
-    prob, mirrored = pred.probabilities, pred.mirrored
-    mask = probability_mask(prob, THRESHOLD, postprocess)
+    prob = pred.probabilities
+    mask, mirrored = prediction_masks(pred, postprocess)
     qc = quality_control(mask, tuple(reversed(axial.GetSpacing())))
     verdict = assess(mask, prob, mirrored, pred.placement.location, axial)
     qc.reliable, qc.reasons, qc.signals = verdict.reliable, verdict.reasons, verdict.signals
