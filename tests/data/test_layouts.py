@@ -2,10 +2,11 @@ import json
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from prokd.data.layouts import detect_layout, find_cases, unlabelled_cases
 from prokd.errors import DataError
-from tests.conftest import write
+from tests.conftest import make_volume, write
 
 TINY = np.zeros((2, 3, 3), np.float32)
 TINY_MASK = np.zeros((2, 3, 3), np.uint8)
@@ -155,3 +156,29 @@ def test_unlabelled_cases_of_a_known_layout_drop_its_masks(tmp_path):
         ("six/S2/Case00", "S2"),
     ]
     assert all(c.masks == () for c in cases)
+
+
+def test_a_flat_export_of_two_studies_gives_two_readable_cases(tmp_path):
+    """Two studies in one folder (a flat PACS export) are two cases, each read as its own
+    series and keyed by all of that series' files (it was one folder refused as '2 studies
+    in one folder')."""
+    from prokd.data.dicom_write import StudyIdentity, write_series
+    from prokd.data.io import read_volume, volume_sha256
+    from prokd.data.layouts import dicom_cases
+
+    flat = tmp_path / "export"
+    images = {}
+    for number, patient in ((1, "A"), (2, "B")):
+        array = np.full((4, 8, 10), 100 * number, np.int16)
+        images[patient] = make_volume(array)
+        write_series(images[patient], flat, StudyIdentity.named(patient), number=number)
+    cases = dicom_cases(flat)
+    assert len({case.case_id for case in cases}) == 2
+    assert {case.group for case in cases} == {"export/A", "export/B"}
+    for case in cases:
+        patient = case.group.split("/")[-1]
+        read = sitk.GetArrayFromImage(read_volume(case.image))
+        np.testing.assert_array_equal(read, sitk.GetArrayFromImage(images[patient]))
+    digest = volume_sha256(cases[0].image)
+    (flat / "IM1_0003.dcm").unlink()  # a slice of the first series goes
+    assert volume_sha256(cases[0].image) != digest

@@ -38,11 +38,16 @@ def file_sha256(path: str | Path, digest: hashlib._Hash | None = None) -> str:
 
 def volume_files(path: Path) -> list[Path]:
     """Every file that holds a volume's data: the file itself and, for a detached header
-    (``.mhd``, ``.nhdr``), the data file it names; every file of a DICOM folder, sorted."""
+    (``.mhd``, ``.nhdr``), the data file it names; every file of a DICOM folder, sorted;
+    every file of the series a DICOM file belongs to."""
     if path.is_dir():
         from prokd.data.dicom import folder_files
 
         return folder_files(path)
+    if is_dicom_input(path):
+        from prokd.data.dicom import find_series
+
+        return [f for series in find_series(path) for f in series.files]
     files = [path]
     if path.suffix.lower() in (".mhd", ".nhdr") and path.is_file():
         text = path.read_text(errors="replace")

@@ -8,6 +8,7 @@ mask of that layout may contain.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -352,7 +353,10 @@ def unlabelled_cases(folder: str | Path, channel: int | None = None) -> list[Cas
 def dicom_cases(folder: Path) -> list[Case]:
     """The chosen series of every DICOM study under ``folder`` as unlabelled cases: id
     ``<folder name>/<series folder inside it>``, site the folder's name, one patient per
-    PatientID (two studies of one patient stay on one side of a split).
+    PatientID (two studies of one patient stay on one side of a split). Where one folder
+    holds the chosen series of several studies (a flat PACS export), each case is that
+    series' first file (which reads as its series), its id the folder's with
+    ``/<PatientID>-<end of the StudyInstanceUID>`` added.
 
     Raises:
         DataError: no DICOM image series, or a study whose T2 cannot be told.
@@ -363,11 +367,16 @@ def dicom_cases(folder: Path) -> list[Case]:
     series = find_series(folder)
     if not series:
         raise DataError(folder, "no image volumes or DICOM series found (mask files are skipped)")
+    chosen_series = [choose_series(study) for study in by_study(series)]
+    sharing = Counter(chosen.folder for chosen in chosen_series)
     cases = []
-    for study in by_study(series):
-        chosen = choose_series(study)
+    for chosen in chosen_series:
         inner = chosen.folder.resolve().relative_to(folder.resolve())
         case_id = f"{name}/{inner.as_posix()}" if inner.parts else name
+        image = chosen.folder
+        if sharing[chosen.folder] > 1:
+            case_id += f"/{chosen.patient_id or 'study'}-{chosen.study_uid[-8:]}"
+            image = chosen.files[0]
         group = f"{name}/{chosen.patient_id}" if chosen.patient_id else case_id
-        cases.append(Case(case_id, name, chosen.folder, (), group=group))
+        cases.append(Case(case_id, name, image, (), group=group))
     return cases
