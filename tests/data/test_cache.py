@@ -75,3 +75,50 @@ def test_empty_mask_warning_is_issued_on_every_load(tmp_path):
     for _ in range(2):  # computed, then read back from the cache
         with pytest.warns(DataWarning, match="Case00_segmentation.nii.gz: empty mask"):
             cache.load(case, SETTINGS)
+
+
+def _sagittal_phantom(tmp_path):
+    """The phantom volume and its gland resampled onto a sagittal grid (0.5 mm pixels, 3 mm
+    slices from left to right), written as a labelled case."""
+    import SimpleITK as sitk
+
+    from tests.conftest import phantom_volume
+
+    image, mask = phantom_volume()
+    gland = sitk.GetImageFromArray(mask)
+    gland.CopyInformation(image)
+    sagittal = sitk.Image([240, 168, 30], sitk.sitkFloat32)
+    sagittal.SetSpacing((0.5, 0.5, 3.0))
+    sagittal.SetDirection((0, 0, 1, 1, 0, 0, 0, -1, 0))  # x -> P, y -> -S, z -> L
+    centre = np.array(image.TransformContinuousIndexToPhysicalPoint([127.5, 127.5, 13.5]))
+    sagittal.SetOrigin(tuple(centre + [-43.5, -60.0, 42.0]))
+    paths = []
+    for volume, name, kind in (
+        (image, "Case00", sitk.sitkLinear),
+        (gland, "Case00_segmentation", sitk.sitkNearestNeighbor),
+    ):
+        out = sitk.Resample(volume, sagittal, sitk.Transform(), kind, 0.0, volume.GetPixelID())
+        path = tmp_path / "S" / f"{name}.nii.gz"
+        path.parent.mkdir(exist_ok=True)
+        sitk.WriteImage(out, str(path))
+        paths.append(path)
+    return Case("Case00", "S", paths[0], (paths[1],))
+
+
+def test_a_sagittal_volume_is_placed_in_training_as_at_prediction(tmp_path):
+    """The cache runs prediction's stages (reslice to axial, localise, cut, place): the
+    slices a model trains on are those it would be given at prediction."""
+    from prokd.data.io import read_volume
+    from prokd.inference.localise import ModelLocator, place
+
+    case = _sagittal_phantom(tmp_path)
+    image = read_volume(case.image)
+    for crop_centre in ("image", "gland"):
+        settings = PreprocessSettings(size=128, fov_mm=128.0, crop_centre=crop_centre)
+        cache = PreprocessCache(tmp_path / "cache", ModelLocator())
+        trained_on = cache.load(case, settings)
+        predicted_on = place(image, settings)
+        assert predicted_on.plane == "sagittal"
+        np.testing.assert_allclose(trained_on.image, predicted_on.slices, atol=1e-5)
+        assert trained_on.grid == predicted_on.grid
+        assert trained_on.mask.sum() > 1000  # the gland came along, on the same grid

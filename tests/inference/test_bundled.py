@@ -125,3 +125,28 @@ def test_localiser_and_body_find_the_gland_of_an_off_centre_wide_scan(shared_dat
         assert main(["predict", "prostate-t2", str(wide), str(out), *placement]) == 0
         dice[centre] = dice_score(sitk.GetArrayFromImage(sitk.ReadImage(str(out))) > 0, wide_truth)
     assert dice["image"] < 0.3 and dice["body"] > 0.6 and dice[None] > 0.8, dice
+
+
+def test_a_bundled_model_beside_another_localiser_is_refused(tmp_path, monkeypatch, capsys):
+    """prostate-t2 records its localiser's SHA-256: with another localiser file in its place
+    (here a copy with one byte changed) it is refused in one line, before any prediction."""
+    import shutil
+
+    import prokd.inference.bundled as bundled
+    from prokd.inference.model_files import load_model_file
+
+    swapped = tmp_path / "bundled"
+    shutil.copytree(bundled.BUNDLED_DIR, swapped)
+    localiser = swapped / "prostate-localiser.onnx"
+    data = bytearray(localiser.read_bytes())
+    data[-1] ^= 1
+    localiser.write_bytes(bytes(data))
+    assert load_model_file("prostate-t2").name == "unet-w8"  # the shipped pair loads
+    monkeypatch.setattr(bundled, "BUNDLED_DIR", swapped)
+    volume = tmp_path / "in.nii.gz"
+    sitk.WriteImage(make_volume(np.zeros((4, 8, 8), np.float32)), str(volume))
+    assert main(["predict", "prostate-t2", str(volume), str(tmp_path / "out.nii.gz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "its localiser 'prostate-localiser'" in err[0]
+    assert "is not the one it was made with" in err[0]
+    assert not (tmp_path / "out.nii.gz").exists()

@@ -226,3 +226,35 @@ def test_evaluate_a_volume_model(tmp_path, capsys):
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(case.masks[0]))) > 0
         expected = 2 * truth.sum() / (truth.sum() + truth.size)
         assert float(rows[case.case_id]["dice"]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_an_export_records_its_localiser_and_is_refused_beside_another(tmp_path, capsys):
+    import shutil
+
+    from prokd.data.io import file_sha256
+    from prokd.inference.bundled import bundled_path
+    from prokd.inference.export import export_model
+    from prokd.inference.trained import load_trained_model
+
+    localiser = tmp_path / "fold-localiser.onnx"
+    shutil.copyfile(bundled_path("prostate-localiser"), localiser)
+    gland = PreprocessSettings(size=64, fov_mm=128.0, crop_centre="gland", localiser=str(localiser))
+    for settings, name in ((SETTINGS, "image"), (gland, "gland")):
+        payload = model_payload(build_model("unet-w4"), "unet-w4", settings)
+        save_checkpoint(payload, tmp_path / name / "best.pt")
+        export_model(load_trained_model(tmp_path / name), "onnx", tmp_path / f"{name}.onnx")
+    import onnx
+
+    def metadata(path):
+        props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        return json.loads(props["prokd"])
+
+    assert "localiser_sha256" not in metadata(tmp_path / "image.onnx")  # no localiser placed it
+    assert metadata(tmp_path / "gland.onnx")["localiser_sha256"] == file_sha256(localiser)
+    assert load_model_file(tmp_path / "gland.onnx").settings.localiser == str(localiser)
+    shutil.copyfile(bundled_path("prostate-t2"), localiser)  # another model in its place
+    volume = tmp_path / "in.nii.gz"
+    sitk.WriteImage(make_volume(np.zeros((4, 8, 8), np.float32)), str(volume))
+    argv = ["predict", str(tmp_path / "gland.onnx"), str(volume), str(tmp_path / "out.nii.gz")]
+    assert main(argv) == 2
+    assert "is not the one it was made with" in capsys.readouterr().err

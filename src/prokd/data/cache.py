@@ -12,12 +12,14 @@ import SimpleITK as sitk
 
 from prokd.data.io import Geometry, volume_sha256
 from prokd.data.layouts import Case
+from prokd.data.planes import axial_source
 from prokd.data.preprocess import PreprocessSettings, axial_slab, preprocess_volume
 from prokd.data.validate import load_case
 from prokd.errors import ConfigError, warn_all
 from prokd.io_atomic import atomic_path
 
-CACHE_FORMAT = 2  # bump when the stored arrays or the preprocessing code change meaning
+CACHE_FORMAT = 3  # bump when the stored arrays or the preprocessing code change meaning
+# 3: sagittal and coronal volumes are resliced to axial before placement, as in prediction
 
 
 @dataclass
@@ -99,13 +101,16 @@ class PreprocessCache:
     def _placed(
         self, image: sitk.Image, mask: sitk.Image | None, settings: PreprocessSettings
     ) -> tuple[sitk.Image, sitk.Image | None, tuple[float, float, float] | None]:
-        """Image and mask as the grid sees them (for a ``gland`` grid, axial views cut to
-        the locator's slices, as prediction cuts them) and the grid's centre (``None``:
+        """Image and mask as the grid sees them, by the stages prediction runs
+        (:func:`prokd.inference.localise.place`): a sagittal or coronal volume resliced to
+        axial (:func:`~prokd.data.planes.axial_source`); for a ``gland`` grid, the
+        localiser run on that and both cut to its slices; and the grid's centre (``None``:
         the image centre).
 
         Raises:
             ConfigError: a ``gland`` grid without a locator.
         """
+        image, mask = axial_source(image, mask)
         if settings.crop_centre != "gland":
             return image, mask, None
         if self.locator is None:

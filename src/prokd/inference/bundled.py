@@ -12,6 +12,7 @@ from pathlib import Path
 from prokd.errors import ProkdError
 
 BUNDLED_DIR = Path(__file__).with_name("bundled")
+BEST = "best.pt"  # the checkpoint a finished run folder stands for
 
 # Bundled model name -> one line on what it is (the model card has the rest).
 BUNDLED = {
@@ -46,3 +47,10 @@ def resolve_model_path(spec: str | Path) -> Path:
     if str(spec) in BUNDLED and not Path(spec).exists():
         return bundled_path(str(spec))
     return Path(spec)
+
+
+def model_file(spec: str | Path) -> Path:
+    """The one file a model spec stands for: a bundled model's, a run folder's best
+    checkpoint, or the path itself (which may not exist)."""
+    path = resolve_model_path(spec)
+    return path / BEST if path.is_dir() else path

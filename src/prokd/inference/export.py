@@ -21,10 +21,12 @@ import torch
 
 from prokd.errors import ConfigError
 from prokd.inference.model_files import (
+    LOCALISER_KEY,
     METADATA_KEY,
     TAP_OUTPUT,
     TORCHSCRIPT_EXTRA,
     initializer_elements,
+    localiser_digest,
 )
 from prokd.inference.trained import TrainedModel
 from prokd.io_atomic import atomic_path
@@ -38,10 +40,15 @@ ONNX_OPSET = 17
 def export_metadata(
     model: TrainedModel, parameters: int | None = None, taps: list[str] | None = None
 ) -> str:
-    """JSON stored with an exported model: network name, preprocessing settings and, for
-    ONNX, the parameters the graph stores (so listing a model needs no ``onnx`` package)
-    and the feature taps it outputs, if any."""
+    """JSON stored with an exported model: network name, preprocessing settings, the
+    SHA-256 of the localiser that placed its training grids (``crop_centre: gland``: the
+    model is refused beside another) and, for ONNX, the parameters the graph stores (so
+    listing a model needs no ``onnx`` package) and the feature taps it outputs, if any."""
     metadata: dict[str, object] = {"model": model.name, "preprocess": asdict(model.settings)}
+    if model.settings.crop_centre == "gland":
+        digest = localiser_digest(model.settings.localiser)
+        if digest is not None:
+            metadata[LOCALISER_KEY] = digest
     if parameters is not None:
         metadata["parameters"] = parameters
     if taps:

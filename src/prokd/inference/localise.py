@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from prokd.data.io import Geometry, file_sha256
-from prokd.data.planes import acquisition_plane, axial_reslice
+from prokd.data.planes import acquisition_plane, axial_source
 from prokd.data.preprocess import (
     DEFAULT_LOCALISER,
     PreprocessSettings,
@@ -164,7 +164,7 @@ def place(
     image centre when it finds none). ``location``: a finding to use instead of running
     the localiser."""
     plane = acquisition_plane(image)
-    source = image if plane == "axial" else axial_reslice(image)
+    source, _ = axial_source(image)
     if location is None and settings.crop_centre == "gland":
         location = locate_gland(source, load_localiser(settings.localiser))
     centre = location.centre if location is not None else None

@@ -15,9 +15,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnxruntime as ort
 
+from prokd.data.io import file_sha256
 from prokd.data.preprocess import PreprocessSettings
 from prokd.errors import DataError, error_summary
-from prokd.inference.bundled import BUNDLED, BUNDLED_DIR, bundled_path, resolve_model_path
+from prokd.inference.bundled import (
+    BUNDLED,
+    BUNDLED_DIR,
+    bundled_path,
+    model_file,
+    resolve_model_path,
+)
 from prokd.inference.predict import SliceModel
 
 if TYPE_CHECKING:
@@ -25,6 +32,7 @@ if TYPE_CHECKING:
     import torch
 
 METADATA_KEY = "prokd"  # ONNX metadata_props key of the embedded settings
+LOCALISER_KEY = "localiser_sha256"  # the metadata's digest of the localiser file
 TORCHSCRIPT_EXTRA = "prokd.json"  # TorchScript extra file of the embedded settings
 TAP_OUTPUT = "tap:"  # ONNX output name prefix of an exported feature tap
 
@@ -55,17 +63,47 @@ def prokd_metadata(session: ort.InferenceSession) -> str | None:
 
 
 def parse_metadata(metadata: str, path: Path) -> tuple[str, PreprocessSettings, int | None]:
-    """Network name, preprocessing and parameter count (if stated) of an export.
+    """Network name, preprocessing and parameter count (if stated) of an export, after
+    :func:`check_localiser` on the localiser it names.
 
     Raises:
-        DataError: metadata that is not a prokd export's.
+        DataError: metadata that is not a prokd export's, or a localiser that is not the
+            one the export was made with.
     """
     try:
         data = json.loads(metadata)
         settings = PreprocessSettings.from_dict(data["preprocess"])
-        return data["model"], settings, data.get("parameters")
+        name, parameters, digest = data["model"], data.get("parameters"), data.get(LOCALISER_KEY)
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
         raise DataError(path, f"no valid prokd metadata in the exported model ({err})") from None
+    check_localiser(settings.localiser, digest, path)
+    return name, settings, parameters
+
+
+def localiser_digest(spec: str) -> str | None:
+    """SHA-256 of the localiser file ``spec`` stands for (``None``: no such file)."""
+    path = model_file(spec)
+    return file_sha256(path) if path.is_file() else None
+
+
+def check_localiser(spec: str, expected: str | None, model_path: Path) -> None:
+    """Refuse a model whose localiser (``spec``: a bundled name or a file) is not the one
+    it was exported with (``expected``: that file's SHA-256; ``None``: not recorded, as in
+    exports made before digests were).
+
+    Raises:
+        DataError: naming the model file, the localiser and both digests.
+    """
+    if expected is None:
+        return
+    actual = localiser_digest(spec)
+    if actual != expected:
+        found = "missing" if actual is None else f"sha256 {actual[:12]}"
+        raise DataError(
+            model_path,
+            f"its localiser {spec!r} ({model_file(spec)}: {found}) is not the one it was made "
+            f"with (sha256 {expected[:12]}); reinstall prokd, or put that localiser back",
+        )
 
 
 # onnxruntime's exception classes by name -> what they mean for a user's file.

@@ -16,9 +16,9 @@ from torch import nn
 
 from prokd.data.preprocess import PreprocessSettings
 from prokd.errors import DataError, ProkdError, error_summary
+from prokd.inference.bundled import BEST
 from prokd.models import build_model
 
-BEST = "best.pt"
 MODEL_KEYS = {"model", "state_dict", "preprocess", "in_channels", "out_channels"}
 
 

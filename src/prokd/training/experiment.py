@@ -179,11 +179,20 @@ class Experiment:
             volume_teachers=[t.name for t in external],
         )
 
+    @property
+    def placement(self) -> str | None:
+        """The contents digest of the localiser that places ``gland`` grids (``None``:
+        grids placed without one)."""
+        locator = self.data.cache.locator
+        return None if locator is None else locator.fingerprint
+
     def step_key(self, step: Step, job: TrainJob) -> dict[str, Any]:
         """What a step's trained model and its test evaluation depend on (see
         :func:`~prokd.training.reuse.step_key`)."""
         fingerprints = [self.volume_model(s).fingerprint() for s in step.volume_teachers]
-        return step_key(job, self.config, self.data.split, step.weighting, fingerprints)
+        return step_key(
+            job, self.config, self.data.split, step.weighting, fingerprints, self.placement
+        )
 
     def twin(self, step: Step, key: dict[str, Any] | None = None) -> Path | None:
         """The experiment folder among ``reuse_from`` where a twin of ``step`` (same name,
@@ -231,7 +240,9 @@ class Experiment:
         """
         folders = {m.name: self.out / "evaluation" / m.name for m in models}
         todo = [
-            m for m in models if not evaluated(folders[m.name] / "summary.json", m.fingerprint())
+            m
+            for m in models
+            if not evaluated(folders[m.name] / "summary.json", m.fingerprint(self.placement))
         ]
         todo = [m for m in todo if not self._copy_evaluation(m)]
         if todo:
@@ -244,7 +255,9 @@ class Experiment:
                 overlay_cases=OVERLAY_CASES,
             )
             for m in todo:
-                write_evaluation(results[m.name], folders[m.name], {"checkpoints": m.fingerprint()})
+                write_evaluation(
+                    results[m.name], folders[m.name], {"checkpoints": m.fingerprint(self.placement)}
+                )
         return [
             EvaluatedModel(
                 m.name,
@@ -262,7 +275,7 @@ class Experiment:
         """Copy ``model``'s evaluation from a folder of ``reuse_from``; ``False`` if none
         evaluated the same model on the same test cases."""
         source = find_evaluation(
-            model.name, model.fingerprint(), self.data.split.test, self.reuse_from
+            model.name, model.fingerprint(self.placement), self.data.split.test, self.reuse_from
         )
         if source is None:
             return False

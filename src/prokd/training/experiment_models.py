@@ -40,12 +40,14 @@ class ExperimentModel:
         )
         return SliceVolumeModel(self.name, network, settings, "", "checkpoint", shared)
 
-    def fingerprint(self) -> list[str]:
-        """Contents of the members' checkpoints (or the volume model's): an evaluation is
-        reused only while equal."""
+    def fingerprint(self, placement: str | None = None) -> list[str]:
+        """Contents of the members' checkpoints, and the digest of the localiser that
+        places their ``gland`` grids (``placement``, when there is one); or the volume
+        model's: an evaluation is reused only while equal."""
         if self.volume is not None:
             return [self.volume.fingerprint()]
-        return [file_sha256(m.path) for m in self.members]
+        members = [file_sha256(m.path) for m in self.members]
+        return members + ([f"localiser {placement}"] if placement else [])
 
     def params(self) -> int | None:
         """Parameters of the members, or of a volume model's ONNX file (``None`` for a

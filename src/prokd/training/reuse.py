@@ -26,9 +26,12 @@ def step_key(
     split: Split,
     weighting: str,
     volume_fingerprints: list[str],
+    placement: str | None = None,
 ) -> dict[str, Any]:
     """What a step's trained model and its test evaluation depend on, as JSON reads it
-    back: steps with equal keys give the same model."""
+    back: steps with equal keys give the same model. ``placement`` is the contents digest
+    of the localiser that places ``gland`` grids (``None`` for other grids: the key then
+    stays as it was before localisers were keyed)."""
     distilled = job.distilled
     loss = dataclasses.asdict(job.loss)
     if not distilled:  # the teacher terms and their options do not act
@@ -55,6 +58,8 @@ def step_key(
         "soft_targets": job.soft_target_dir is not None,
         "augmented_views": job.augmented_views if distilled else 0,
     }
+    if placement is not None:
+        key["placement"] = placement
     return json.loads(json.dumps(key))  # tuples become lists, as read back
 
 
