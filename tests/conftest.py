@@ -244,3 +244,29 @@ def write_phantom_study(
 def phantom_study(tmp_path_factory) -> PhantomStudy:
     """One phantom DICOM study, written once per test session (read-only for tests)."""
     return write_phantom_study(tmp_path_factory.mktemp("phantom-study"))
+
+
+# The phantom as a sagittal or coronal series would hold it: 0.5 mm pixels, 3 mm slices.
+PLANE_GRIDS = {  # direction (voxel x, y, z as columns) and origin offset (L, P, S) in mm
+    "sagittal": ((0, 0, 1, 1, 0, 0, 0, -1, 0), (-43.5, -60.0, 42.0)),  # x P, y -S, z L
+    "coronal": ((1, 0, 0, 0, 0, 1, 0, -1, 0), (-60.0, -43.5, 42.0)),  # x L, y -S, z P
+}
+
+
+def phantom_in_plane(plane: str, case_index: int = 0) -> tuple[sitk.Image, sitk.Image]:
+    """The phantom volume (linear) and its gland (nearest neighbour) resampled onto a
+    sagittal or coronal grid of 240x168 pixels at 0.5 mm and 30 slices 3 mm apart, centred
+    on the phantom's field of view."""
+    image, mask = phantom_volume(case_index)
+    gland = sitk.GetImageFromArray(mask)
+    gland.CopyInformation(image)
+    direction, offset = PLANE_GRIDS[plane]
+    grid = sitk.Image([240, 168, 30], sitk.sitkFloat32)
+    grid.SetSpacing((0.5, 0.5, 3.0))
+    grid.SetDirection(direction)
+    centre = np.array(image.TransformContinuousIndexToPhysicalPoint([127.5, 127.5, 13.5]))
+    grid.SetOrigin(tuple(float(v) for v in centre + offset))
+    return tuple(
+        sitk.Resample(volume, grid, sitk.Transform(), kind, 0.0, volume.GetPixelID())
+        for volume, kind in ((image, sitk.sitkLinear), (gland, sitk.sitkNearestNeighbor))
+    )

@@ -78,29 +78,17 @@ def test_empty_mask_warning_is_issued_on_every_load(tmp_path):
 
 
 def _sagittal_phantom(tmp_path):
-    """The phantom volume and its gland resampled onto a sagittal grid (0.5 mm pixels, 3 mm
-    slices from left to right), written as a labelled case."""
+    """The phantom and its gland as a sagittal series holds them, as a labelled case."""
     import SimpleITK as sitk
 
-    from tests.conftest import phantom_volume
+    from tests.conftest import phantom_in_plane
 
-    image, mask = phantom_volume()
-    gland = sitk.GetImageFromArray(mask)
-    gland.CopyInformation(image)
-    sagittal = sitk.Image([240, 168, 30], sitk.sitkFloat32)
-    sagittal.SetSpacing((0.5, 0.5, 3.0))
-    sagittal.SetDirection((0, 0, 1, 1, 0, 0, 0, -1, 0))  # x -> P, y -> -S, z -> L
-    centre = np.array(image.TransformContinuousIndexToPhysicalPoint([127.5, 127.5, 13.5]))
-    sagittal.SetOrigin(tuple(centre + [-43.5, -60.0, 42.0]))
     paths = []
-    for volume, name, kind in (
-        (image, "Case00", sitk.sitkLinear),
-        (gland, "Case00_segmentation", sitk.sitkNearestNeighbor),
-    ):
-        out = sitk.Resample(volume, sagittal, sitk.Transform(), kind, 0.0, volume.GetPixelID())
+    names = ("Case00", "Case00_segmentation")
+    for volume, name in zip(phantom_in_plane("sagittal"), names, strict=True):
         path = tmp_path / "S" / f"{name}.nii.gz"
         path.parent.mkdir(exist_ok=True)
-        sitk.WriteImage(out, str(path))
+        sitk.WriteImage(volume, str(path))
         paths.append(path)
     return Case("Case00", "S", paths[0], (paths[1],))
 

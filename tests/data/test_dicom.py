@@ -1,5 +1,6 @@
 """DICOM series: grouping, choice, geometry checks and reading, on the real ProstateX-0000
-study as TCIA delivers it and on broken copies of its series."""
+study as TCIA delivers it (where ../shared/data is present) and on series the tests write
+(an axial T2 and an ADC map, and broken copies of them)."""
 
 import shutil
 from pathlib import Path
@@ -11,9 +12,11 @@ import SimpleITK as sitk
 from pydicom.encaps import encapsulate
 
 from prokd.data.dicom import by_study, choose_series, find_series, read_series, series_at
+from prokd.data.dicom_write import StudyIdentity, write_series
 from prokd.data.inputs import find_inputs
 from prokd.data.io import read_volume
 from prokd.errors import DataError
+from tests.conftest import make_volume
 
 STUDY = "dicom/ProstateX/ProstateX-0000"
 AXIAL = f"{STUDY}/07-07-2011/4.000000-t2tsetra-00702"
@@ -63,8 +66,22 @@ def test_the_missing_slice_series_is_refused_naming_it(shared_data):
         read_series(series)
 
 
-def _copy_series(shared_data: Path, folder: Path) -> list[Path]:
-    shutil.copytree(shared_data / AXIAL, folder)
+def _volume(slices: int = 6) -> sitk.Image:
+    values = np.random.default_rng(0).integers(0, 2000, (slices, 24, 20)).astype(np.int16)
+    return make_volume(values, (0.5, 0.5, 3.0))
+
+
+def _write_study(folder: Path, patient: str = "PX") -> None:
+    """A study of two series: an axial T2 (number 4, in ``folder/t2``) and an ADC map
+    (number 7, in ``folder/adc``)."""
+    study = StudyIdentity.named(patient)
+    write_series(_volume(), folder / "t2", study, number=4, description="t2_tse_tra")
+    write_series(_volume(), folder / "adc", study, number=7, description="ep2d_diff_tra_ADC")
+
+
+def _copy_series(folder: Path) -> list[Path]:
+    """An axial T2 series (number 4, 't2_tse_tra') written into ``folder``."""
+    write_series(_volume(), folder, StudyIdentity.named("PX"), 4, "t2_tse_tra")
     return sorted(folder.glob("*.dcm"))
 
 
@@ -88,21 +105,21 @@ def _edit(path: Path, **values) -> None:
         (lambda files: _edit(files[3], PixelData=None), "no pixel data"),
         (lambda files: [f.unlink() for f in files[1:]], "a single slice"),
         (
-            lambda files: _edit(files[2], ImagePositionPatient=[0.0, 0.0, 0.0]),
+            lambda files: _edit(files[2], ImagePositionPatient=[0.0, 0.0, 4.0]),
             "uneven slice spacing",
         ),
     ],
     ids=["mixed orientations", "no pixel data", "single slice", "displaced slice"],
 )
-def test_broken_series_get_one_line_errors_naming_them(shared_data, tmp_path, edit, message):
-    edit(_copy_series(shared_data, tmp_path / "series"))
+def test_broken_series_get_one_line_errors_naming_them(tmp_path, edit, message):
+    edit(_copy_series(tmp_path / "series"))
     with pytest.raises(DataError, match=f"series 4 't2_tse_tra': {message}") as caught:
         read_volume(tmp_path / "series")
     assert "\n" not in str(caught.value)
 
 
-def test_an_unsupported_transfer_syntax_is_named(shared_data, tmp_path):
-    files = _copy_series(shared_data, tmp_path / "series")
+def test_an_unsupported_transfer_syntax_is_named(tmp_path):
+    files = _copy_series(tmp_path / "series")
     for path in files:
         dataset = pydicom.dcmread(path)
         dataset.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.201"  # HTJ2K Lossless
@@ -113,42 +130,32 @@ def test_an_unsupported_transfer_syntax_is_named(shared_data, tmp_path):
         read_volume(tmp_path / "series")
 
 
-def test_a_folder_of_two_studies_gives_one_input_per_study(shared_data, tmp_path):
+def test_a_folder_of_two_studies_gives_one_input_per_study(tmp_path):
     """Two patients' folders, each with a T2 and its ADC map: the T2 of each is chosen."""
     for patient in ("A", "B"):
-        for series in ("4.000000-t2tsetra-00702", "7.000000-ep2ddifftraDYNDISTADC-48780"):
-            folder = tmp_path / patient / series
-            shutil.copytree(shared_data / STUDY / "07-07-2011" / series, folder)
-            if patient == "B":
-                uid = f"1.2.3.4.{series[0]}"
-                for path in folder.glob("*.dcm"):
-                    _edit(path, PatientID="B", StudyInstanceUID="1.2.3.4", SeriesInstanceUID=uid)
+        _write_study(tmp_path / patient, patient)
     inputs = find_inputs(tmp_path)
-    assert [(v.series.patient_id, v.series.number) for v in inputs] == [
-        ("B", 4),
-        ("ProstateX-0000", 4),
-    ]
+    assert [(v.series.patient_id, v.series.number) for v in inputs] == [("A", 4), ("B", 4)]
     assert all("chosen of 2 series" in v.note for v in inputs)
     with pytest.raises(DataError, match="2 studies in one folder"):
         series_at(tmp_path)
 
 
-def test_without_a_t2_description_the_choice_is_refused(shared_data, tmp_path):
-    for series in ("4.000000-t2tsetra-00702", "7.000000-ep2ddifftraDYNDISTADC-48780"):
-        shutil.copytree(shared_data / STUDY / "07-07-2011" / series, tmp_path / series)
-    for path in (tmp_path / "4.000000-t2tsetra-00702").glob("*.dcm"):
-        _edit(path, SeriesDescription="anon", ProtocolName="anon")
+def test_without_a_t2_description_the_choice_is_refused(tmp_path):
+    _write_study(tmp_path)
+    for path in (tmp_path / "t2").glob("*.dcm"):
+        _edit(path, SeriesDescription="anon")
     with pytest.raises(DataError, match="cannot tell which series is the T2.*--series"):
         find_inputs(tmp_path)
     assert find_inputs(tmp_path, "4")[0].series.description == "anon"
 
 
-def test_non_dicom_files_beside_a_series_are_ignored(shared_data, tmp_path):
-    _copy_series(shared_data, tmp_path / "series")
+def test_non_dicom_files_beside_a_series_are_ignored(tmp_path):
+    _copy_series(tmp_path / "series")
     (tmp_path / "series" / "notes.txt").write_text("not an image")
     (tmp_path / "series" / "DICOMDIR.bak").write_bytes(b"\0" * 200)
     (series,) = find_series(tmp_path)
-    assert len(series.files) == 19
+    assert len(series.files) == 6
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("not an image")
@@ -174,21 +181,19 @@ def test_evaluate_reads_dicom_images_of_a_six_site_dataset(shared_data, tmp_path
     assert row[1] == "SITEX/Case01" and float(row[3]) > 0.8  # Dice
 
 
-def test_a_dicom_folder_is_a_source_of_unlabelled_volumes(shared_data, tmp_path):
+def test_a_dicom_folder_is_a_source_of_unlabelled_volumes(tmp_path):
     """``data.unlabelled: [DICOM folder]``: each study's chosen series is one unlabelled
     case, read as the axial T2, and cached by the contents of its files."""
     from prokd.data.cache import case_fingerprint
     from prokd.data.layouts import unlabelled_cases
     from prokd.data.preprocess import PreprocessSettings
 
-    (case,) = unlabelled_cases(shared_data / "dicom/ProstateX")
-    assert case.case_id == "ProstateX/ProstateX-0000/07-07-2011/4.000000-t2tsetra-00702"
-    assert case.site == "ProstateX" and case.patient == "ProstateX/ProstateX-0000"
-    assert not case.labelled and read_volume(case.image).GetSize() == (384, 384, 19)
-    copy = tmp_path / "ProstateX"
-    shutil.copytree(shared_data / AXIAL, copy / "series")
-    (copied,) = unlabelled_cases(copy)
+    _write_study(tmp_path / "Export" / "PX" / "study", "PX")
+    (case,) = unlabelled_cases(tmp_path / "Export")
+    assert case.case_id == "Export/PX/study/t2"
+    assert case.site == "Export" and case.patient == "Export/PX"
+    assert not case.labelled and read_volume(case.image).GetSize() == (20, 24, 6)
     settings = PreprocessSettings()
-    before = case_fingerprint(copied, settings)
-    _edit(sorted((copy / "series").glob("*.dcm"))[0], SeriesDescription="t2 edited")
-    assert case_fingerprint(copied, settings) != before
+    before = case_fingerprint(case, settings)
+    _edit(sorted((tmp_path / "Export" / "PX" / "study" / "t2").glob("*.dcm"))[0], SeriesNumber=9)
+    assert case_fingerprint(case, settings) != before

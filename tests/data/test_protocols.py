@@ -130,9 +130,22 @@ def test_a_thin_coverage_cuts_the_teacher_maps_as_the_label():
         assert np.array_equal(teacher[0] > 0.5, label) and np.array_equal(teacher[1] > 0.5, label)
 
 
-def test_training_augmentation_with_protocols_runs_on_a_slice():
-    augment = training_augmentation(seed=3, protocols=True, pixel_mm=1.0)
-    names = [type(t).__name__ for t in augment.transforms]
+def test_training_augmentation_with_protocols_changes_slices_and_keeps_labels_aligned():
+    """The protocols act (some draws change the slice), the label stays a 0/1 gland of
+    about its size that still covers the bright gland, and a seed repeats its draws."""
+    names = [type(t).__name__ for t in training_augmentation(protocols=True).transforms]
     assert "RandEndorectalCoild" in names and "RandReslicedd" in names
-    out = augment(_slice())
-    assert out["image"].shape == (1, 128, 128) and out["label"].shape == (1, 128, 128)
+    sample = _slice()
+    changed = 0
+    for seed in range(8):
+        out = training_augmentation(seed=seed, protocols=True, pixel_mm=1.0)(_slice())
+        image, label = out["image"].numpy()[0], out["label"].numpy()[0]
+        assert image.shape == label.shape == (128, 128)
+        assert set(np.unique(label)) <= {0.0, 1.0}
+        area = label.sum() / sample["label"].sum().item()
+        assert 0.3 < area < 2.5, area
+        assert dice_score(label > 0.5, image > 1.5) > 0.5  # the label still marks the gland
+        changed += not np.allclose(image, sample["image"].numpy()[0])
+        again = training_augmentation(seed=seed, protocols=True, pixel_mm=1.0)(_slice())
+        np.testing.assert_array_equal(again["image"].numpy(), out["image"].numpy())
+    assert changed >= 6

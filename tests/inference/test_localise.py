@@ -164,8 +164,8 @@ def test_a_gland_free_field_of_view_is_marked_unreliable(shared_data, part):
 @pytest.mark.parametrize("series, plane", [("3", "sagittal"), ("5", "coronal")])
 def test_a_non_axial_series_gets_a_mask_on_its_own_grid(shared_data, series, plane):
     """ProstateX-0000's sagittal and coronal T2 series: the mask is on the series' own
-    grid, and it either agrees with the AI reference of the axial series (resampled onto
-    the series) or the QC marks it unreliable."""
+    grid and agrees with the AI reference of the axial series resampled onto the series
+    (Dice 0.701 sagittal, 0.586 coronal in benchmarks/results/non_axial.md)."""
     from prokd.data.dicom import read_series, series_at
 
     study = shared_data / "dicom" / "ProstateX" / "ProstateX-0000"
@@ -179,7 +179,22 @@ def test_a_non_axial_series_gets_a_mask_on_its_own_grid(shared_data, series, pla
     )
     on_series = sitk.Resample(reference, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
     agreement = dice_score(result.mask > 0, sitk.GetArrayFromImage(on_series) > 0)
-    assert agreement > 0.5 or not result.qc.reliable, (agreement, result.qc.reasons)
+    assert result.mask.sum() > 1000 and agreement > 0.5, (agreement, result.qc.reasons)
+
+
+@pytest.mark.parametrize("plane", ["sagittal", "coronal"])
+def test_a_phantom_series_of_another_plane_gets_a_mask_on_its_own_grid(plane):
+    """The phantom as a sagittal or a coronal series (no real scan needed): the mask is on
+    the series' grid and finds the gland (Dice 0.81 sagittal, 0.77 coronal when written;
+    0.68 on the axial phantom itself)."""
+    from tests.conftest import phantom_in_plane
+
+    image, gland = phantom_in_plane(plane)
+    model = with_crop_centre(load_model_file(bundled_path("prostate-t2")), "gland")
+    result = segment_image(model, image)
+    assert result.qc.plane == plane
+    assert result.mask.shape == tuple(reversed(image.GetSize()))
+    assert dice_score(result.mask > 0, sitk.GetArrayFromImage(gland) > 0) >= 0.65
 
 
 def _blind_localiser(folder):
