@@ -270,3 +270,16 @@ def phantom_in_plane(plane: str, case_index: int = 0) -> tuple[sitk.Image, sitk.
         sitk.Resample(volume, grid, sitk.Transform(), kind, 0.0, volume.GetPixelID())
         for volume, kind in ((image, sitk.sitkLinear), (gland, sitk.sitkNearestNeighbor))
     )
+
+
+REAL_STUDY = "dicom/ProstateX/ProstateX-0000"  # the real DICOM study of ../shared/data
+
+
+def dicom_study(request: pytest.FixtureRequest, which: str) -> Path:
+    """A DICOM study folder: the phantom's (``phantom``), or the real ProstateX-0000 one
+    (``prostatex``; skips where ../shared/data is absent)."""
+    if which == "phantom":
+        return request.getfixturevalue("phantom_study").folder
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not available")
+    return SHARED_DATA / REAL_STUDY

@@ -14,8 +14,8 @@ from prokd.cli import main
 from prokd.data.dicom import DicomSeries, series_at
 from prokd.evaluation.metrics import dice_score
 from prokd.inference.dicom_rtstruct import ROI_NAME, build_rtstruct, slice_contours
-from tests.conftest import SHARED_DATA
-from tests.inference.test_dicom_seg import STUDY, dciodvfy, dciodvfy_report
+from tests.conftest import dicom_study
+from tests.inference.test_dicom_seg import dciodvfy, dciodvfy_report
 
 
 def rasterise(rtstruct: Path, series: DicomSeries) -> np.ndarray:
@@ -45,12 +45,7 @@ def test_contours_of_a_square_with_a_hole_give_the_square_back():
 @pytest.fixture(scope="module", params=["phantom", "prostatex"])
 def predicted(request, tmp_path_factory) -> tuple[Path, Path]:
     """A study predicted once as NIfTI and once as an RT Structure Set."""
-    if request.param == "phantom":
-        study = request.getfixturevalue("phantom_study").folder
-    elif not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not available")
-    else:
-        study = SHARED_DATA / STUDY
+    study = dicom_study(request, request.param)
     out = tmp_path_factory.mktemp("rtstruct")
     assert main(["predict", "prostate-t2", str(study), str(out / "mask.nii.gz")]) == 0
     argv = ["predict", "prostate-t2", str(study), str(out / "rt.dcm")]

@@ -18,23 +18,14 @@ from prokd import __version__
 from prokd.cli import main
 from prokd.data.dicom import read_series, series_at
 from prokd.inference.dicom_rtstruct import ROI_COLOUR
-from tests.conftest import assert_same_grid
-
-STUDY = "dicom/ProstateX/ProstateX-0000"
+from tests.conftest import assert_same_grid, dicom_study
 
 
 @pytest.fixture(scope="module", params=["phantom", "prostatex"])
 def predicted(request, tmp_path_factory) -> tuple[Path, Path]:
     """A study (the phantom's, or the real ProstateX one) and the folder where it was
     predicted once as NIfTI and once as DICOM SEG."""
-    from tests.conftest import SHARED_DATA
-
-    if request.param == "phantom":
-        study = request.getfixturevalue("phantom_study").folder
-    elif not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not available")
-    else:
-        study = SHARED_DATA / STUDY
+    study = dicom_study(request, request.param)
     out = tmp_path_factory.mktemp("seg")
     assert main(["predict", "prostate-t2", str(study), str(out / "mask.nii.gz")]) == 0
     assert main(["predict", "prostate-t2", str(study), str(out / "seg.dcm")]) == 0

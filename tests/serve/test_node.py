@@ -22,7 +22,7 @@ from prokd.cli import main
 from prokd.data.dicom import series_at
 from prokd.serve.config import Destination
 from prokd.serve.send import send_files
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, dicom_study
 from tests.serve.conftest import NODE_AET, needs_orthanc, write_studies
 from tests.serve.orthanc import ORTHANC_AET, Orthanc
 
@@ -55,12 +55,7 @@ def _uid(files: list[Path]) -> str:
 def study_files(request) -> tuple[Path, list[Path]]:
     """The folder and files of the study sent end to end: a phantom study, or the real
     ProstateX one (four series: the node chooses the axial T2 as predict does)."""
-    if request.param == "phantom":
-        study = request.getfixturevalue("phantom_study")
-        return study.folder, study.files
-    if not SHARED_DATA.is_dir():
-        pytest.skip("../shared/data is not available")
-    folder = SHARED_DATA / "dicom/ProstateX/ProstateX-0000"
+    folder = dicom_study(request, request.param)
     return folder, sorted(folder.rglob("*.dcm"))
 
 
