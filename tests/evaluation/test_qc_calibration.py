@@ -21,11 +21,11 @@ def test_judge_reads_each_signal_at_its_threshold():
     limits = LEVELS[PRIOR_LEVEL]
     assert judge(_signals(), limits).reliable
     cases = {
-        "mirrored image": _signals(mirror=limits.mirror_dice - 0.01),
-        "uncertain voxels": _signals(uncertain=limits.uncertain_fraction + 0.01),
-        "from where the localiser": _signals(distance=limits.localiser_distance_mm + 1),
-        "differ in size": _signals(ratio=1 / (limits.localiser_volume_ratio + 0.5)),
-        "off the body's midline": _signals(offset=limits.midline_offset_mm + 1),
+        "mirrored image": _signals(mirror=limits["mirror_dice"] - 0.01),
+        "uncertain voxels": _signals(uncertain=limits["uncertain_fraction"] + 0.01),
+        "from where the localiser": _signals(distance=limits["localiser_distance_mm"] + 1),
+        "differ in size": _signals(ratio=1 / (limits["localiser_volume_ratio"] + 0.5)),
+        "off the body's midline": _signals(offset=limits["midline_offset_mm"] + 1),
         "outside 10-150 ml": _signals(ml=5.0),
     }
     for words, signals in cases.items():
@@ -38,12 +38,15 @@ def test_judge_reads_each_signal_at_its_threshold():
 
 def test_levels_run_from_lenient_to_strict():
     """A signal that one level marks, every stricter level marks too."""
-    for lenient, strict in zip(LEVELS, LEVELS[1:], strict=False):
-        assert strict.mirror_dice > lenient.mirror_dice
-        assert strict.localiser_distance_mm < lenient.localiser_distance_mm
-        assert strict.localiser_volume_ratio < lenient.localiser_volume_ratio
-        assert strict.uncertain_fraction < lenient.uncertain_fraction
-        assert strict.midline_offset_mm < lenient.midline_offset_mm
+    from prokd.inference.reliability import SIGNALS
+
+    for signal in SIGNALS:
+        for lenient, strict in zip(signal.limits, signal.limits[1:], strict=False):
+            for value in (0.01, 0.3, 0.7, 0.82, 0.95, 1.0, 2.5, 7.0, 22.0, 35.0, 48.0, 99.0):
+                assert not signal.fails(value, lenient) or signal.fails(value, strict), (
+                    signal.key,
+                    value,
+                )
 
 
 def test_rates_count_failed_good_and_middle_masks():

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from prokd.inference.reliability import LEVELS, ReliabilityThresholds, judge
+from prokd.inference.reliability import LEVELS, judge
 
 FAILED_BELOW = 0.5
 GOOD_FROM = 0.8
@@ -54,11 +54,9 @@ class QCRates:
         }
 
 
-def qc_rates(
-    rows: Sequence[tuple[dict[str, Any], float]], thresholds: ReliabilityThresholds
-) -> QCRates:
-    """Rates of the verdict at ``thresholds`` over ``(signals, dice)`` pairs."""
-    marked = [(not judge(signals, thresholds).reliable, dice) for signals, dice in rows]
+def qc_rates(rows: Sequence[tuple[dict[str, Any], float]], limits: dict[str, float]) -> QCRates:
+    """Rates of the verdict at a level's ``limits`` over ``(signals, dice)`` pairs."""
+    marked = [(not judge(signals, limits).reliable, dice) for signals, dice in rows]
     failed = [m for m, dice in marked if dice < FAILED_BELOW]
     good = [m for m, dice in marked if dice >= GOOD_FROM]
     middle = [m for m, dice in marked if FAILED_BELOW <= dice < GOOD_FROM]
@@ -82,8 +80,8 @@ def choose_level(
     then to the more lenient. With no level within the false-alarm limit, the most lenient.
     A missing rate (no failed or no good mask) counts as 0."""
     scored = []
-    for level, thresholds in enumerate(LEVELS):
-        rates = qc_rates(rows, thresholds)
+    for level, limits in enumerate(LEVELS):
+        rates = qc_rates(rows, limits)
         false_alarm = rates.false_alarm_rate or 0.0
         if false_alarm <= max_false_alarm:
             gain = (rates.catch_rate or 0.0) - false_alarm

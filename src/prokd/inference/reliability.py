@@ -10,17 +10,20 @@ Each signal is a fact of the prediction that a wrong mask tends to break:
   slices it occupies (a blob in a thigh or a hip is far from it);
 - the gland volume is in a plausible range.
 
-A volume is unreliable when any signal crosses its threshold; the reasons name each one.
+A volume is unreliable when any signal crosses its limit; the reasons name each one.
 :func:`measure` computes the signals, :func:`judge` turns them into a verdict, so that a
-study can re-judge stored signals at other thresholds. The thresholds come in strictness
-levels (:data:`LEVELS`, lenient to strict); ``benchmarks/loso_protocols.py`` picks the
-level on validation folds (:data:`CALIBRATED_LEVEL`), the gland volume range stays what
-a gland can be.
+study can re-judge stored signals at other limits. Each signal is a class of
+:data:`SIGNALS` (what it measures, its limit at each strictness level, its reason);
+:data:`LEVELS` gathers the limits per level (lenient to strict);
+``benchmarks/loso_protocols.py`` picks the level on validation folds
+(:data:`CALIBRATED_LEVEL`), the gland volume range stays what a gland can be.
+:func:`thresholds_table` writes the README's and the model card's table.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import SimpleITK as sitk
@@ -33,28 +36,142 @@ UNCERTAIN = (0.2, 0.8)  # probabilities counted as uncertain
 NARROW_VIEW_MM = 100.0  # a view this narrow (left-right) that cuts the body shows no midline
 
 
-@dataclass(frozen=True)
-class ReliabilityThresholds:
-    """Where each signal turns a volume unreliable."""
+class Signal:
+    """One fact of a prediction that a wrong mask tends to break: the key :func:`measure`
+    stores it under, what it measures, its limit at each strictness level (lenient to
+    strict), and the reason a mask beyond the limit is given."""
 
-    mirror_dice: float  # below: the mirrored pass disagrees
-    localiser_distance_mm: float  # above: the mask is not where the localiser put it
-    localiser_volume_ratio: float  # fine / coarse gland volume beyond this either way
-    uncertain_fraction: float  # above: uncertain voxels / mask voxels
-    midline_offset_mm: float  # above: the mask is off the body's midline
-    gland_ml: tuple[float, float] = GLAND_ML_RANGE
+    key: ClassVar[str]
+    measures: ClassVar[str]
+    limits: ClassVar[tuple[float, ...]]
+
+    def fails(self, value: float, limit: float) -> bool:
+        """Whether ``value`` is beyond ``limit``."""
+        raise NotImplementedError
+
+    def reason(self, value: float, signals: dict[str, float | bool | None]) -> str:
+        """Why a mask with this value is not reliable."""
+        raise NotImplementedError
+
+    def rule(self, limit: float) -> str:
+        """What a reliable mask's value is, at ``limit`` (for the documentation)."""
+        raise NotImplementedError
 
 
-# Strictness levels, lenient to strict; level 2 is what was set beforehand from what a
-# gland can be (issue 18).
-LEVELS = (
-    ReliabilityThresholds(0.6, 50.0, 8.0, 1.0, 45.0),
-    ReliabilityThresholds(0.7, 40.0, 6.5, 0.8, 37.5),
-    ReliabilityThresholds(0.8, 30.0, 5.0, 0.6, 30.0),
-    ReliabilityThresholds(0.85, 25.0, 4.0, 0.5, 25.0),
-    ReliabilityThresholds(0.9, 20.0, 3.0, 0.4, 20.0),
+class LocaliserDistance(Signal):
+    key = "localiser_distance_mm"
+    measures = "distance from the mask's centroid to the gland the localiser found"
+    limits = (50.0, 40.0, 30.0, 25.0, 20.0)
+
+    def fails(self, value: float, limit: float) -> bool:
+        return value > limit
+
+    def reason(self, value: float, signals: dict[str, float | bool | None]) -> str:
+        return f"the mask is {value:.0f} mm from where the localiser put the gland"
+
+    def rule(self, limit: float) -> str:
+        return f"at most {limit:g} mm"
+
+
+class LocaliserVolumeRatio(Signal):
+    key = "localiser_volume_ratio"
+    measures = "the mask's volume over the localiser's gland volume"
+    limits = (8.0, 6.5, 5.0, 4.0, 3.0)
+
+    def fails(self, value: float, limit: float) -> bool:
+        return not 1 / limit <= value <= limit
+
+    def reason(self, value: float, signals: dict[str, float | bool | None]) -> str:
+        return (
+            f"the mask ({float(signals['gland_ml']):.0f} ml) and the localiser's gland "
+            f"({float(signals['localiser_ml']):.0f} ml) differ in size"
+        )
+
+    def rule(self, limit: float) -> str:
+        return f"between 1/{limit:g} and {limit:g}"
+
+
+class MirrorAgreement(Signal):
+    key = "mirror_dice"
+    measures = "Dice of the mask and the mask of the left-right mirrored slices, mirrored back"
+    limits = (0.6, 0.7, 0.8, 0.85, 0.9)
+
+    def fails(self, value: float, limit: float) -> bool:
+        return value < limit
+
+    def reason(self, value: float, signals: dict[str, float | bool | None]) -> str:
+        return f"the mirrored image gives another mask (Dice {value:.2f})"
+
+    def rule(self, limit: float) -> str:
+        return f"at least {limit:g}"
+
+
+class UncertainFraction(Signal):
+    key = "uncertain_fraction"
+    measures = (
+        f"voxels of probability {UNCERTAIN[0]:g}-{UNCERTAIN[1]:g}, as a share of the mask's"
+    )
+    limits = (1.0, 0.8, 0.6, 0.5, 0.4)
+
+    def fails(self, value: float, limit: float) -> bool:
+        return value > limit
+
+    def reason(self, value: float, signals: dict[str, float | bool | None]) -> str:
+        return f"uncertain voxels are {value:.0%} of the mask"
+
+    def rule(self, limit: float) -> str:
+        return f"at most {limit:.0%}"
+
+
+class MidlineOffset(Signal):
+    key = "midline_offset_mm"
+    measures = (
+        "left-right distance from the mask's centroid to the body's over its slices "
+        f"(not measured on a view under {NARROW_VIEW_MM:g} mm wide that cuts the body on "
+        "both sides)"
+    )
+    limits = (45.0, 37.5, 30.0, 25.0, 20.0)
+
+    def fails(self, value: float, limit: float) -> bool:
+        return value > limit
+
+    def reason(self, value: float, signals: dict[str, float | bool | None]) -> str:
+        return f"the mask is {value:.0f} mm off the body's midline"
+
+    def rule(self, limit: float) -> str:
+        return f"at most {limit:g} mm"
+
+
+# The signals a verdict reads, in the order its reasons are given.
+SIGNALS: tuple[Signal, ...] = (
+    MirrorAgreement(),
+    UncertainFraction(),
+    LocaliserDistance(),
+    LocaliserVolumeRatio(),
+    MidlineOffset(),
+)
+# Strictness levels, lenient to strict: each signal's limit. Level 2 is what was set
+# beforehand from what a gland can be (issue 18).
+LEVELS: tuple[dict[str, float], ...] = tuple(
+    {signal.key: signal.limits[level] for signal in SIGNALS} for level in range(5)
 )
 CALIBRATED_LEVEL = 2  # chosen on the validation folds of benchmarks/loso_protocols.py (nested run)
+
+
+def thresholds_table(level: int = CALIBRATED_LEVEL) -> str:
+    """The markdown table of what a reliable mask satisfies at ``level``: the README and
+    the model card hold it (a test checks that they do)."""
+    low, high = GLAND_ML_RANGE
+    rows = [
+        "| signal | what it measures | a reliable mask |",
+        "|---|---|---|",
+        "| `localiser_found` | whether the localiser found a gland in the whole volume | found |",
+        f"| `gland_ml` | the mask's volume | {low:g}-{high:g} ml, not empty |",
+    ]
+    rows += [
+        f"| `{s.key}` | {s.measures} | {s.rule(LEVELS[level][s.key])} |" for s in SIGNALS
+    ]
+    return "\n".join(rows)
 
 
 @dataclass
@@ -133,11 +250,11 @@ def measure(
 
 
 def judge(
-    signals: dict[str, float | bool | None], thresholds: ReliabilityThresholds | None = None
+    signals: dict[str, float | bool | None], limits: dict[str, float] | None = None
 ) -> Reliability:
-    """The verdict on signals from :func:`measure` at ``thresholds`` (the calibrated level
-    by default)."""
-    limits = thresholds or LEVELS[CALIBRATED_LEVEL]
+    """The verdict on signals from :func:`measure` at a level's ``limits`` (one of
+    :data:`LEVELS`; the calibrated level by default)."""
+    limits = limits or LEVELS[CALIBRATED_LEVEL]
     reasons: list[str] = []
     if signals.get("localiser_found") is False:
         reasons.append("the localiser found no gland in the volume")
@@ -145,29 +262,13 @@ def judge(
     if gland_ml == 0:
         reasons.append("the mask is empty")
         return Reliability(False, reasons, signals)
-    low, high = limits.gland_ml
+    low, high = GLAND_ML_RANGE
     if not low <= gland_ml <= high:
         reasons.append(f"gland volume {gland_ml:.1f} ml outside {low:g}-{high:g} ml")
-    agreement = signals.get("mirror_dice")
-    if agreement is not None and agreement < limits.mirror_dice:
-        reasons.append(f"the mirrored image gives another mask (Dice {agreement:.2f})")
-    fraction = float(signals["uncertain_fraction"])
-    if fraction > limits.uncertain_fraction:
-        reasons.append(f"uncertain voxels are {fraction:.0%} of the mask")
-    distance = signals.get("localiser_distance_mm")
-    if distance is not None and distance > limits.localiser_distance_mm:
-        reasons.append(f"the mask is {distance:.0f} mm from where the localiser put the gland")
-    ratio = signals.get("localiser_volume_ratio")
-    if ratio is not None and not (
-        1 / limits.localiser_volume_ratio <= ratio <= limits.localiser_volume_ratio
-    ):
-        reasons.append(
-            f"the mask ({gland_ml:.0f} ml) and the localiser's gland "
-            f"({float(signals['localiser_ml']):.0f} ml) differ in size"
-        )
-    offset = signals.get("midline_offset_mm")
-    if offset is not None and offset > limits.midline_offset_mm:
-        reasons.append(f"the mask is {offset:.0f} mm off the body's midline")
+    for signal in SIGNALS:
+        value = signals.get(signal.key)
+        if value is not None and signal.fails(float(value), limits[signal.key]):
+            reasons.append(signal.reason(float(value), signals))
     return Reliability(not reasons, reasons, signals)
 
 
@@ -177,7 +278,7 @@ def assess(
     mirrored: np.ndarray | None,
     location: GlandLocation | None,
     axial: sitk.Image,
-    thresholds: ReliabilityThresholds | None = None,
+    limits: dict[str, float] | None = None,
 ) -> Reliability:
     """:func:`judge` of :func:`measure`: the verdict on one mask."""
-    return judge(measure(mask, probabilities, mirrored, location, axial), thresholds)
+    return judge(measure(mask, probabilities, mirrored, location, axial), limits)
