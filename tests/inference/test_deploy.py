@@ -258,3 +258,41 @@ def test_an_export_records_its_localiser_and_is_refused_beside_another(tmp_path,
     argv = ["predict", str(tmp_path / "gland.onnx"), str(volume), str(tmp_path / "out.nii.gz")]
     assert main(argv) == 2
     assert "is not the one it was made with" in capsys.readouterr().err
+
+
+def _with_plan(tmp_path, name, **plan):
+    """The bundled prostate-t2 with some of its plan (metadata) changed, as a new file."""
+    import onnx
+
+    from prokd.inference.bundled import bundled_path
+
+    proto = onnx.load(str(bundled_path("prostate-t2")))
+    props = {p.key: p.value for p in proto.metadata_props}
+    onnx.helper.set_model_props(
+        proto, {**props, "prokd": json.dumps({**json.loads(props["prokd"]), **plan})}
+    )
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_a_model_file_carries_its_threshold_and_qc_limits(phantom_study, tmp_path):
+    """The mask is cut at the file's threshold and judged at the file's QC limits."""
+    from prokd.inference.segment import segment_image, with_crop_centre
+
+    shipped = load_model_file("prostate-t2")
+    assert shipped.threshold == 0.5 and shipped.qc_limits["mirror_dice"] == 0.8
+    lenient = {k: 0.0 if k == "mirror_dice" else 1e6 for k in shipped.qc_limits}
+    strict = {**lenient, "mirror_dice": 0.999}
+    results = {}
+    for name, plan in (
+        ("lenient", {"qc_limits": lenient}),
+        ("strict", {"qc_limits": strict}),
+        ("high", {"threshold": 0.95, "qc_limits": lenient}),
+    ):
+        model = with_crop_centre(load_model_file(_with_plan(tmp_path, name, **plan)), "gland")
+        results[name] = segment_image(model, phantom_study.image)
+    assert results["lenient"].qc.reliable and not results["strict"].qc.reliable
+    assert any("mirrored image" in r for r in results["strict"].qc.reasons)
+    assert 0 < results["high"].qc.gland_ml < results["lenient"].qc.gland_ml
+    np.testing.assert_array_equal(results["lenient"].probabilities, results["high"].probabilities)

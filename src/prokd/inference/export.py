@@ -28,6 +28,8 @@ from prokd.inference.model_files import (
     initializer_elements,
     localiser_digest,
 )
+from prokd.inference.postprocess import GLAND_THRESHOLD
+from prokd.inference.reliability import CALIBRATED_LEVEL, LEVELS
 from prokd.inference.trained import TrainedModel
 from prokd.io_atomic import atomic_path
 from prokd.models import get_spec
@@ -40,11 +42,19 @@ ONNX_OPSET = 17
 def export_metadata(
     model: TrainedModel, parameters: int | None = None, taps: list[str] | None = None
 ) -> str:
-    """JSON stored with an exported model: network name, preprocessing settings, the
-    SHA-256 of the localiser that placed its training grids (``crop_centre: gland``: the
+    """JSON stored with an exported model, its whole plan: network name, preprocessing
+    settings, the probability its mask is cut at, the QC level and limits it is judged
+    with (the calibrated ones at export), the SHA-256 of the localiser that placed its
+    training grids (``crop_centre: gland``: the
     model is refused beside another) and, for ONNX, the parameters the graph stores (so
     listing a model needs no ``onnx`` package) and the feature taps it outputs, if any."""
-    metadata: dict[str, object] = {"model": model.name, "preprocess": asdict(model.settings)}
+    metadata: dict[str, object] = {
+        "model": model.name,
+        "preprocess": asdict(model.settings),
+        "threshold": GLAND_THRESHOLD,
+        "qc_level": CALIBRATED_LEVEL,
+        "qc_limits": LEVELS[CALIBRATED_LEVEL],
+    }
     if model.settings.crop_centre == "gland":
         digest = localiser_digest(model.settings.localiser)
         if digest is not None:

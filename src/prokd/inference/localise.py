@@ -116,7 +116,7 @@ def locate_gland(
     probabilities = predict_slices(
         localiser.slice_model, slices, batch_size, localiser.settings.context_slices
     )
-    mask = probability_mask(probabilities, 0.5)
+    mask = probability_mask(probabilities, localiser.threshold)
     count = len(mask)
     coarse_ml = float(mask.sum()) * float(np.prod(grid.spacing)) / 1000.0
     if not mask.any():

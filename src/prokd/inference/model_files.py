@@ -25,6 +25,7 @@ from prokd.inference.bundled import (
     model_file,
     resolve_model_path,
 )
+from prokd.inference.postprocess import GLAND_THRESHOLD
 from prokd.inference.predict import SliceModel
 
 if TYPE_CHECKING:
@@ -48,6 +49,8 @@ class LoadedModel:
     path: Path
     network: torch.nn.Module | None = None  # the torch module, for checkpoints and TorchScript
     parameters: int | None = None  # as an ONNX export's metadata states them
+    threshold: float = GLAND_THRESHOLD  # the probability its mask is cut at
+    qc_limits: dict[str, float] | None = None  # its QC limits (None: the calibrated level's)
 
     @property
     def label(self) -> str:
@@ -62,9 +65,22 @@ def prokd_metadata(session: ort.InferenceSession) -> str | None:
     return session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
 
 
-def parse_metadata(metadata: str, path: Path) -> tuple[str, PreprocessSettings, int | None]:
-    """Network name, preprocessing and parameter count (if stated) of an export, after
-    :func:`check_localiser` on the localiser it names.
+@dataclass(frozen=True)
+class ModelPlan:
+    """What an export carries besides its weights (nnU-Net's rule: a model carries its
+    whole plan): network name, preprocessing, parameter count, the probability its mask is
+    cut at, and the QC limits it was calibrated with (``None``: the registry's level)."""
+
+    name: str
+    settings: PreprocessSettings
+    parameters: int | None = None
+    threshold: float = GLAND_THRESHOLD
+    qc_level: int | None = None
+    qc_limits: dict[str, float] | None = None
+
+
+def parse_metadata(metadata: str, path: Path) -> ModelPlan:
+    """The plan of an export, after :func:`check_localiser` on the localiser it names.
 
     Raises:
         DataError: metadata that is not a prokd export's, or a localiser that is not the
@@ -72,12 +88,21 @@ def parse_metadata(metadata: str, path: Path) -> tuple[str, PreprocessSettings, 
     """
     try:
         data = json.loads(metadata)
-        settings = PreprocessSettings.from_dict(data["preprocess"])
-        name, parameters, digest = data["model"], data.get("parameters"), data.get(LOCALISER_KEY)
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+        plan = ModelPlan(
+            data["model"],
+            PreprocessSettings.from_dict(data["preprocess"]),
+            data.get("parameters"),
+            float(data.get("threshold", GLAND_THRESHOLD)),
+            data.get("qc_level"),
+            {str(k): float(v) for k, v in data["qc_limits"].items()}
+            if "qc_limits" in data
+            else None,
+        )
+        digest = data.get(LOCALISER_KEY)
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as err:
         raise DataError(path, f"no valid prokd metadata in the exported model ({err})") from None
-    check_localiser(settings.localiser, digest, path)
-    return name, settings, parameters
+    check_localiser(plan.settings.localiser, digest, path)
+    return plan
 
 
 def localiser_digest(spec: str) -> str | None:
@@ -163,16 +188,26 @@ def _onnx(path: Path, declared: PreprocessSettings | None = None) -> LoadedModel
         metadata = prokd_metadata(session)
         if metadata is None:
             raise DataError(path, "ONNX model without prokd metadata (export it with prokd export)")
-        name, settings, parameters = parse_metadata(metadata, path)
+        plan = parse_metadata(metadata, path)
     else:
-        name, settings, parameters = path.stem, declared, None
+        plan = ModelPlan(path.stem, declared)
+    settings = plan.settings
     _check_slice_model(session, path, settings.channels)
     input_name = session.get_inputs()[0].name
 
     def run(batch: np.ndarray) -> np.ndarray:
         return session.run(None, {input_name: batch})[0]
 
-    return LoadedModel(name, "onnx", run, settings, path, parameters=parameters)
+    return LoadedModel(
+        plan.name,
+        "onnx",
+        run,
+        settings,
+        path,
+        parameters=plan.parameters,
+        threshold=plan.threshold,
+        qc_limits=plan.qc_limits,
+    )
 
 
 def _torch_device(device: torch.device | str | None) -> torch.device:
@@ -195,8 +230,17 @@ def _torchscript(path: Path, device: torch.device) -> LoadedModel:
         module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     except RuntimeError as err:
         raise DataError(path, f"cannot load TorchScript model ({error_summary(err)})") from None
-    name, settings, _ = parse_metadata(extra[TORCHSCRIPT_EXTRA], path)
-    return LoadedModel(name, "torchscript", torch_slice_model(module), settings, path, module)
+    plan = parse_metadata(extra[TORCHSCRIPT_EXTRA], path)
+    return LoadedModel(
+        plan.name,
+        "torchscript",
+        torch_slice_model(module),
+        plan.settings,
+        path,
+        module,
+        threshold=plan.threshold,
+        qc_limits=plan.qc_limits,
+    )
 
 
 def load_onnx_slice_model(path: str | Path, settings: PreprocessSettings) -> LoadedModel:

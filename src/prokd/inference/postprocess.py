@@ -39,6 +39,9 @@ def postprocess_mask(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+GLAND_THRESHOLD = 0.5  # the gland probability a voxel is in the mask from (a model's default)
+
+
 def probability_mask(
     probabilities: np.ndarray, threshold: float, postprocess: bool = True
 ) -> np.ndarray:

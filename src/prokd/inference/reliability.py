@@ -108,9 +108,7 @@ class MirrorAgreement(Signal):
 
 class UncertainFraction(Signal):
     key = "uncertain_fraction"
-    measures = (
-        f"voxels of probability {UNCERTAIN[0]:g}-{UNCERTAIN[1]:g}, as a share of the mask's"
-    )
+    measures = f"voxels of probability {UNCERTAIN[0]:g}-{UNCERTAIN[1]:g}, as a share of the mask's"
     limits = (1.0, 0.8, 0.6, 0.5, 0.4)
 
     def fails(self, value: float, limit: float) -> bool:
@@ -168,9 +166,7 @@ def thresholds_table(level: int = CALIBRATED_LEVEL) -> str:
         "| `localiser_found` | whether the localiser found a gland in the whole volume | found |",
         f"| `gland_ml` | the mask's volume | {low:g}-{high:g} ml, not empty |",
     ]
-    rows += [
-        f"| `{s.key}` | {s.measures} | {s.rule(LEVELS[level][s.key])} |" for s in SIGNALS
-    ]
+    rows += [f"| `{s.key}` | {s.measures} | {s.rule(LEVELS[level][s.key])} |" for s in SIGNALS]
     return "\n".join(rows)
 
 

@@ -30,7 +30,12 @@ from prokd.data.preprocess import axial_view, file_axes
 from prokd.errors import DataError, warn_all
 from prokd.inference.localise import VolumePrediction, predict_volume
 from prokd.inference.model_files import LoadedModel, load_model_file
-from prokd.inference.postprocess import MaskQC, probability_mask, quality_control
+from prokd.inference.postprocess import (
+    GLAND_THRESHOLD,
+    MaskQC,
+    probability_mask,
+    quality_control,
+)
 from prokd.inference.reliability import assess
 from prokd.io_atomic import atomic_path
 
@@ -39,7 +44,6 @@ if TYPE_CHECKING:
 
 DICOM_SEG_SUFFIX = ".dcm"
 OUTPUT_FORMATS = {"nifti": ".nii.gz", "dicom-seg": DICOM_SEG_SUFFIX, "rtstruct": DICOM_SEG_SUFFIX}
-THRESHOLD = 0.5  # gland probability at which a voxel is in the mask
 
 
 @dataclass
@@ -54,15 +58,15 @@ class Segmentation:
 
 
 def prediction_masks(
-    pred: VolumePrediction, postprocess: bool
+    pred: VolumePrediction, postprocess: bool, threshold: float = GLAND_THRESHOLD
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The mask and the mirrored pass's mask (``None`` without one), made alike: at or
-    above :data:`THRESHOLD`, then post-processed if asked, so that QC compares like with
+    above ``threshold``, then post-processed if asked, so that QC compares like with
     like."""
-    mask = probability_mask(pred.probabilities, THRESHOLD, postprocess)
+    mask = probability_mask(pred.probabilities, threshold, postprocess)
     if pred.mirrored is None:
         return mask, None
-    return mask, probability_mask(pred.mirrored, THRESHOLD, postprocess)
+    return mask, probability_mask(pred.mirrored, threshold, postprocess)
 
 
 def segment_image(
@@ -88,9 +92,9 @@ def segment_image(
     axial = axial_view(image)
     pred = predict_volume(model.slice_model, axial, model.settings, batch_size, mirrored=True)
     prob = pred.probabilities
-    mask, mirrored = prediction_masks(pred, postprocess)
+    mask, mirrored = prediction_masks(pred, postprocess, model.threshold)
     qc = quality_control(mask, tuple(reversed(axial.GetSpacing())))
-    verdict = assess(mask, prob, mirrored, pred.placement.location, axial)
+    verdict = assess(mask, prob, mirrored, pred.placement.location, axial, model.qc_limits)
     qc.reliable, qc.reasons, qc.signals = verdict.reliable, verdict.reasons, verdict.signals
     qc.plane = pred.placement.plane
     mask, prob = file_axes(mask, image), file_axes(prob, image)

@@ -64,5 +64,6 @@ def load_teacher(spec: str | Path, device: torch.device | None = None) -> Traine
     metadata = prokd_metadata(network.session)
     if metadata is None or not network.taps:
         raise DataError(path, "ONNX teacher without feature taps (export it with --with-taps)")
-    name, settings, _ = parse_metadata(metadata, path)
+    plan = parse_metadata(metadata, path)
+    name, settings = plan.name, plan.settings
     return TrainedModel(name, network, settings, path)
