@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from prokd.evaluation.stats import holm, paired_comparison, seed_level_comparison
+from prokd.evaluation.stats import holm, paired_comparison, seed_level_comparison, t_interval
 
 
 def test_paired_comparison_against_direct_computation():
@@ -89,3 +89,11 @@ def test_holm_against_a_hand_computed_family():
     assert adjusted == pytest.approx([0.04, 0.09, 0.09, 0.2])
     assert holm([0.5, None, 0.4]) == pytest.approx([0.8, None, 0.8])  # min(1, 2*0.4), kept monotone
     assert holm([0.9, 0.8]) == [1.0, 1.0]
+
+
+def test_the_t_interval_is_the_textbook_one():
+    values = [0.71, 0.64, 0.80, 0.77, 0.69]
+    mean, sd, n = np.mean(values), np.std(values, ddof=1), len(values)
+    half = stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)
+    np.testing.assert_allclose(t_interval(values), [mean - half, mean + half])
+    assert t_interval([0.5]) == [0.5, 0.5] and t_interval([0.2, 0.2]) == [0.2, 0.2]

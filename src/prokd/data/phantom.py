@@ -23,6 +23,7 @@ from scipy.ndimage import zoom
 from tqdm import tqdm
 
 from prokd.data.io import write_volume
+from prokd.data.masks import gland_ml
 from prokd.errors import ProkdError
 from prokd.io_atomic import atomic_folder
 
@@ -271,8 +272,7 @@ def _write_case(
         volume.SetSpacing(spacing)
         volume.SetOrigin(origin)
         write_volume(volume, out_dir / site.name / f"{name}{suffix}.nii.gz")
-    gland_ml = float(mask.sum()) * float(np.prod(spacing)) / 1000.0
-    return PhantomCase(site.name, name, gland_ml, tuple(image.shape), spacing)
+    return PhantomCase(site.name, name, gland_ml(mask, spacing), tuple(image.shape), spacing)
 
 
 def write_phantom(

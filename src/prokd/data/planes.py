@@ -65,16 +65,24 @@ def axial_grid(image: sitk.Image, slice_mm: float = AXIAL_SLICE_MM) -> Geometry:
     )
 
 
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))  # a Gaussian's full width at half maximum
+
+
+def slice_profile_sigma(thickness_mm: float, spacing_mm: float = 0.0) -> float:
+    """The standard deviation (mm) of the Gaussian that makes slices ``spacing_mm`` thick
+    as thick as ``thickness_mm`` (the slice profile's full width at half maximum), widths
+    adding in quadrature; 0 when they already are."""
+    return float(np.sqrt(max(thickness_mm**2 - spacing_mm**2, 0.0)) / FWHM_PER_SIGMA)
+
+
 def axial_reslice(image: sitk.Image, slice_mm: float = AXIAL_SLICE_MM) -> sitk.Image:
     """``image`` (a sagittal or coronal series) resampled onto :func:`axial_grid`, after a
-    Gaussian low-pass along the superior-inferior axis that gives its slices about the
-    thickness of an axial acquisition's (float32, 0 outside)."""
+    Gaussian low-pass along the superior-inferior axis that gives its slices the thickness
+    of an axial acquisition's (:func:`slice_profile_sigma`; float32, 0 outside)."""
     direction = np.array(image.GetDirection()).reshape(3, 3)
     along_s = int(np.argmax(np.abs(direction[2])))  # the voxel axis closest to S
-    spacing = image.GetSpacing()[along_s]
     variances = [0.0, 0.0, 0.0]
-    if slice_mm > spacing:
-        variances[along_s] = float((0.5 * np.sqrt(slice_mm**2 - spacing**2)) ** 2)
+    variances[along_s] = slice_profile_sigma(slice_mm, image.GetSpacing()[along_s]) ** 2
     smoothed = sitk.DiscreteGaussian(sitk.Cast(image, sitk.sitkFloat32), variances, 32, 0.01, True)
     grid = axial_grid(image, slice_mm)
     return sitk.Resample(

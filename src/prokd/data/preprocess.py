@@ -152,18 +152,15 @@ class BodyRegion:
 
 
 def body_region(oriented: sitk.Image) -> BodyRegion | None:
-    """The body in ``oriented`` (an axial view): the largest connected region brighter than
-    the volume's Otsu threshold, holes filled slice by slice, on a copy averaged down to
-    about :data:`BODY_MAP_PIXELS` pixels a side. ``None`` when nothing stands out (a
+    """The body in ``oriented`` (an axial view): the largest connected region of
+    :func:`body_mask`, on a copy averaged down to about :data:`BODY_MAP_PIXELS` pixels a
+    side. ``None`` when nothing stands out (a
     constant image)."""
     factor = max(1, max(oriented.GetSize()[:2]) // BODY_MAP_PIXELS)
     small = sitk.BinShrink(sitk.Cast(oriented, sitk.sitkFloat32), [factor, factor, 1])
     if float(np.ptp(sitk.GetArrayViewFromImage(small))) == 0:
         return None
-    bright = sitk.GetArrayFromImage(sitk.OtsuThreshold(small, 0, 1)) > 0
-    in_plane = np.zeros((3, 3, 3), dtype=bool)
-    in_plane[1] = ndimage.generate_binary_structure(2, 1)
-    filled = ndimage.binary_fill_holes(bright, structure=in_plane)
+    filled = body_mask(sitk.GetArrayFromImage(small))
     labels, count = ndimage.label(filled)
     largest = 1 + int(np.argmax(ndimage.sum_labels(filled, labels, range(1, count + 1))))
     body = labels == largest

@@ -24,6 +24,8 @@ import torch
 from monai.transforms import MapTransform, Randomizable
 from scipy import ndimage
 
+from prokd.data.planes import slice_profile_sigma
+
 PUSH_DECAY_MM = 30.0  # distance over which the balloon's push on the tissue falls by 1/e
 
 
@@ -179,7 +181,7 @@ class RandReslicedd(_GlandTransform):
     def apply(self, sample: dict, gland: np.ndarray) -> dict:  # noqa: D102 (see the base)
         image = np.asarray(sample["image"], dtype=np.float64)
         sigma = np.zeros(3)
-        sigma[self._axis] = self._thickness_mm / self.pixel_mm / 2.355  # FWHM = thickness
+        sigma[self._axis] = slice_profile_sigma(self._thickness_mm) / self.pixel_mm
         out = ndimage.gaussian_filter(image, sigma)
         along = np.nonzero(gland.any(axis=0 if self._axis == -1 else 1))[0]
         extent, shift = along.max() - along.min(), self._shift_mm / self.pixel_mm

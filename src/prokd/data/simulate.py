@@ -14,7 +14,8 @@ from tqdm import tqdm
 
 from prokd.data.io import Geometry, image_from_array, write_volume
 from prokd.data.layouts import find_cases
-from prokd.data.planes import physical_bounds
+from prokd.data.masks import occupied_slices
+from prokd.data.planes import physical_bounds, slice_profile_sigma
 from prokd.data.preprocess import axial_view
 from prokd.data.validate import load_case
 from prokd.errors import ProkdError
@@ -42,7 +43,7 @@ def _coil(image: sitk.Image, mask: sitk.Image, seed: int) -> tuple[sitk.Image, s
     array = sitk.GetArrayFromImage(axial).astype(np.float32)
     gland = (sitk.GetArrayFromImage(axial_mask) > 0).astype(np.float32)
     coil = RandEndorectalCoild(1.0, axial.GetSpacing()[0], keep_slice_statistics=False)
-    for z in np.flatnonzero(gland.reshape(len(gland), -1).any(axis=1)):
+    for z in occupied_slices(gland):
         coil.set_random_state(seed)  # the same balloon and flare on every slice
         sample = {
             "image": torch.from_numpy(array[z][None]),
@@ -60,7 +61,7 @@ def _resample_pair(
     """Image (after a Gaussian low-pass of ``smooth_mm`` FWHM per physical axis L, P, S)
     and mask (linear, then >= 0.5) on ``grid``."""
     source = sitk.Cast(axial_view(image), sitk.sitkFloat32)
-    variances = [float((f / 2.355) ** 2) for f in smooth_mm]
+    variances = [slice_profile_sigma(f) ** 2 for f in smooth_mm]
     source = sitk.DiscreteGaussian(source, variances, 32, 0.01, True)
     reference = grid.apply_to(sitk.Image(grid.size, sitk.sitkFloat32))
     moved = sitk.Resample(source, reference, sitk.Transform(), sitk.sitkLinear, 0.0)

@@ -10,6 +10,7 @@ import SimpleITK as sitk
 
 from prokd.data.io import Geometry, non_finite_voxels, read_volume
 from prokd.data.layouts import Case
+from prokd.data.masks import gland_ml
 from prokd.errors import DataError
 
 
@@ -38,8 +39,7 @@ class LoadedCase:
     def gland_volume_ml(self, reader: int = 0) -> float:
         """Whole-gland volume of a reader's mask in millilitres."""
         mask = self.masks[reader]
-        voxels = int(sitk.GetArrayViewFromImage(mask).sum())
-        return voxels * float(np.prod(mask.GetSpacing())) / 1000.0
+        return gland_ml(sitk.GetArrayViewFromImage(mask), mask.GetSpacing())
 
 
 def check_finite(image: sitk.Image, path: Path, channel: int | None = None) -> None:

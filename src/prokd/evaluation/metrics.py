@@ -26,6 +26,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from prokd.data.masks import gland_ml
+
 METRIC_NAMES = ("dice", "iou", "hd95", "assd")
 
 
@@ -86,8 +88,7 @@ def volume_metrics(
     """
     if pred.shape != truth.shape:
         raise ValueError(f"prediction shape {pred.shape} != truth shape {truth.shape}")
-    voxel_ml = float(np.prod(spacing_zyx)) / 1000.0
-    pred_ml, true_ml = float(pred.sum()) * voxel_ml, float(truth.sum()) * voxel_ml
+    pred_ml, true_ml = gland_ml(pred, spacing_zyx), gland_ml(truth, spacing_zyx)
     has_pred, has_truth = bool(pred.any()), bool(truth.any())
     if not has_pred and not has_truth:
         return VolumeMetrics(1.0, 1.0, 0.0, 0.0, pred_ml, true_ml)

@@ -39,11 +39,11 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> list[float]:
     without spread: ``[mean, mean]``); it holds at small n where a percentile bootstrap
     undercovers."""
     array = np.asarray(values, dtype=float)
-    mean, std = float(array.mean()), sample_std(array)
-    if len(array) < 2 or std == 0:
+    mean = float(array.mean())
+    if len(array) < 2 or sample_std(array) == 0:
         return [mean, mean]
-    half = float(stats.t.ppf(0.5 + level / 2, len(array) - 1)) * std / np.sqrt(len(array))
-    return [mean - half, mean + half]
+    interval = stats.ttest_1samp(array, 0.0).confidence_interval(level)
+    return [float(interval.low), float(interval.high)]
 
 
 def paired_comparison(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from prokd.data.dicom import DicomSeries
+from prokd.data.masks import occupied_slices
 from prokd.inference.dicom_rtstruct import ROI_COLOUR
 from prokd.inference.postprocess import MaskQC
 from prokd.version import __version__
@@ -44,7 +45,7 @@ def patient_orientation(orientation: tuple[float, ...]) -> tuple[str, str]:
 def overlay_slices(mask: np.ndarray) -> list[int]:
     """The slice indices shown: spread through the mask's slices (one slice for a thin
     mask; the middle slice of the volume for an empty one)."""
-    occupied = np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1))
+    occupied = occupied_slices(mask)
     if len(occupied) == 0:
         return [len(mask) // 2]
     first, last = int(occupied[0]), int(occupied[-1])

@@ -20,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from prokd.data.io import Geometry, file_sha256
+from prokd.data.masks import gland_ml, occupied_slices
 from prokd.data.planes import acquisition_plane, axial_source
 from prokd.data.preprocess import (
     DEFAULT_LOCALISER,
@@ -118,13 +119,13 @@ def locate_gland(
     )
     mask = probability_mask(probabilities, localiser.threshold)
     count = len(mask)
-    coarse_ml = float(mask.sum()) * float(np.prod(grid.spacing)) / 1000.0
+    coarse_ml = gland_ml(mask, grid.spacing)
     if not mask.any():
         return GlandLocation(None, (0, count - 1), 0.0, mask, grid)
     z, y, x = np.argwhere(mask).mean(axis=0)
     reference = grid.apply_to(sitk.Image(grid.size, sitk.sitkUInt8))
     centre = reference.TransformContinuousIndexToPhysicalPoint((float(x), float(y), float(z)))
-    occupied = np.flatnonzero(mask.reshape(count, -1).any(axis=1))
+    occupied = occupied_slices(mask)
     margin = int(np.ceil(SLICE_MARGIN_MM / grid.spacing[2]))
     first, last = max(0, occupied[0] - margin), min(count - 1, occupied[-1] + margin)
     return GlandLocation(tuple(centre), (int(first), int(last)), coarse_ml, mask, grid)

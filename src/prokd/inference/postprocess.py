@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from prokd.data.masks import gland_ml, occupied_slices
+
 GLAND_ML_RANGE = (10.0, 150.0)
 
 
@@ -79,17 +81,17 @@ class MaskQC:
 
 def quality_control(mask: np.ndarray, spacing_zyx: tuple[float, ...]) -> MaskQC:
     """Check a (z, y, x) mask: gland volume in range, border contact, slice gaps, components."""
-    gland_ml = float(mask.sum()) * float(np.prod(spacing_zyx)) / 1000.0
+    volume_ml = gland_ml(mask, spacing_zyx)
     _, components = ndimage.label(mask > 0, structure=FULL_CONNECTIVITY)
     border = mask.copy()
     border[1:-1, 1:-1, 1:-1] = 0
     touches = bool(border.any())
-    occupied = np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1))
+    occupied = occupied_slices(mask)
     gaps = int(np.sum(np.diff(occupied) > 1)) if len(occupied) > 1 else 0
-    qc = MaskQC(gland_ml, int(components), touches, gaps)
+    qc = MaskQC(volume_ml, int(components), touches, gaps)
     low, high = GLAND_ML_RANGE
-    if not low <= gland_ml <= high:
-        qc.warnings.append(f"gland volume {gland_ml:.1f} ml outside {low:g}-{high:g} ml")
+    if not low <= volume_ml <= high:
+        qc.warnings.append(f"gland volume {volume_ml:.1f} ml outside {low:g}-{high:g} ml")
     if touches:
         qc.warnings.append("mask touches the volume border")
     if gaps:

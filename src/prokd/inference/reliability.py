@@ -28,6 +28,7 @@ from typing import ClassVar
 import numpy as np
 import SimpleITK as sitk
 
+from prokd.data.masks import gland_ml, occupied_slices
 from prokd.data.preprocess import body_region
 from prokd.inference.localise import GlandLocation
 from prokd.inference.postprocess import GLAND_ML_RANGE
@@ -196,7 +197,7 @@ def midline_offset_mm(mask: np.ndarray, centroid: np.ndarray, axial: sitk.Image)
     without a body, or when the body runs off both the left and the right edge of a view
     narrower than a pelvis (a sagittal slab resliced to axial): its centre is then the
     slab's, not the body's midline."""
-    occupied = np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1))
+    occupied = occupied_slices(mask)
     first, last = int(occupied[0]), int(occupied[-1])
     slab = axial[:, :, first : last + 1]
     body = body_region(slab)
@@ -221,10 +222,10 @@ def measure(
     included) and the localiser's finding (either may be ``None``: not run); a signal that
     cannot be measured is absent or ``None``."""
     spacing = tuple(reversed(axial.GetSpacing()))
-    gland_ml = float(mask.sum()) * float(np.prod(spacing)) / 1000.0
+    volume_ml = gland_ml(mask, spacing)
     signals: dict[str, float | bool | None] = {
         "localiser_found": None if location is None else location.found,
-        "gland_ml": round(gland_ml, 3),
+        "gland_ml": round(volume_ml, 3),
     }
     if location is not None and location.found:
         signals["localiser_ml"] = round(location.coarse_ml, 3)
@@ -238,7 +239,7 @@ def measure(
     if location is not None and location.found:
         distance = float(np.linalg.norm(centroid - np.array(location.centre)))
         signals["localiser_distance_mm"] = round(distance, 2)
-        ratio = gland_ml / max(location.coarse_ml, 1e-3)
+        ratio = volume_ml / max(location.coarse_ml, 1e-3)
         signals["localiser_volume_ratio"] = round(ratio, 3)
     offset = midline_offset_mm(mask, centroid, axial)
     signals["midline_offset_mm"] = None if offset is None else round(offset, 2)
@@ -254,13 +255,13 @@ def judge(
     reasons: list[str] = []
     if signals.get("localiser_found") is False:
         reasons.append("the localiser found no gland in the volume")
-    gland_ml = float(signals["gland_ml"])
-    if gland_ml == 0:
+    volume_ml = float(signals["gland_ml"])
+    if volume_ml == 0:
         reasons.append("the mask is empty")
         return Reliability(False, reasons, signals)
     low, high = GLAND_ML_RANGE
-    if not low <= gland_ml <= high:
-        reasons.append(f"gland volume {gland_ml:.1f} ml outside {low:g}-{high:g} ml")
+    if not low <= volume_ml <= high:
+        reasons.append(f"gland volume {volume_ml:.1f} ml outside {low:g}-{high:g} ml")
     for signal in SIGNALS:
         value = signals.get(signal.key)
         if value is not None and signal.fails(float(value), limits[signal.key]):
