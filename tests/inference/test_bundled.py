@@ -34,11 +34,28 @@ def test_models_lists_the_bundled_model(capsys):
         bundled_path("prostate-t1")
 
 
-def test_a_local_path_of_that_name_wins(tmp_path, monkeypatch):
+def test_a_bundled_name_is_never_shadowed_by_a_local_folder(tmp_path, monkeypatch):
+    """A folder named like a bundled model in the working directory (a run of that name)
+    does not replace the bundled file; ``./NAME`` reaches the folder."""
+    from prokd.inference.bundled import model_kind
+
     monkeypatch.chdir(tmp_path)
-    assert resolve_model_path("prostate-t2") == bundled_path("prostate-t2")
+    (tmp_path / "prostate-localiser").mkdir()
     (tmp_path / "prostate-t2").mkdir()
-    assert resolve_model_path("prostate-t2").resolve() == (tmp_path / "prostate-t2").resolve()
+    assert resolve_model_path("prostate-localiser") == bundled_path("prostate-localiser")
+    assert resolve_model_path("prostate-t2") == bundled_path("prostate-t2")
+    assert resolve_model_path("./prostate-t2").resolve() == (tmp_path / "prostate-t2").resolve()
+    kinds = {
+        "prostate-t2": "bundled",
+        "taps": "taps",
+        "teacher.yaml": "declared",
+        "SiteB.onnx": "export",
+        "model.ts": "export",
+        "tests.training.test_experiment:bright_gland": "callable",
+        "runs/teacher": "checkpoint",
+        "runs/teacher/best.pt": "checkpoint",
+    }
+    assert {spec: model_kind(spec) for spec in kinds} == kinds
 
 
 def test_predict_by_name_keeps_the_input_geometry_without_torch(tmp_path):

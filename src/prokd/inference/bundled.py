@@ -13,6 +13,7 @@ from prokd.errors import ProkdError
 
 BUNDLED_DIR = Path(__file__).with_name("bundled")
 BEST = "best.pt"  # the checkpoint a finished run folder stands for
+EXPORT_SUFFIXES = (".onnx", ".ts", ".torchscript")  # files of prokd export (and other ONNX)
 
 # Bundled model name -> one line on what it is (the model card has the rest).
 BUNDLED = {
@@ -41,12 +42,31 @@ def bundled_path(name: str) -> Path:
     return path
 
 
+def model_kind(spec: str | Path) -> str:
+    """What a model spec names, told in this one place, names first: ``bundled`` (a
+    bundled model's name, whatever the working directory holds: ``./NAME`` is a file of
+    that name), ``taps``, ``declared`` (a YAML file declaring an ONNX model and its
+    preprocessing), ``export`` (an exported ``.onnx`` or ``.ts`` file), ``callable``
+    (``module:function``, where no such path exists), or ``checkpoint`` (a ``.pt`` file
+    or a run folder)."""
+    text = str(spec)
+    if text in BUNDLED:
+        return "bundled"
+    if text == "taps":
+        return "taps"
+    if text.endswith((".yaml", ".yml")):
+        return "declared"
+    if text.endswith(EXPORT_SUFFIXES):
+        return "export"
+    if ":" in text and not Path(text).exists():
+        return "callable"
+    return "checkpoint"
+
+
 def resolve_model_path(spec: str | Path) -> Path:
-    """``spec`` as a path, or the bundled model it names (when no file or folder of that
-    name exists in the working directory)."""
-    if str(spec) in BUNDLED and not Path(spec).exists():
-        return bundled_path(str(spec))
-    return Path(spec)
+    """The bundled model's file for a bundled name (never a file or folder of that name in
+    the working directory), else ``spec`` as a path."""
+    return bundled_path(str(spec)) if model_kind(spec) == "bundled" else Path(spec)
 
 
 def model_file(spec: str | Path) -> Path:

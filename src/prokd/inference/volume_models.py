@@ -39,6 +39,7 @@ import SimpleITK as sitk
 from prokd.data.io import file_sha256
 from prokd.data.preprocess import PreprocessSettings
 from prokd.errors import ConfigError
+from prokd.inference.bundled import model_kind
 from prokd.inference.localise import Placement, place, predict_volume
 from prokd.inference.model_files import (
     LoadedModel,
@@ -321,9 +322,6 @@ class SliceVolumeModel:
         return result
 
 
-SLICE_MODEL_SUFFIXES = (".onnx", ".ts", ".torchscript")
-
-
 def taps_model_file() -> Path:
     """The ONNX file inside the installed lavlab-taps package.
 
@@ -383,13 +381,10 @@ def is_volume_model(spec: str) -> bool:
     (``taps``, a ``.yaml`` file, an exported slice model or ``module:function``) rather
     than a prokd run folder, checkpoint or ONNX export with feature taps, whose features
     teach too."""
-    if spec.endswith(".onnx") and onnx_taps(spec):
+    kind = model_kind(spec)
+    if kind == "export" and spec.endswith(".onnx") and onnx_taps(spec):
         return False  # a site teacher file: loaded as a slice teacher with its taps
-    return (
-        spec == "taps"
-        or spec.endswith((".yaml", ".yml", *SLICE_MODEL_SUFFIXES))
-        or (":" in spec and not Path(spec).exists())
-    )
+    return kind in ("taps", "declared", "export", "callable", "bundled")
 
 
 def load_volume_model(spec: str | Path, device: torch.device | str | None = None) -> VolumeModel:
@@ -402,10 +397,10 @@ def load_volume_model(spec: str | Path, device: torch.device | str | None = None
             values, TAPS not installed, or a callable that cannot be imported.
         DataError: an unreadable model file.
     """
-    spec = str(spec)
-    if spec == "taps":
+    spec, kind = str(spec), model_kind(spec)
+    if kind == "taps":
         return OnnxVolumeModel(taps_model_file(), TAPS_PREPROCESSING, "taps", TAPS_THRESHOLD)
-    if spec.endswith((".yaml", ".yml")):
+    if kind == "declared":
         path = Path(spec)
         values = read_yaml(path, "volume model file")
         if isinstance(values, dict) and "slice_onnx" in values:
@@ -417,10 +412,10 @@ def load_volume_model(spec: str | Path, device: torch.device | str | None = None
             )
         model = path.parent / str(values.pop("onnx"))
         return OnnxVolumeModel(model, _preprocessing_from(values, path), name=path.stem)
-    if ":" in spec and not Path(spec).exists():
+    if kind == "callable":
         return CallableVolumeModel(spec)
-    if spec.endswith(SLICE_MODEL_SUFFIXES) and not Path(spec).is_file():
+    if kind == "export" and not Path(spec).is_file():
         raise ConfigError(f"{spec}: model file not found")
     loaded = load_model_file(spec, device)
-    name = Path(spec).stem if spec.endswith(SLICE_MODEL_SUFFIXES) else loaded.name
+    name = Path(spec).stem if kind == "export" else loaded.name
     return SliceVolumeModel.from_loaded(loaded, name)
