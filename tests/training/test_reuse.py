@@ -1,11 +1,8 @@
 """What a step's reuse and an evaluation's reuse depend on: the localiser's contents too,
 where it places the grids (a retrained localiser places them elsewhere)."""
 
-from types import SimpleNamespace
-
 from prokd.data.splits import Split
 from prokd.training.config import config_from_dict
-from prokd.training.experiment_models import ExperimentModel
 from prokd.training.reuse import step_key
 from tests.conftest import tiny_job
 
@@ -21,14 +18,3 @@ def test_the_step_key_holds_the_localiser_digest_where_one_places_the_grids(tmp_
     old = step_key(job, config, SPLIT, "uniform", [], "digest-of-the-old-localiser")
     new = step_key(job, config, SPLIT, "uniform", [], "digest-of-the-retrained-localiser")
     assert old != new and old["placement"] == "digest-of-the-old-localiser"
-
-
-def test_an_evaluation_fingerprint_holds_the_localiser_digest(tmp_path):
-    checkpoint = tmp_path / "best.pt"
-    checkpoint.write_bytes(b"weights")
-    model = ExperimentModel("student", "student", "", [SimpleNamespace(path=checkpoint)])
-    assert model.fingerprint() == model.fingerprint(None)
-    assert model.fingerprint("a") != model.fingerprint("b") != model.fingerprint()
-    volume = SimpleNamespace(fingerprint=lambda: "taps")
-    teacher = ExperimentModel("taps", "teacher", "", [], volume=volume)
-    assert teacher.fingerprint("a") == teacher.fingerprint() == ["taps"]
