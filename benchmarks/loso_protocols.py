@@ -79,9 +79,10 @@ from prokd.evaluation.metrics import volume_metrics
 from prokd.evaluation.qc_calibration import PRIOR_LEVEL, QCRates, choose_level, qc_rates
 from prokd.evaluation.stats import paired_comparison
 from prokd.inference.model_files import load_model_file
+from prokd.inference.pipeline import segment_image
 from prokd.inference.postprocess import probability_mask
 from prokd.inference.reliability import LEVELS
-from prokd.inference.segment import segment_image, with_crop_centre
+from prokd.inference.segment import with_crop_centre
 from prokd.inference.volume_models import load_volume_model
 from prokd.io_atomic import write_json_and_markdown
 from prokd.training.config import load_config

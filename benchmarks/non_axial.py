@@ -26,8 +26,8 @@ from prokd.data.dicom import read_series, series_at
 from prokd.evaluation.bench import cpu_model
 from prokd.evaluation.metrics import dice_score
 from prokd.inference.model_files import load_model_file
+from prokd.inference.pipeline import segment_image
 from prokd.inference.postprocess import probability_mask
-from prokd.inference.segment import segment_image
 from prokd.inference.volume_models import load_volume_model
 from prokd.io_atomic import write_json_and_markdown
 

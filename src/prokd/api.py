@@ -21,7 +21,8 @@ from prokd.data.io import image_from_array
 from prokd.data.validate import check_finite
 from prokd.errors import DataError
 from prokd.inference.model_files import LoadedModel, load_model_file
-from prokd.inference.segment import segment_image, with_crop_centre
+from prokd.inference.pipeline import read_stage, segment_image
+from prokd.inference.segment import with_crop_centre
 
 
 @dataclass
@@ -81,7 +82,7 @@ def segment(
                 Path(image_or_path), f"holds {len(inputs)} volumes; segment one at a time"
             )
         volume = inputs[0] if channel is None else replace(inputs[0], channel=channel)
-        image = volume.read()
+        image = read_stage(volume)
     result = segment_image(loaded, image, postprocess)
     return SegmentResult(
         mask=image_from_array(result.mask, image),

@@ -97,7 +97,8 @@ def test_a_sagittal_volume_is_placed_in_training_as_at_prediction(tmp_path):
     """The cache runs prediction's stages (reslice to axial, localise, cut, place): the
     slices a model trains on are those it would be given at prediction."""
     from prokd.data.io import read_volume
-    from prokd.inference.localise import ModelLocator, place
+    from prokd.inference.localise import ModelLocator
+    from prokd.inference.pipeline import place
 
     case = _sagittal_phantom(tmp_path)
     image = read_volume(case.image)

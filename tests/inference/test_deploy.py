@@ -15,8 +15,8 @@ from prokd.cli import main
 from prokd.data.layouts import find_cases
 from prokd.data.phantom import SITES, generate_case
 from prokd.data.preprocess import PreprocessSettings
-from prokd.inference.localise import predict_volume
 from prokd.inference.model_files import load_model_file
+from prokd.inference.pipeline import predict_volume
 from prokd.inference.trained import model_payload
 from prokd.models import build_model
 from prokd.training.checkpoints import save_checkpoint
@@ -278,7 +278,8 @@ def _with_plan(tmp_path, name, **plan):
 
 def test_a_model_file_carries_its_threshold_and_qc_limits(phantom_study, tmp_path):
     """The mask is cut at the file's threshold and judged at the file's QC limits."""
-    from prokd.inference.segment import segment_image, with_crop_centre
+    from prokd.inference.pipeline import segment_image
+    from prokd.inference.segment import with_crop_centre
 
     shipped = load_model_file("prostate-t2")
     assert shipped.threshold == 0.5 and shipped.qc_limits["mirror_dice"] == 0.8

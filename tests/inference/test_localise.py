@@ -13,10 +13,11 @@ from prokd.data.synth_pelvis import PROSTATE, synthesise
 from prokd.errors import ConfigError
 from prokd.evaluation.metrics import dice_score
 from prokd.inference.bundled import bundled_path
-from prokd.inference.localise import SLICE_MARGIN_MM, ModelLocator, locate_gland, place
+from prokd.inference.localise import SLICE_MARGIN_MM, ModelLocator, locate_gland
 from prokd.inference.model_files import load_model_file
+from prokd.inference.pipeline import place, segment_image
 from prokd.inference.reliability import assess
-from prokd.inference.segment import segment_image, with_crop_centre
+from prokd.inference.segment import with_crop_centre
 from tests.conftest import make_volume
 
 

@@ -8,7 +8,7 @@ import SimpleITK as sitk
 
 from prokd.data.preprocess import axial_view, file_axes
 from prokd.inference.model_files import load_model_file
-from prokd.inference.segment import segment_image
+from prokd.inference.pipeline import segment_image
 from tests.conftest import make_volume
 
 

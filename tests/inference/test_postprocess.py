@@ -93,16 +93,14 @@ def test_a_mask_is_not_reliable_until_assessed():
 
 
 def test_the_mirrored_mask_is_made_like_the_mask():
-    from prokd.inference.localise import VolumePrediction
-    from prokd.inference.segment import prediction_masks
+    from prokd.inference.pipeline import prediction_masks
 
     gland = np.zeros((10, 60, 60), np.float32)
     gland[2:8, 20:40, 20:40] = 0.9
     mirrored = gland.copy()
     mirrored[5, 50:55, 50:55] = 0.9  # a speck post-processing removes
-    pred = VolumePrediction(gland, mirrored, placement=None)
-    mask, mirror = prediction_masks(pred, postprocess=True)
+    mask, mirror = prediction_masks((gland, mirrored), postprocess=True)
     np.testing.assert_array_equal(mask, mirror)
-    _, raw = prediction_masks(pred, postprocess=False)
+    _, raw = prediction_masks((gland, mirrored), postprocess=False)
     assert raw[5, 50:55, 50:55].all()
-    assert prediction_masks(VolumePrediction(gland, None, None), True)[1] is None
+    assert prediction_masks((gland, None), True)[1] is None

@@ -14,8 +14,8 @@ from prokd.cli import main
 from prokd.data.io import read_volume
 from prokd.data.preprocess import PreprocessSettings
 from prokd.errors import ConfigError, DataError
-from prokd.inference.localise import predict_volume
 from prokd.inference.model_files import load_model_file
+from prokd.inference.pipeline import predict_volume
 from prokd.inference.trained import model_payload
 from prokd.inference.volume_models import (
     TAPS_THRESHOLD,

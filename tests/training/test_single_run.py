@@ -13,8 +13,8 @@ from prokd.cli import main
 from prokd.data.io import read_volume
 from prokd.errors import ConfigError, ProkdError
 from prokd.evaluation.bench import bench_model, bench_subject
-from prokd.inference.localise import predict_volume
 from prokd.inference.model_files import load_model_file
+from prokd.inference.pipeline import predict_volume
 from prokd.training.config import config_from_dict
 from prokd.training.runs import prepare_data
 from prokd.training.single_run import train_single

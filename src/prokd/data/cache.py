@@ -12,8 +12,8 @@ import SimpleITK as sitk
 
 from prokd.data.io import Geometry, volume_sha256
 from prokd.data.layouts import Case
-from prokd.data.planes import axial_source
-from prokd.data.preprocess import PreprocessSettings, axial_slab, preprocess_volume
+from prokd.data.placement import AxialVolume, axial_stage, grid_stage
+from prokd.data.preprocess import PreprocessSettings
 from prokd.data.validate import load_case
 from prokd.errors import ConfigError, warn_all
 from prokd.io_atomic import atomic_path
@@ -98,28 +98,21 @@ class PreprocessCache:
         self.root = Path(root)
         self.locator = locator
 
-    def _placed(
-        self, image: sitk.Image, mask: sitk.Image | None, settings: PreprocessSettings
-    ) -> tuple[sitk.Image, sitk.Image | None, tuple[float, float, float] | None]:
-        """Image and mask as the grid sees them, by the stages prediction runs
-        (:func:`prokd.inference.localise.place`): a sagittal or coronal volume resliced to
-        axial (:func:`~prokd.data.planes.axial_source`); for a ``gland`` grid, the
-        localiser run on that and both cut to its slices; and the grid's centre (``None``:
-        the image centre).
+    def _located(
+        self, volume: AxialVolume, settings: PreprocessSettings
+    ) -> tuple[tuple[float, float, float] | None, tuple[int, int] | None]:
+        """Where a ``gland`` grid is centred and which axial slices it keeps, as the
+        locator finds them in the volume's source, as prediction does (``None``, ``None``:
+        not a ``gland`` grid, or no gland found).
 
         Raises:
             ConfigError: a ``gland`` grid without a locator.
         """
-        image, mask = axial_source(image, mask)
         if settings.crop_centre != "gland":
-            return image, mask, None
+            return None, None
         if self.locator is None:
             raise ConfigError("preprocess.crop_centre: gland needs a gland localiser")
-        centre, slices = self.locator.locate(image)
-        if slices is None:
-            return image, mask, None
-        cut_mask = None if mask is None else axial_slab(mask, slices)
-        return axial_slab(image, slices), cut_mask, centre
+        return self.locator.locate(volume.source)
 
     def path_for(self, case: Case, settings: PreprocessSettings) -> Path:
         """Where the entry of ``case`` under ``settings`` lives."""
@@ -136,8 +129,9 @@ class PreprocessCache:
         if not path.exists():
             loaded = load_case(case)
             reference = loaded.mask if case.labelled else None
-            source, reference, centre = self._placed(loaded.image, reference, settings)
-            image, mask, grid = preprocess_volume(source, reference, settings, centre)
+            volume = axial_stage(loaded.image, case.image, reference)  # prediction's stages
+            stack = grid_stage(volume, settings, *self._located(volume, settings))
+            image, mask, grid = stack.slices, stack.mask, stack.grid
             if mask is None:
                 mask = np.zeros(image.shape, dtype=np.uint8)
             with atomic_path(path) as tmp:

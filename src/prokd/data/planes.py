@@ -96,20 +96,3 @@ def axial_reslice(image: sitk.Image, slice_mm: float = AXIAL_SLICE_MM) -> sitk.I
         0.0,
         sitk.sitkFloat32,
     )
-
-
-def axial_source(
-    image: sitk.Image, mask: sitk.Image | None = None
-) -> tuple[sitk.Image, sitk.Image | None]:
-    """The volume axial slices are cut from, in training and in prediction alike: ``image``
-    itself when it was acquired axially, else :func:`axial_reslice` of it; ``mask`` (when
-    given) on the same grid (nearest neighbour)."""
-    if acquisition_plane(image) == "axial":
-        return image, mask
-    source = axial_reslice(image)
-    if mask is None:
-        return source, None
-    resliced = sitk.Resample(
-        mask, source, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID()
-    )
-    return source, resliced

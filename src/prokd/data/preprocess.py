@@ -197,15 +197,18 @@ def axial_slab(image: sitk.Image, slices: tuple[int, int] | None) -> sitk.Image:
     return axial[:, :, first : last + 1]
 
 
-def file_axes(axial: np.ndarray, reference: sitk.Image) -> np.ndarray:
-    """An array on :func:`axial_view` ``(reference)``'s grid, back in ``reference``'s own
-    voxel order (the inverse permutation and flips, exact).
+def file_axes(
+    axial: np.ndarray, reference: sitk.Image, view: sitk.Image | None = None
+) -> np.ndarray:
+    """An array on :func:`axial_view` ``(reference)``'s grid (``view``, when it was computed
+    before), back in ``reference``'s own voxel order (the inverse permutation and flips,
+    exact).
 
     Raises:
         ValueError: the array's shape is not the axial view's.
     """
     code = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(reference.GetDirection())
-    view = axial_view(reference)
+    view = view if view is not None else axial_view(reference)
     expected = tuple(reversed(view.GetSize()))
     if axial.shape != expected:
         raise ValueError(f"array shape {axial.shape} != axial view shape {expected}")

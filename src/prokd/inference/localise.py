@@ -14,29 +14,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
 
 from prokd.data.io import Geometry, file_sha256
 from prokd.data.masks import gland_ml, occupied_slices
-from prokd.data.planes import acquisition_plane, axial_source
 from prokd.data.preprocess import (
     DEFAULT_LOCALISER,
-    PreprocessSettings,
     axial_slab,
     axial_view,
     preprocess_volume,
-    to_original_grid,
 )
 from prokd.errors import ConfigError, DataError
 from prokd.inference.model_files import LoadedModel, load_model_file
 from prokd.inference.postprocess import probability_mask
-from prokd.inference.predict import SliceModel, predict_slices
-
-if TYPE_CHECKING:
-    from torch import nn
+from prokd.inference.predict import predict_slices
 
 COARSE_INPUT_MM = 2.0  # in-plane pixels the localiser's input is averaged down to first
 SLICE_MARGIN_MM = 30.0  # slices kept beyond the localiser's first and last gland slice
@@ -131,77 +124,8 @@ def locate_gland(
     return GlandLocation(tuple(centre), (int(first), int(last)), coarse_ml, mask, grid)
 
 
-@dataclass(frozen=True)
-class Placement:
-    """A volume's slices on the grid its model's settings place, and how they were placed.
-
-    Attributes:
-        slices: the normalised slices, (z, size, size) float32.
-        grid: their slice grid.
-        location: the localiser's finding (``None``: the grid was not placed by it).
-        plane: the series' acquisition plane; a sagittal or coronal series' slices come
-            from an axial volume resliced from it (:func:`~prokd.data.planes.axial_reslice`).
-    """
-
-    slices: np.ndarray
-    grid: Geometry
-    location: GlandLocation | None
-    plane: str
-
-
 def gland_slab(image: sitk.Image, location: GlandLocation | None) -> sitk.Image:
     """The axial view of ``image`` cut to the slices the location keeps (all of them
     without a gland): what the fine model segments and takes its statistics from, so that
     the rest of a long field of view neither costs time nor shifts the normalisation."""
     return axial_slab(image, location.slices if location is not None and location.found else None)
-
-
-def place(
-    image: sitk.Image, settings: PreprocessSettings, location: GlandLocation | None = None
-) -> Placement:
-    """Slice a volume as ``settings`` say: axial slices (resliced from a sagittal or coronal
-    series); with ``crop_centre: gland``, only the slab of the localiser that
-    ``settings.localiser`` names (:func:`gland_slab`), on a grid centred on its gland (the
-    image centre when it finds none). ``location``: a finding to use instead of running
-    the localiser."""
-    plane = acquisition_plane(image)
-    source, _ = axial_source(image)
-    if location is None and settings.crop_centre == "gland":
-        location = locate_gland(source, load_localiser(settings.localiser))
-    centre = location.centre if location is not None else None
-    slices, _, grid = preprocess_volume(gland_slab(source, location), None, settings, centre)
-    return Placement(slices, grid, location, plane)
-
-
-@dataclass
-class VolumePrediction:
-    """A fine pass over a volume: gland probabilities (z, y, x) float32 on its own grid,
-    those of the left-right mirrored slices mirrored back (``None`` unless asked for: a
-    test-time check of the prediction), and how the slices were placed."""
-
-    probabilities: np.ndarray
-    mirrored: np.ndarray | None
-    placement: Placement
-
-
-def predict_volume(
-    model: nn.Module | SliceModel,
-    image: sitk.Image,
-    settings: PreprocessSettings,
-    batch_size: int = 32,
-    mirrored: bool = False,
-    placement: Placement | None = None,
-) -> VolumePrediction:
-    """Gland probabilities of a whole volume on its original grid, from the slices
-    :func:`place` gives (or ``placement``, computed before), zero outside them; with
-    ``mirrored``, also those of the mirrored slices."""
-    placement = placement or place(image, settings)
-
-    def fine(mirror: bool) -> np.ndarray:
-        stack = placement.slices
-        stack = np.ascontiguousarray(stack[..., ::-1]) if mirror else stack
-        probabilities = predict_slices(model, stack, batch_size, settings.context_slices)
-        probabilities = probabilities[..., ::-1] if mirror else probabilities
-        return to_original_grid(probabilities, placement.grid, image)
-
-    return VolumePrediction(fine(False), fine(True) if mirrored else None, placement)

@@ -1,14 +1,14 @@
 """``prokd predict``: segment volume files or DICOM series and write masks (NIfTI, MHA,
 NRRD, DICOM SEG or RT Structure Set) with the input's exact geometry.
 
-Post-processing and QC run on the axial (LPS-oriented) view of the volume, so the mask does
-not depend on the order a file stores its axes in; it goes back to the file's own axes.
+Each volume goes through :mod:`prokd.inference.pipeline` (post-processing and QC run on the
+axial view, so the mask does not depend on the order a file stores its axes in; it goes
+back to the file's own axes); this module plans the outputs and writes them.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,18 +25,12 @@ from prokd.data.io import (
     volume_stem,
     write_volume,
 )
-from prokd.data.planes import check_segmentable
-from prokd.data.preprocess import axial_view, file_axes
 from prokd.errors import DataError, warn_all
-from prokd.inference.localise import VolumePrediction, predict_volume
 from prokd.inference.model_files import LoadedModel, load_model_file
+from prokd.inference.pipeline import read_stage, segment_image
 from prokd.inference.postprocess import (
-    GLAND_THRESHOLD,
     MaskQC,
-    probability_mask,
-    quality_control,
 )
-from prokd.inference.reliability import assess
 from prokd.io_atomic import atomic_path
 
 if TYPE_CHECKING:
@@ -44,61 +38,6 @@ if TYPE_CHECKING:
 
 DICOM_SEG_SUFFIX = ".dcm"
 OUTPUT_FORMATS = {"nifti": ".nii.gz", "dicom-seg": DICOM_SEG_SUFFIX, "rtstruct": DICOM_SEG_SUFFIX}
-
-
-@dataclass
-class Segmentation:
-    """A volume's mask (uint8 0/1) and gland probabilities (float32), both (z, y, x) on the
-    input's own grid, the QC of the mask and the seconds it took."""
-
-    mask: np.ndarray
-    probabilities: np.ndarray
-    qc: MaskQC
-    seconds: float
-
-
-def prediction_masks(
-    pred: VolumePrediction, postprocess: bool, threshold: float = GLAND_THRESHOLD
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """The mask and the mirrored pass's mask (``None`` without one), made alike: at or
-    above ``threshold``, then post-processed if asked, so that QC compares like with
-    like."""
-    mask = probability_mask(pred.probabilities, threshold, postprocess)
-    if pred.mirrored is None:
-        return mask, None
-    return mask, probability_mask(pred.mirrored, threshold, postprocess)
-
-
-def segment_image(
-    model: LoadedModel,
-    image: sitk.Image,
-    postprocess: bool = True,
-    batch_size: int = 32,
-    name: object = "image",
-) -> Segmentation:
-    """Predict one volume; post-process and check the mask on its axial view.
-
-    ``postprocess`` keeps the largest 3D component and fills its holes. A sagittal or
-    coronal series is segmented on an axial volume resliced from it
-    (:func:`~prokd.data.planes.axial_reslice`), the probabilities resampled back onto its
-    own grid. The QC says whether the mask is reliable
-    (:func:`~prokd.inference.reliability.assess`).
-
-    Raises:
-        DataError: naming ``name``, for an image no plane can serve (a single slice).
-    """
-    start = time.perf_counter()
-    check_segmentable(image, name)
-    axial = axial_view(image)
-    pred = predict_volume(model.slice_model, axial, model.settings, batch_size, mirrored=True)
-    prob = pred.probabilities
-    mask, mirrored = prediction_masks(pred, postprocess, model.threshold)
-    qc = quality_control(mask, tuple(reversed(axial.GetSpacing())))
-    verdict = assess(mask, prob, mirrored, pred.placement.location, axial, model.qc_limits)
-    qc.reliable, qc.reasons, qc.signals = verdict.reliable, verdict.reasons, verdict.signals
-    qc.plane = pred.placement.plane
-    mask, prob = file_axes(mask, image), file_axes(prob, image)
-    return Segmentation(mask, prob, qc, time.perf_counter() - start)
 
 
 @dataclass
@@ -234,7 +173,7 @@ def segment_file(
 ) -> Segmented:
     """Predict one volume; write mask (uint8 0/1; ``output_format`` as for
     :func:`write_mask`), optional probabilities and the QC sidecar."""
-    image = volume.read()
+    image = read_stage(volume)
     result = segment_image(model, image, postprocess, batch_size, volume.path)
     write_mask(result.mask, image, volume, mask_path, model.label, output_format)
     if probabilities:

@@ -40,7 +40,6 @@ from prokd.data.io import file_sha256
 from prokd.data.preprocess import PreprocessSettings
 from prokd.errors import ConfigError
 from prokd.inference.bundled import model_kind
-from prokd.inference.localise import Placement, place, predict_volume
 from prokd.inference.model_files import (
     LoadedModel,
     load_model_file,
@@ -48,6 +47,7 @@ from prokd.inference.model_files import (
     onnx_session,
     onnx_taps,
 )
+from prokd.inference.pipeline import Placement, place, predict_volume
 from prokd.inference.predict import SliceModel
 from prokd.yaml_files import read_yaml
 

@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 from prokd.data.inputs import find_inputs
 from prokd.errors import DataError
 from prokd.inference.model_files import LoadedModel
-from prokd.inference.segment import segment_image
+from prokd.inference.pipeline import read_stage, segment_image
 from prokd.io_atomic import atomic_folder
 
 
@@ -84,7 +84,7 @@ def process_study(
     if len(inputs) != 1:
         raise DataError(instances_dir, f"{len(inputs)} patients share one study UID")
     volume = inputs[0]
-    image = volume.read()
+    image = read_stage(volume)
     result = segment_image(model, image, name=volume.series.label)
     sidecar = {
         "study": study_uid,
