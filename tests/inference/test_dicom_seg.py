@@ -140,3 +140,42 @@ def test_an_output_folder_gets_one_seg_per_study(shared_data, tmp_path, capsys):
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     stem = "ProstateX-0000/07-07-2011/4.000000-t2tsetra-00702"
     assert written == [f"{stem}.dcm", f"{stem}.qc.json"]
+
+
+@pytest.mark.parametrize("plane", ["sagittal", "coronal"])
+def test_a_seg_of_a_sagittal_or_coronal_series_is_its_mask(plane, tmp_path):
+    """A non-axial series (the phantom written as one): the SEG's frames are the NIfTI
+    mask on the series' own grid, slice for slice."""
+    from prokd.data.dicom_write import StudyIdentity, write_series
+    from tests.conftest import phantom_in_plane
+
+    image, _ = phantom_in_plane(plane)
+    scaled = sitk.Cast(sitk.Clamp(image, lowerBound=0), sitk.sitkUInt16)
+    write_series(scaled, tmp_path / "series", StudyIdentity.named(f"P-{plane}"), 3, f"t2_{plane}")
+    series = series_at(tmp_path / "series")
+    assert series.plane == plane
+    argv = ["predict", "prostate-t2", str(tmp_path / "series")]
+    assert main([*argv, str(tmp_path / "mask.nii.gz")]) == 0
+    assert main([*argv, str(tmp_path / "seg.dcm")]) == 0
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    sources = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in series.files]
+    frames = seg.get_pixels_by_source_instance(sources, segment_numbers=[1])[..., 0]
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "mask.nii.gz")))
+    assert mask.sum() > 1000
+    np.testing.assert_array_equal(frames, mask)
+
+
+def test_a_seg_of_an_empty_mask_is_valid_and_empty(phantom_study, tmp_path):
+    from prokd.inference.dicom_seg import write_dicom_seg
+
+    series = series_at(phantom_study.folder)
+    empty = np.zeros((len(series.files), series.rows, series.columns), np.uint8)
+    write_dicom_seg(empty, series, tmp_path / "empty.dcm", "prostate-t2")
+    seg = hd.seg.segread(tmp_path / "empty.dcm")
+    sources = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in series.files]
+    frames = seg.get_pixels_by_source_instance(sources, segment_numbers=[1])
+    assert frames.shape[0] == len(series.files) and not frames.any()
+    if dciodvfy() is not None:
+        assert not [
+            line for line in dciodvfy_report(tmp_path / "empty.dcm") if line.startswith("Error")
+        ]
