@@ -43,9 +43,10 @@ orthanc:
 	@if command -v Orthanc >/dev/null || test -x /usr/sbin/Orthanc; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q orthanc >/dev/null || \
-		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q orthanc >/dev/null; }; \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q orthanc >/dev/null; } || \
+		echo "make test: apt-get could not install Orthanc; the DICOM node tests will skip (fail under CI)"; \
 	else echo "make test: Orthanc is not installed and cannot be here (needs root and apt-get);" \
-		"the DICOM node tests will skip"; fi
+		"the DICOM node tests will skip (fail under CI)"; fi
 
 # Rebuilds the bundled model from the real data in ../shared/data, TAPS teaching
 # (docs/model-card.md). Not part of demo or test: the committed file is what ships.
