@@ -13,7 +13,8 @@ Each repeat runs, in turn:
   Orthanc (the node's status file: ``received`` and ``delivered_at``);
 - ``single``: one study sent alone to a fresh node, received to SEG in Orthanc;
 - ``sigkill`` (once, after the repeats): the same burst, the node SIGKILLed after its first
-  delivery, restarted, and every study's SEG count in Orthanc checked.
+  delivery and restarted, Orthanc's failed sends resubmitted (a PACS retries), and every
+  study's SEG count in Orthanc checked.
 
 Throughput is studies per minute; the ratio node / predict is taken within each repeat and
 its median reported. Targets (issue 32): every study exactly one SEG, nothing lost or
@@ -147,6 +148,17 @@ def _single_latency(tmp: Path, orthanc: Orthanc, port: int, study: str, quiet: f
     return max(row["delivered_at"].values()) - row["received"]
 
 
+def _resend_failed(orthanc: Orthanc, resent: set[str]) -> None:
+    """Resubmit Orthanc's send jobs that failed and were not resubmitted yet, as a PACS
+    retries a send the receiving node cut short."""
+    for job_id in orthanc.get("/jobs"):
+        job = orthanc.get(f"/jobs/{job_id}")
+        if job.get("Type") == "DicomModalityStore" and job["State"] == "Failure":
+            if job_id not in resent:
+                resent.add(job_id)
+                orthanc.post(f"/jobs/{job_id}/resubmit", {})
+
+
 def _sigkill_burst(tmp: Path, orthanc: Orthanc, port: int, studies: list[str], quiet: float):
     work = tmp / "work-sigkill"
     node = _Node(work, port, orthanc, quiet).start()
@@ -157,13 +169,25 @@ def _sigkill_burst(tmp: Path, orthanc: Orthanc, port: int, studies: list[str], q
     delivered_before = node.status()["counts"].get("done", 0)
     node.stop(signal.SIGKILL)
     restarted = _Node(work, port, orthanc, quiet).start()
+    resent: set[str] = set()
     try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:
+            _resend_failed(orthanc, resent)
+            status = restarted.status()["counts"]
+            if status.get("done", 0) + status.get("failed", 0) >= len(studies):
+                break
+            time.sleep(0.2)
         restarted.wait_done(len(studies))
     finally:
         restarted.stop()
     time.sleep(2)  # anything delivered twice shows in Orthanc by now
     counts = [len(orthanc.instances_of_modality(s, "SEG")) for s in studies]
-    return {"done_before_kill": delivered_before, "segs_per_study": counts}
+    return {
+        "done_before_kill": delivered_before,
+        "sends_resubmitted": len(resent),
+        "segs_per_study": counts,
+    }
 
 
 def _delete_results(orthanc: Orthanc, studies: list[str]) -> None:
@@ -264,7 +288,8 @@ def _markdown(result: dict, per_minute: list[tuple[float, float]]) -> str:
         "",
         f"SIGKILL during a burst: the node was killed as soon as its log said it had sent "
         f"its first SEG ({sigkill['done_before_kill']} study(ies) marked done in its status "
-        "file then), restarted on the same work folder; "
+        "file then) and restarted on the same work folder; Orthanc's sends that failed "
+        f"meanwhile were resubmitted, as a PACS retries ({sigkill['sends_resubmitted']}); "
         f"SEGs per study in Orthanc afterwards: {sigkill['segs_per_study']} "
         f"(exactly one each: {result['sigkill_one_seg_per_study']}).",
     ]

@@ -151,14 +151,17 @@ class Node:
         )
 
     def _recover(self) -> None:
-        """Queue every study received and not delivered, or changed since it was."""
+        """Queue every study received and not delivered, or changed since it was. Each
+        waits one quiet period from now: a transfer the stop cut short leaves part of a
+        study, which the sender's retry completes within that time."""
+        restarted = time.time()
         for study_uid in self.work.study_uids():
             state = self.work.load_state(study_uid)
             self.states[study_uid] = state
             last = self.work.last_received(study_uid)
             if state.state not in ("done", "failed") or last > state.received:
                 state.state = "queued"
-                self.pending[study_uid] = last
+                self.pending[study_uid] = restarted
         self._write_status()
 
     # -- scheduling ----------------------------------------------------------------------
