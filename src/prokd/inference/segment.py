@@ -27,7 +27,7 @@ from prokd.data.io import (
 )
 from prokd.errors import DataError, warn_all
 from prokd.inference.model_files import LoadedModel, load_model_file
-from prokd.inference.pipeline import read_stage, segment_image
+from prokd.inference.pipeline import Segmentation, read_stage, segment_image
 from prokd.inference.postprocess import (
     MaskQC,
 )
@@ -178,7 +178,17 @@ def segment_file(
     write_mask(result.mask, image, volume, mask_path, model.label, output_format)
     if probabilities:
         write_volume(image_from_array(result.probabilities, image), probability_path(mask_path))
-    sidecar = {
+    with atomic_path(qc_path(mask_path)) as tmp:
+        tmp.write_text(json.dumps(qc_record(volume, model, result, postprocess), indent=1))
+    return Segmented(volume, mask_path, result.seconds, result.qc)
+
+
+def qc_record(
+    volume: VolumeInput, model: LoadedModel, result: Segmentation, postprocess: bool
+) -> dict[str, object]:
+    """The QC sidecar of one prediction: its input, series, model, time and QC (what
+    ``<mask>.qc.json`` holds, and the DICOM node's ``qc.json``)."""
+    return {
         "source": str(volume.path),
         **({"series": volume.series.summary()} if volume.series else {}),
         "model": model.name,
@@ -187,9 +197,6 @@ def segment_file(
         "seconds": result.seconds,
         **result.qc.as_dict(),
     }
-    with atomic_path(qc_path(mask_path)) as tmp:
-        tmp.write_text(json.dumps(sidecar, indent=1))
-    return Segmented(volume, mask_path, result.seconds, result.qc)
 
 
 def with_crop_centre(model: LoadedModel, crop_centre: str | None) -> LoadedModel:

@@ -245,7 +245,7 @@ class Node:
                 )
             except ProkdError as err:
                 reason = getattr(err, "problem", str(err))  # a DataError's path is our folder
-                self._fail(study_uid, reason, replace(state, state="failed"))
+                self._fail(study_uid, reason, state)
                 return
             verdict = (
                 "reliable" if outcome.reliable else "NOT reliable: " + "; ".join(outcome.reasons)

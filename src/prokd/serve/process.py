@@ -20,6 +20,7 @@ from prokd.data.inputs import find_inputs
 from prokd.errors import DataError
 from prokd.inference.model_files import LoadedModel
 from prokd.inference.pipeline import read_stage, segment_image
+from prokd.inference.segment import qc_record
 from prokd.io_atomic import atomic_folder
 
 
@@ -86,13 +87,6 @@ def process_study(
     volume = inputs[0]
     image = read_stage(volume)
     result = segment_image(model, image, name=volume.series.label)
-    sidecar = {
-        "study": study_uid,
-        "series": volume.series.summary(),
-        "model": model.name,
-        "seconds": result.seconds,
-        **result.qc.as_dict(),
-    }
     with atomic_folder(out_dir) as staging:
         _write_outputs(
             staging,
@@ -104,20 +98,14 @@ def process_study(
             model.label,
             lambda what: result_uid(study_uid, digest, what),
         )
+        sidecar = {"study": study_uid, **qc_record(volume, model, result, postprocess=True)}
         (staging / "qc.json").write_text(json.dumps(sidecar, indent=1))
-    files = tuple(sorted(p for p in out_dir.iterdir() if p.suffix == ".dcm"))
-    return StudyOutcome(
-        files,
-        volume.series.label,
-        result.qc.gland_ml,
-        result.qc.reliable,
-        tuple(result.qc.reasons),
-        result.seconds,
-    )
+    return outcome_of(out_dir)
 
 
 def outcome_of(out_dir: Path) -> StudyOutcome:
-    """The outcome of results made before (a restart reuses them, not remaking them)."""
+    """The outcome the results in ``out_dir`` record (just made, or made before a
+    restart, which reuses them)."""
     qc = json.loads((out_dir / "qc.json").read_text())
     files = tuple(sorted(p for p in out_dir.iterdir() if p.suffix == ".dcm"))
     return StudyOutcome(
