@@ -48,6 +48,7 @@ from prokd.inference.model_files import (
     onnx_taps,
 )
 from prokd.inference.pipeline import Placement, place, predict_volume
+from prokd.inference.postprocess import GLAND_THRESHOLD
 from prokd.inference.predict import SliceModel
 from prokd.yaml_files import read_yaml
 
@@ -124,7 +125,7 @@ class OnnxVolumeModel:
         path: str | Path,
         preprocessing: VolumePreprocessing,
         name: str = "",
-        threshold: float = 0.5,
+        threshold: float = GLAND_THRESHOLD,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
@@ -232,7 +233,7 @@ class CallableVolumeModel:
             raise ConfigError(f"{spec}: module {module_name!r} has no function {function_name!r}")
         self.name, self.function = spec, function
         self.kind = "volume model"
-        self.threshold = 0.5
+        self.threshold = GLAND_THRESHOLD
         self.last_seconds = 0.0
         self.source = Path(module.__file__) if getattr(module, "__file__", None) else None
 
@@ -293,18 +294,25 @@ class SliceVolumeModel:
         fingerprint: str,
         kind: str,
         shared: SharedSlices | None = None,
+        threshold: float = GLAND_THRESHOLD,
     ) -> None:
-        self.name, self.kind, self.threshold = name, kind, 0.5
+        self.name, self.kind, self.threshold = name, kind, threshold
         self.slice_model, self.settings, self._fingerprint = slice_model, settings, fingerprint
         self.shared = shared or SharedSlices()
         self.last_seconds = 0.0
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel, name: str | None = None) -> SliceVolumeModel:
-        """A model file loaded by :func:`~prokd.inference.model_files.load_model_file`."""
+        """A model file loaded by :func:`~prokd.inference.model_files.load_model_file`, cut
+        at the threshold its plan carries."""
         fingerprint = f"{file_sha256(loaded.path)}:{loaded.settings.fingerprint()}"
         return cls(
-            name or loaded.name, loaded.slice_model, loaded.settings, fingerprint, loaded.kind
+            name or loaded.name,
+            loaded.slice_model,
+            loaded.settings,
+            fingerprint,
+            loaded.kind,
+            threshold=loaded.threshold,
         )
 
     def fingerprint(self) -> str:
