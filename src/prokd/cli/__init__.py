@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
+from prokd.cli.bank_command import add_bank_parser
 from prokd.cli.data_commands import add_data_parsers
 from prokd.cli.registry import COMMANDS, command
 from prokd.cli.serve_command import add_serve_parser
@@ -344,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="experiment or training run folder")
 
     add_data_parsers(sub)
+    add_bank_parser(sub)
     add_serve_parser(sub)
     return parser
 

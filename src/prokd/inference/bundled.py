@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prokd.data.view_store import is_bank
 from prokd.errors import ProkdError
 
 BUNDLED_DIR = Path(__file__).with_name("bundled")
@@ -47,8 +48,8 @@ def model_kind(spec: str | Path) -> str:
     bundled model's name, whatever the working directory holds: ``./NAME`` is a file of
     that name), ``taps``, ``declared`` (a YAML file declaring an ONNX model and its
     preprocessing), ``export`` (an exported ``.onnx`` or ``.ts`` file), ``callable``
-    (``module:function``, where no such path exists), or ``checkpoint`` (a ``.pt`` file
-    or a run folder)."""
+    (``module:function``, where no such path exists), ``bank`` (a view bank folder: its
+    teacher's maps, ``prokd bank``), or ``checkpoint`` (a ``.pt`` file or a run folder)."""
     text = str(spec)
     if text in BUNDLED:
         return "bundled"
@@ -60,6 +61,8 @@ def model_kind(spec: str | Path) -> str:
         return "export"
     if ":" in text and not Path(text).exists():
         return "callable"
+    if is_bank(text):
+        return "bank"
     return "checkpoint"
 
 

@@ -39,6 +39,7 @@ import SimpleITK as sitk
 from prokd.data.io import file_sha256
 from prokd.data.preprocess import PreprocessSettings
 from prokd.errors import ConfigError
+from prokd.inference.bank_model import BankVolumeModel
 from prokd.inference.bundled import model_kind
 from prokd.inference.model_files import (
     LoadedModel,
@@ -392,13 +393,14 @@ def is_volume_model(spec: str) -> bool:
     kind = model_kind(spec)
     if kind == "export" and spec.endswith(".onnx") and onnx_taps(spec):
         return False  # a site teacher file: loaded as a slice teacher with its taps
-    return kind in ("taps", "declared", "export", "callable", "bundled")
+    return kind in ("taps", "declared", "export", "callable", "bundled", "bank")
 
 
 def load_volume_model(spec: str | Path, device: torch.device | str | None = None) -> VolumeModel:
     """The model ``spec`` names: ``taps``, a YAML file declaring an ONNX model and its
-    preprocessing, ``module:function``, or any model file ``prokd predict`` takes (a
-    bundled model's name, a checkpoint, a run folder, an exported ``.onnx`` or ``.ts``).
+    preprocessing, ``module:function``, a view bank folder (its teacher's maps), or any
+    model file ``prokd predict`` takes (a bundled model's name, a checkpoint, a run folder,
+    an exported ``.onnx`` or ``.ts``).
 
     Raises:
         ConfigError: naming the file or key: a missing file, bad YAML, unknown keys, bad
@@ -422,6 +424,8 @@ def load_volume_model(spec: str | Path, device: torch.device | str | None = None
         return OnnxVolumeModel(model, _preprocessing_from(values, path), name=path.stem)
     if kind == "callable":
         return CallableVolumeModel(spec)
+    if kind == "bank":
+        return BankVolumeModel(spec)
     if kind == "export" and not Path(spec).is_file():
         raise ConfigError(f"{spec}: model file not found")
     loaded = load_model_file(spec, device)

@@ -44,6 +44,10 @@ class SourceConfig:
 
     ``mask_as_teacher``: the masks are exact (images synthesised from label maps), so volume
     teachers are not run on these cases; the mask stands in for every volume teacher's map.
+
+    ``bank``: ``root`` is a view bank (``prokd bank``); its views (of ``bank_sources`` only,
+    when given) are unlabelled training data, each on its patient's side of the split: a
+    view of a validation or test patient never trains.
     """
 
     root: str
@@ -52,6 +56,8 @@ class SourceConfig:
     labelled: bool = True
     channel: int | None = None  # T2 channel of 4D images in a plain folder (MSD imagesTs: 0)
     mask_as_teacher: bool = False
+    bank: bool = False
+    bank_sources: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -367,6 +373,12 @@ def config_from_dict(values: dict[str, Any] | None) -> Config:
     if "best-teacher" in e.baselines and not e.strategies:
         raise ConfigError("experiment.baselines: best-teacher needs procedure 2's teachers")
     for i, source in enumerate(config.data.sources):
+        if source.bank and source.labelled:
+            raise ConfigError(
+                f"data.sources[{i}].bank: a view bank's views are unlabelled; set labelled: false"
+            )
+        if source.bank_sources and not source.bank:
+            raise ConfigError(f"data.sources[{i}].bank_sources: only for a bank (bank: true)")
         if source.mask_as_teacher and not source.labelled:
             raise ConfigError(
                 f"data.sources[{i}].mask_as_teacher: {source.root} is unlabelled (labelled: "

@@ -24,6 +24,7 @@ from prokd.data.splits import (
     hold_back_labels,
     split_by_site,
 )
+from prokd.data.view_store import bank_cases
 from prokd.distill.volume_teachers import slice_grid_probabilities
 from prokd.errors import ConfigError
 from prokd.inference.localise import ModelLocator
@@ -110,6 +111,8 @@ def source_cases(source: SourceConfig) -> list[Case]:
     Raises:
         DataError: unreadable folder or layout.
     """
+    if source.bank:
+        return bank_cases(source.root, source.bank_sources)
     cases = (
         find_cases(source.root, source.layout)[1]
         if source.labelled
@@ -126,6 +129,35 @@ def source_cases(source: SourceConfig) -> list[Case]:
         )
         for c in cases
     ]
+
+
+def _without_held_out_patients(
+    unlabelled: list[Case], cases: list[Case], split: Split
+) -> list[Case]:
+    """The unlabelled volumes less those of a validation or test patient (a view bank's
+    views of them): they would put those patients' images into training."""
+    held_out = {c.patient for c in cases if c.case_id in {*split.val, *split.test}}
+    return [c for c in unlabelled if c.patient not in held_out]
+
+
+def config_cases(config: Config) -> list[Case]:
+    """Every volume a config's data names, labelled first (``data.root`` and labelled
+    sources), then unlabelled (``data.unlabelled`` and unlabelled sources), view banks
+    left out.
+
+    Raises:
+        ConfigError: the config names no data.
+        DataError: an unreadable folder.
+    """
+    data = config.data
+    cases = find_cases(data.root, data.layout)[1] if data.root else []
+    sources = [s for s in data.sources if not s.bank]
+    cases += [c for s in sources if s.labelled for c in source_cases(s)]
+    cases += [c for folder in data.unlabelled for c in unlabelled_cases(folder)]
+    cases += [c for s in sources if not s.labelled for c in source_cases(s)]
+    if not cases:
+        raise ConfigError("data: no volume (set data.root or add data.sources)")
+    return cases
 
 
 def prepare_data(config: Config, data_root: str | None = None) -> PreparedData:
@@ -162,6 +194,7 @@ def prepare_data(config: Config, data_root: str | None = None) -> PreparedData:
         split = hold_back_labels(cases, split, s.labelled_per_site, s.seed)
     unlabelled = [case for folder in config.data.unlabelled for case in unlabelled_cases(folder)]
     unlabelled += [c for source in sources if not source.labelled for c in source_cases(source)]
+    unlabelled = _without_held_out_patients(unlabelled, cases, split)
     ids = [c.case_id for c in cases + unlabelled]
     if len(set(ids)) != len(ids):
         duplicate = next(i for i in ids if ids.count(i) > 1)
