@@ -97,3 +97,31 @@ def test_the_t_interval_is_the_textbook_one():
     half = stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)
     np.testing.assert_allclose(t_interval(values), [mean - half, mean + half])
     assert t_interval([0.5]) == [0.5, 0.5] and t_interval([0.2, 0.2]) == [0.2, 0.2]
+
+
+def test_patient_level_comparison_against_a_hand_computation():
+    """Three patients: p1 with two volumes (its simulated versions), p2 with three, p3
+    with one. Each patient's mean difference is one observation: (0.1 + 0.3) / 2 = 0.2,
+    (-0.1 + 0.0 + 0.1) / 3 = 0.0, 0.4; mean 0.2, sample std 0.2, t 95% CI 0.2 +- t(0.975,
+    2) * 0.2 / sqrt(3) with t(0.975, 2) = 4.302653, p from t = 0.2 / (0.2 / sqrt 3) = 1.732
+    on 2 degrees of freedom: 0.2254. Pooling the six volumes would say n = 6."""
+    from prokd.evaluation.stats import patient_level_comparison
+
+    pairs = [
+        ("p1", 0.8, 0.7),
+        ("p1", 0.6, 0.3),
+        ("p2", 0.5, 0.6),
+        ("p2", 0.5, 0.5),
+        ("p2", 0.7, 0.6),
+        ("p3", 0.9, 0.5),
+    ]
+    result = patient_level_comparison(pairs)
+    assert result["n_patients"] == 3 and result["n_volumes"] == 6
+    assert result["mean"] == pytest.approx(0.2)
+    assert result["std"] == pytest.approx(0.2)
+    half = 4.302653 * 0.2 / np.sqrt(3)
+    assert result["ci"] == pytest.approx([0.2 - half, 0.2 + half], abs=1e-6)
+    assert result["p"] == pytest.approx(0.2254, abs=1e-4)
+    assert result["wins"] == 2  # p1 and p3; p2's mean difference is 0
+    with pytest.raises(ValueError):
+        patient_level_comparison([])

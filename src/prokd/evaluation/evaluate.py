@@ -88,7 +88,7 @@ def evaluate_cases(
                         f"{case.case_id}/probability": probabilities[k].astype(np.float32),
                     }
                 )
-            row = {"model": name, "case": case.case_id, "site": case.site}
+            row = {"model": name, "case": case.case_id, "site": case.site, "patient": case.patient}
             results[name].rows.append({**row, **metrics.as_dict(), "seconds": seconds, **ceiling})
     return results
 

@@ -3,7 +3,9 @@ tests, Holm's correction.
 
 Within one run the volumes are the units (:func:`paired_comparison`). Over several seeds the
 seed is the unit of replication (:func:`seed_level_comparison`): the same test volume under
-several seeds is one volume, not several.
+several seeds is one volume, not several. Over the test volumes of several folds the patient
+is the unit (:func:`patient_level_comparison`): a patient's volumes (two acquisitions, its
+simulated protocols) are one patient, not several.
 
 One convention throughout prokd: a standard deviation is the sample standard deviation
 (``ddof=1``), 0 for a single value.
@@ -113,6 +115,37 @@ def seed_level_comparison(pairs: Sequence[tuple[int, str, float, float]]) -> dic
         "wins": int((means > 0).sum()),
         "ties": int((means == 0).sum()),
         "volume_p": _wilcoxon(volume_means),
+    }
+
+
+def patient_level_comparison(pairs: Sequence[tuple[str, float, float]]) -> dict[str, Any]:
+    """Compare models a and b with the patient as the unit: ``pairs`` holds ``(patient,
+    score a, score b)`` for every test volume (and seed); each patient's mean difference is
+    one observation.
+
+    Returns:
+        ``n_patients``, ``n_volumes``, the mean over patients of their mean differences, its
+        sample std, the t 95% CI, the one-sample t-test p (``None`` for one patient), the
+        Wilcoxon signed-rank p over patients, and ``wins``: patients where a is higher.
+
+    Raises:
+        ValueError: no pairs.
+    """
+    if not pairs:
+        raise ValueError("a patient-level comparison needs at least one volume")
+    by_patient: dict[str, list[float]] = {}
+    for patient, a, b in pairs:
+        by_patient.setdefault(patient, []).append(a - b)
+    means = np.array([np.mean(v) for v in by_patient.values()])
+    return {
+        "n_patients": len(means),
+        "n_volumes": len(pairs),
+        "mean": float(means.mean()),
+        "std": sample_std(means),
+        "ci": t_interval(means),
+        "p": _one_sample_t(means),
+        "wilcoxon_p": _wilcoxon(means),
+        "wins": int((means > 0).sum()),
     }
 
 

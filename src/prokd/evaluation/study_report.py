@@ -189,6 +189,43 @@ def seed_comparison_rows(
     return header, body
 
 
+def patient_comparison_rows(
+    comparisons: list[dict[str, Any]], regime: str
+) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of one regime's patient-level comparisons (see
+    :func:`~prokd.evaluation.stats.patient_level_comparison`)."""
+    header = [
+        "comparison",
+        "patients",
+        "volumes",
+        "mean a - b",
+        "std over patients",
+        "95% CI (t)",
+        "patients a wins",
+        "p (t, patients)",
+        "p (Wilcoxon, patients)",
+    ]
+    body = []
+    for c in comparisons:
+        if c["regime"] != regime or "patients" not in c:
+            continue
+        p = c["patients"]
+        body.append(
+            [
+                c["name"],
+                str(p["n_patients"]),
+                str(p["n_volumes"]),
+                f"{p['mean']:+.3f}",
+                f"{p['std']:.3f}",
+                f"[{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]",
+                str(p["wins"]),
+                _p(p["p"]),
+                _p(p["wilcoxon_p"]),
+            ]
+        )
+    return header, body
+
+
 def _regime_blocks(
     regime: str, r: dict[str, Any], comparisons: list[dict[str, Any]]
 ) -> list[Block]:
@@ -216,6 +253,13 @@ def _regime_blocks(
             "where it is the compared model itself counts as a tie.",
         ),
         ("table", *seed_comparison_rows(comparisons, regime)),
+        (
+            "p",
+            "The same with the patient as the unit: each patient's mean difference over its "
+            "test volumes and seeds is one observation (a patient's several volumes are one "
+            "patient).",
+        ),
+        ("table", *patient_comparison_rows(comparisons, regime)),
     ]
 
 

@@ -48,6 +48,10 @@ class SourceConfig:
     ``bank``: ``root`` is a view bank (``prokd bank``); its views (of ``bank_sources`` only,
     when given) are unlabelled training data, each on its patient's side of the split: a
     view of a validation or test patient never trains.
+
+    ``test_only``: the masks only score: its cases are the test set when their site is
+    ``split.test_site`` and take no other part (e.g. AI-made reference masks of volumes
+    whose images train, unlabelled, in the other folds of a leave-one-source-out study).
     """
 
     root: str
@@ -58,6 +62,7 @@ class SourceConfig:
     mask_as_teacher: bool = False
     bank: bool = False
     bank_sources: tuple[str, ...] = ()
+    test_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class DataConfig:
     cache_dir: str | None = None  # default: $PROKD_CACHE or ~/.cache/prokd
     unlabelled: tuple[str, ...] = ()  # folders of volumes distilled students use without masks
     sources: tuple[SourceConfig, ...] = ()
+    exclude_sites: tuple[str, ...] = ()  # no case of these sites, labelled or not, is used
 
 
 @dataclass(frozen=True)
@@ -379,6 +385,12 @@ def config_from_dict(values: dict[str, Any] | None) -> Config:
             )
         if source.bank_sources and not source.bank:
             raise ConfigError(f"data.sources[{i}].bank_sources: only for a bank (bank: true)")
+        if source.test_only and not source.labelled:
+            raise ConfigError(f"data.sources[{i}].test_only: {source.root} is unlabelled")
+        if source.test_only and config.split.test_site is None:
+            raise ConfigError(
+                f"data.sources[{i}].test_only: needs split.test_site (its cases only test)"
+            )
         if source.mask_as_teacher and not source.labelled:
             raise ConfigError(
                 f"data.sources[{i}].mask_as_teacher: {source.root} is unlabelled (labelled: "

@@ -74,6 +74,7 @@ def experiment_results(
 # adaptive student; it may be the uniform one, and that comparison is then a tie).
 COMPARISONS = (
     ("p1 vs no-KD", "student-kd-p1", "student-nokd"),
+    ("p1 vs teacher", "student-kd-p1", "teacher"),
     ("adaptive vs no-KD", "chosen", "student-nokd"),
     ("adaptive vs uniform", "chosen", "student-kd-p2-uniform"),
     ("adaptive vs pooled procedure 1", "chosen", "student-kd-p1"),
@@ -88,6 +89,13 @@ def case_dice(evaluation_dir: Path) -> dict[str, float]:
     """Test Dice per case (case id -> Dice) from an evaluation's ``metrics.csv``."""
     with open(Path(evaluation_dir) / "metrics.csv", newline="") as handle:
         return {row["case"]: float(row["dice"]) for row in csv.DictReader(handle)}
+
+
+def case_patients(evaluation_dir: Path) -> dict[str, str]:
+    """The patient of every case (case id -> patient) of an evaluation's ``metrics.csv``
+    (the case itself where the file predates the patient column)."""
+    with open(Path(evaluation_dir) / "metrics.csv", newline="") as handle:
+        return {row["case"]: row.get("patient") or row["case"] for row in csv.DictReader(handle)}
 
 
 def paired_scores(

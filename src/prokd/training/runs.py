@@ -163,6 +163,9 @@ def config_cases(config: Config) -> list[Case]:
 def prepare_data(config: Config, data_root: str | None = None) -> PreparedData:
     """Find the cases of the configured dataset, split them, and list the unlabelled volumes.
 
+    No volume of a ``split.test_site`` or of ``data.exclude_sites`` trains, labelled or not
+    (unlabelled folders and view banks included); ``test_only`` sources' cases only test.
+
     Raises:
         ConfigError: no data folder given in the config or on the command line, or an
             unknown ``split.test_site``.
@@ -182,6 +185,13 @@ def prepare_data(config: Config, data_root: str | None = None) -> PreparedData:
         case.case_id for source, found in labelled if source.mask_as_teacher for case in found
     )
     s = config.split
+    test_only = {c.case_id for source, found in labelled if source.test_only for c in found}
+    cases = [
+        c
+        for c in cases
+        if c.site not in config.data.exclude_sites
+        and (c.case_id not in test_only or c.site == s.test_site)
+    ]
     if s.test_site is not None and s.test_case is not None:
         raise ConfigError("split: give test_site or test_case, not both")
     if s.test_site is not None:
@@ -194,6 +204,8 @@ def prepare_data(config: Config, data_root: str | None = None) -> PreparedData:
         split = hold_back_labels(cases, split, s.labelled_per_site, s.seed)
     unlabelled = [case for folder in config.data.unlabelled for case in unlabelled_cases(folder)]
     unlabelled += [c for source in sources if not source.labelled for c in source_cases(source)]
+    left_out = {*config.data.exclude_sites, s.test_site}  # a held-out site trains in no way
+    unlabelled = [c for c in unlabelled if c.site not in left_out]
     unlabelled = _without_held_out_patients(unlabelled, cases, split)
     ids = [c.case_id for c in cases + unlabelled]
     if len(set(ids)) != len(ids):

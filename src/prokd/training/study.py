@@ -27,15 +27,21 @@ import torch
 
 from prokd.errors import ConfigError, ProkdError
 from prokd.evaluation.bench import VOLUME_SLICES, bench_model, bench_subject, cpu_model
-from prokd.evaluation.stats import describe, holm, seed_level_comparison
+from prokd.evaluation.stats import (
+    describe,
+    holm,
+    patient_level_comparison,
+    seed_level_comparison,
+)
 from prokd.evaluation.study_report import write_study_report
 from prokd.io_atomic import atomic_path
 from prokd.training.config import Config, config_from_dict, load_config
 from prokd.training.experiment import run_experiment
-from prokd.training.results import COMPARISONS, case_dice, paired_scores
+from prokd.training.folds import Folds, parse_folds, train_fold_localisers
+from prokd.training.results import COMPARISONS, case_dice, case_patients, paired_scores
 from prokd.yaml_files import read_yaml
 
-STUDY_KEYS = ("base", "seeds", "regimes", "pools", "description")
+STUDY_KEYS = ("base", "seeds", "regimes", "pools", "description", "folds")
 CELL_TIME = "cell_seconds.json"  # wall time of the invocation that finished the cell
 
 
@@ -46,6 +52,7 @@ class Cell:
     regime: str
     seed: int
     config: Config
+    fold: str | None = None  # the source a leave-one-source-out fold holds out
 
     @property
     def folder(self) -> str:
@@ -63,6 +70,7 @@ class Study:
     seeds: tuple[int, ...]
     cells: tuple[Cell, ...]
     pools: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    folds: Folds | None = None
 
     @property
     def regimes(self) -> list[str]:
@@ -104,7 +112,8 @@ def load_study(path: str | Path) -> Study:
     regimes = values.get("regimes")
     if not (isinstance(regimes, dict) and regimes):
         raise ConfigError(f"{path}: regimes: expected a mapping of name -> config overrides")
-    cells = []
+    folds = parse_folds(values.get("folds"), path)
+    cells, names, fold_pools = [], [], {}
     for name, overrides in regimes.items():
         if not isinstance(overrides, dict | type(None)):
             raise ConfigError(f"{path}: regimes.{name}: expected a mapping of config overrides")
@@ -112,16 +121,25 @@ def load_study(path: str | Path) -> Study:
         regime_seeds = overrides.pop("seeds", seeds)  # a regime may run fewer seeds
         _check_seeds(regime_seeds, f"{path}: regimes.{name}.seeds")
         merged = _merge(base_values or {}, overrides)
-        for seed in regime_seeds:
-            seeded = _merge(merged, {"split": {"seed": seed}, "train": {"seed": seed}})
-            try:
-                config = config_from_dict(seeded)
-            except ConfigError as err:
-                raise ConfigError(f"{path}: regimes.{name}: {err}") from None
-            cells.append(Cell(str(name), seed, config))
-    pools = _pools(values.get("pools") or {}, [str(name) for name in regimes], path)
+        variants = [(str(name), None, merged)]
+        if folds is not None:
+            variants = [
+                (folds.regime(str(name), s), s, _merge(merged, folds.overrides(s)))
+                for s in folds.sources
+            ]
+            fold_pools[str(name)] = [v[0] for v in variants]
+        for regime, fold, values_of in variants:
+            names.append(regime)
+            for seed in regime_seeds:
+                seeded = _merge(values_of, {"split": {"seed": seed}, "train": {"seed": seed}})
+                try:
+                    config = config_from_dict(seeded)
+                except ConfigError as err:
+                    raise ConfigError(f"{path}: regimes.{regime}: {err}") from None
+                cells.append(Cell(regime, seed, config, fold))
+    pools = _pools({**fold_pools, **(values.get("pools") or {})}, names, path)
     description = str(values.get("description", ""))
-    return Study(path, description, base, tuple(seeds), tuple(cells), pools)
+    return Study(path, description, base, tuple(seeds), tuple(cells), pools, folds)
 
 
 def _check_seeds(seeds: Any, where: str) -> None:
@@ -183,7 +201,8 @@ def run_study(
                 print(f"study cell {index + 1}/{len(study.cells)}: {cell.folder}", flush=True)
             tick = time.perf_counter()
             others = tuple(p for p in sorted(out.glob("*/seed*")) if p != cell_dir)
-            run_experiment(cell.config, cell_dir, data_root, progress, jobs=jobs, reuse_from=others)
+            config = cell_config(study, cell, out, progress)
+            run_experiment(config, cell_dir, data_root, progress, jobs=jobs, reuse_from=others)
             with atomic_path(cell_dir / CELL_TIME) as tmp:
                 tmp.write_text(json.dumps({"seconds": time.perf_counter() - tick}))
     summary = summarise_study(study, out)
@@ -197,6 +216,15 @@ def run_study(
     if publish is not None:
         write_study_report(summary, publish, study.path.stem)
     return summary
+
+
+def cell_config(study: Study, cell: Cell, out: Path, progress: bool = False) -> Config:
+    """A cell's config as it runs: a fold's cells place their grids with the fold's own
+    localiser when the study trains one (trained first, when not yet done)."""
+    if study.folds is None or study.folds.localiser is None or cell.fold is None:
+        return cell.config
+    localiser = train_fold_localisers(study.folds, [cell.fold], out, progress)[cell.fold]
+    return cell.config.replace(preprocess={"localiser": str(localiser)})
 
 
 def student_latency(summary: dict[str, Any], runs: int = 10) -> dict[str, Any]:
@@ -291,16 +319,26 @@ def _summarise_cells(cells: list[Cell], out: Path) -> dict[str, Any] | None:
     chosen = [r["strategy_selected_on_validation"] for r in done.values()]
     seed_of = {c.folder: c.seed for c in cells}
     pairs: dict[str, list[tuple[int, str, float, float]]] = {}
+    patient_pairs: dict[str, list[tuple[str, float, float]]] = {}
     for folder, r in done.items():
         evaluation = out / folder / "evaluation"
         dice = {row["model"]: case_dice(evaluation / row["model"]) for row in r["rows"]}
+        patients = case_patients(evaluation / r["rows"][0]["model"])
         pick = r["strategy_selected_on_validation"]
         for label, (_, _, cases, a, b) in paired_scores(dice, pick).items():
             pairs.setdefault(label, []).extend(
                 (seed_of[folder], case, x, y) for case, x, y in zip(cases, a, b, strict=True)
             )
+            patient_pairs.setdefault(label, []).extend(
+                (patients[case], x, y) for case, x, y in zip(cases, a, b, strict=True)
+            )
     comparisons = {
-        label: {"a": a, "b": b, **seed_level_comparison(pairs[label])}
+        label: {
+            "a": a,
+            "b": b,
+            **seed_level_comparison(pairs[label]),
+            "patients": patient_level_comparison(patient_pairs[label]),
+        }
         for label, a, b in COMPARISONS
         if label in pairs
     }

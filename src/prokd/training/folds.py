@@ -1,0 +1,104 @@
+"""Leave one source out in a study file (``folds:``): each regime runs once per held-out
+source, and each fold may place its grids with a localiser trained without that source.
+
+A study file's ``folds`` section::
+
+    folds:
+      sources: [prostate158, msd, prostatex, prostate3t]
+      localiser: ../prostate-localiser.yaml  # optional: one localiser per fold
+
+turns every regime ``R`` into the regimes ``R-<source>`` (``split.test_site: <source>``:
+no volume of that source trains, validates or places anything; see
+:func:`prokd.training.runs.prepare_data`) and a pool ``R`` of them. With ``localiser``, the
+fold's localiser is that config trained with ``data.exclude_sites: [<source>]`` and
+exported to ``<study out>/localisers/<source>.onnx``, and the fold's cells place their
+grids with it (``preprocess.localiser``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prokd.errors import ConfigError
+from prokd.inference.export import export_model
+from prokd.inference.trained import load_trained_model
+from prokd.training.config import Config, load_config
+from prokd.training.single_run import train_single
+
+FOLD_KEYS = ("sources", "localiser")
+
+
+@dataclass(frozen=True)
+class Folds:
+    """The held-out sources of a study and the config of each fold's localiser."""
+
+    sources: tuple[str, ...]
+    localiser: Path | None = None
+
+    def regime(self, regime: str, source: str) -> str:
+        """The name of a regime's fold."""
+        return f"{regime}-{source}"
+
+    def overrides(self, source: str) -> dict[str, Any]:
+        """What a fold changes in a regime's config."""
+        return {"split": {"test_site": source, "test_case": None}}
+
+
+def parse_folds(values: Any, study_file: Path) -> Folds | None:
+    """A study file's ``folds`` section (``None`` when absent).
+
+    Raises:
+        ConfigError: ``<file>: folds.<key>: <problem>``.
+    """
+    if values is None:
+        return None
+    where = f"{study_file}: folds"
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping with sources (and localiser)")
+    unknown = sorted(set(values) - set(FOLD_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(FOLD_KEYS)})")
+    sources = values.get("sources")
+    if not (isinstance(sources, list) and len(sources) >= 2):
+        raise ConfigError(f"{where}.sources: expected a list of at least two source names")
+    if len(set(sources)) != len(sources):
+        raise ConfigError(f"{where}.sources: a source is named twice")
+    localiser = values.get("localiser")
+    path = study_file.parent / str(localiser) if localiser else None
+    if path is not None:
+        load_config(path)  # a clear error for a missing or invalid localiser config
+    return Folds(tuple(str(s) for s in sources), path)
+
+
+def localiser_config(folds: Folds, source: str) -> Config:
+    """The localiser's config for the fold that holds ``source`` out."""
+    assert folds.localiser is not None
+    config = load_config(folds.localiser)
+    excluded = tuple(dict.fromkeys([*config.data.exclude_sites, source]))
+    return config.replace(data={"exclude_sites": excluded})
+
+
+def fold_localiser_file(out: str | Path, source: str) -> Path:
+    """Where the localiser of the fold that holds ``source`` out is exported."""
+    return Path(out) / "localisers" / f"{source}.onnx"
+
+
+def train_fold_localisers(
+    folds: Folds, sources: list[str], out: str | Path, progress: bool = True
+) -> dict[str, Path]:
+    """Train (or resume, or find done) the localiser of every fold in ``sources`` and export
+    it; returns source -> exported file."""
+    files = {}
+    for source in sources:
+        target = fold_localiser_file(out, source)
+        if not target.exists():
+            if progress:
+                print(f"study: localiser without {source}", flush=True)
+            run = Path(out) / "localisers" / source
+            resume = (run / "last.pt").exists()
+            train_single(localiser_config(folds, source), run, resume, progress)
+            export_model(load_trained_model(run), "onnx", target)
+        files[source] = target
+    return files

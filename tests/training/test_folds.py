@@ -1,0 +1,148 @@
+"""Leave one source out as a study (``folds:``): a held-out source never reaches a fold's
+training, validation (the epoch choice), unlabelled data, view bank or localiser."""
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import yaml
+
+from prokd.data.layouts import find_cases
+from prokd.data.view_store import ViewStore
+from prokd.distill.view_bank import build_bank, plan_views
+from prokd.errors import ConfigError
+from prokd.inference.volume_models import CallableVolumeModel
+from prokd.training.folds import fold_localiser_file, localiser_config
+from prokd.training.runs import prepare_data
+from prokd.training.study import cell_config, load_study, run_study
+from tests.conftest import tiny_phantom
+
+
+def bright(image: sitk.Image) -> np.ndarray:
+    """A teacher prokd did not train: the brightest voxels are gland."""
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    return (array > np.percentile(array, 97)).astype(np.float32)
+
+
+TEACHER = f"{__name__}:bright"
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    """Three sites of labelled volumes, a fourth whose masks only test (as AI-made
+    references of volumes that train unlabelled elsewhere), and a bank of views of all."""
+    root = tmp_path_factory.mktemp("folds")
+    data = tiny_phantom(root / "a", sites=3, cases_per_site=2, seed=3)
+    extra = tiny_phantom(root / "b", sites=1, cases_per_site=2, seed=9)
+    _, cases = find_cases(data)
+    teacher = CallableVolumeModel(TEACHER)
+    store = ViewStore(root / "bank", teacher.name, teacher.fingerprint(), teacher.threshold)
+    build_bank(cases, teacher, store, plan_views(cases, 2))
+    return root, data, extra
+
+
+def _study(root, data, extra, tmp_path, localiser=True):
+    tiny = {
+        "model": "unet-w4",
+        "preprocess": {"size": 32, "fov_mm": 160.0},
+        "split": {"val_fraction": 0.5, "test_fraction": 0.0},
+        "train": {"epochs": 1, "batch_size": 4, "slices_per_epoch": 8, "augment": False},
+    }
+    base = {
+        **tiny,
+        "preprocess": {"size": 32, "fov_mm": 160.0, "crop_centre": "gland"},
+        "data": {
+            "root": str(data),
+            "cache_dir": str(tmp_path / "cache"),
+            "sources": [
+                {"root": str(extra), "site": "extra", "test_only": True},
+                {"root": str(root / "bank"), "labelled": False, "bank": True},
+            ],
+        },
+        "split": {"val_fraction": 0.5, "test_site": "SiteA"},
+        "experiment": {"teacher": TEACHER, "student": "unet-w4", "strategies": []},
+    }
+    locator = {
+        **tiny,
+        "preprocess": {"size": 32, "fov_mm": 480.0},
+        "data": {
+            "root": str(data),
+            "cache_dir": str(tmp_path / "cache"),
+            "sources": [{"root": str(extra), "site": "extra"}],
+        },
+    }
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "localiser.yaml").write_text(yaml.safe_dump(locator))
+    folds = {"sources": ["SiteA", "SiteB", "extra"]}
+    if localiser:
+        folds["localiser"] = "localiser.yaml"
+    study = {"base": "base.yaml", "seeds": [0], "regimes": {"kd": {}}, "folds": folds}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return load_study(path)
+
+
+def test_a_fold_never_sees_its_held_out_source(sources, tmp_path):
+    root, data, extra = sources
+    study = _study(root, data, extra, tmp_path)
+    assert [c.regime for c in study.cells] == ["kd-SiteA", "kd-SiteB", "kd-extra"]
+    assert study.pools == {"kd": ("kd-SiteA", "kd-SiteB", "kd-extra")}
+    for cell in study.cells:
+        held = cell.fold
+        prepared = prepare_data(cell.config)
+        site = {c.case_id: c.site for c in [*prepared.cases, *prepared.unlabelled]}
+        training = [*prepared.split.train, *prepared.split.val, *prepared.split.unlabelled]
+        assert training and all(site[i] != held for i in training), held
+        assert prepared.unlabelled and all(c.site != held for c in prepared.unlabelled), held
+        assert prepared.split.test and all(site[i] == held for i in prepared.split.test)
+        if held != "extra":  # test-only masks never train or validate, in no fold
+            assert all(site[i] != "extra" for i in training)
+        # the fold's localiser: trained without the source (labelled or not)
+        localiser = prepare_data(localiser_config(study.folds, held))
+        everything = [*localiser.cases, *localiser.unlabelled]
+        assert everything and all(c.site != held for c in everything), held
+
+
+def test_a_study_of_folds_trains_each_fold_its_localiser(sources, tmp_path):
+    root, data, extra = sources
+    study = _study(root, data, extra, tmp_path)
+    out = tmp_path / "out"
+    summary = run_study(study, out, progress=False)
+    for cell in study.cells:
+        localiser = fold_localiser_file(out, cell.fold)
+        assert localiser.is_file()
+        saved = json.loads((out / cell.folder / "results.json").read_text())["config"]
+        assert saved["preprocess"]["localiser"] == str(localiser)
+        assert cell_config(study, cell, out).preprocess.localiser == str(localiser)
+        run = yaml.safe_load((out / "localisers" / cell.fold / "config.yaml").read_text())
+        assert cell.fold in run["data"]["exclude_sites"]
+    pooled = summary["regimes"]["kd"]
+    assert pooled["pooled_from"] == ["kd-SiteA", "kd-SiteB", "kd-extra"]
+    patients = pooled["comparisons"]["p1 vs no-KD"]["patients"]
+    assert patients["n_patients"] == 6 and patients["n_volumes"] == 6
+    assert "p1 vs teacher" in pooled["comparisons"]
+    assert "with the patient as the unit" in (out / "study.md").read_text()
+
+
+def test_folds_are_checked(sources, tmp_path):
+    root, data, extra = sources
+    study = _study(root, data, extra, tmp_path, localiser=False)
+    assert study.folds.localiser is None
+    assert cell_config(study, study.cells[0], tmp_path).preprocess.localiser != "x"
+    path = tmp_path / "study.yaml"
+    values = yaml.safe_load(path.read_text())
+    for folds, message in (
+        ({"sources": ["SiteA"]}, "folds.sources: expected a list of at least two"),
+        ({"sources": ["SiteA", "SiteA"]}, "named twice"),
+        ({"sources": ["SiteA", "SiteB"], "seed": 1}, "folds.seed: unknown key"),
+    ):
+        path.write_text(yaml.safe_dump({**values, "folds": folds}))
+        with pytest.raises(ConfigError, match=message):
+            load_study(path)
+    base = yaml.safe_load((tmp_path / "base.yaml").read_text())
+    base["split"] = {"val_fraction": 0.5}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    path.write_text(yaml.safe_dump({**values, "folds": {"sources": ["SiteA", "SiteB"]}}))
+    with pytest.raises(ConfigError, match="test_only: needs split.test_site"):
+        load_study(path)  # test-only masks without a test site would never be used
