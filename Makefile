@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TAPS_STAMP := $(VENV)/.taps
 DEMO_DATA ?= data/phantom
 
-.PHONY: demo test venv taps test-tools orthanc prostate-t2 prostate-localiser base-check clean
+.PHONY: demo test venv taps test-tools orthanc prostate-t2 prostate-localiser study-data loso-bank base-check clean
 
 venv: $(STAMP)
 
@@ -55,16 +55,19 @@ prostate-t2: $(TAPS_STAMP)
 	$(BIN)/prokd export runs/prostate-t2 --format onnx --overwrite \
 		--out src/prokd/inference/bundled/prostate-t2.onnx
 
-# Rebuilds the bundled localiser (docs/model-card.md): synthetic pelvis images from the
-# HipMRI label maps, the phantom, the labelled real scans, and the unlabelled real scans
-# with AI-made reference masks (linked, not copied, as a six-site layout).
+# The data the localiser and the leave-one-source-out study train and test on, written or
+# linked (never copied) under data/: synthetic pelvis images from the HipMRI label maps, the
+# phantom, and the unlabelled real scans with AI-made reference masks as six-site layouts:
+# data/ai-labelled (the localiser's) and data/loso-references (the study's test references;
+# ProstateX-0000 left out: it chose settings, so it is exploratory).
 SHARED := $(abspath ../shared/data)
 AI_LABELLED := data/ai-labelled
-prostate-localiser: $(STAMP)
+LOSO_REFERENCES := data/loso-references
+study-data: $(STAMP)
 	test -f data/hipmri-synth/hipmri-synth/Case_004_Week0.nii.gz || \
 		$(BIN)/prokd synth-pelvis $(SHARED)/hipmri-labels data/hipmri-synth
 	test -f $(DEMO_DATA)/phantom.json || $(BIN)/prokd phantom $(DEMO_DATA)
-	mkdir -p $(AI_LABELLED)/prostatex $(AI_LABELLED)/prostate3t
+	for d in $(AI_LABELLED) $(LOSO_REFERENCES); do mkdir -p $$d/prostatex $$d/prostate3t; done
 	for c in ProstateX-0000 ProstateX-0001_s6; do \
 		ln -sf $(SHARED)/unlabeled/prostatex/$$c/t2.nii.gz $(AI_LABELLED)/prostatex/$$c.nii.gz; \
 		ln -sf $(SHARED)/ai-references/prostatex/$$c/gland_bosma22b.nii.gz \
@@ -74,9 +77,22 @@ prostate-localiser: $(STAMP)
 			$(AI_LABELLED)/prostate3t/Prostate3T-03-$$c.nii.gz; \
 		ln -sf $(SHARED)/ai-references/prostate3t/Prostate3T-03-$$c/gland_vesal.nii.gz \
 			$(AI_LABELLED)/prostate3t/Prostate3T-03-$${c}_segmentation.nii.gz; done
+	ln -sf $(abspath $(AI_LABELLED))/prostatex/ProstateX-0001_s6*.nii.gz $(LOSO_REFERENCES)/prostatex/
+	ln -sf $(abspath $(AI_LABELLED))/prostate3t/*.nii.gz $(LOSO_REFERENCES)/prostate3t/
+
+# Rebuilds the bundled localiser (docs/model-card.md) on the study data above and the
+# labelled real scans.
+prostate-localiser: study-data
 	$(BIN)/prokd train configs/prostate-localiser.yaml --out runs/prostate-localiser
 	$(BIN)/prokd export runs/prostate-localiser --format onnx --overwrite \
 		--out src/prokd/inference/bundled/prostate-localiser.onnx
+
+# Leave one source out with TAPS's view bank (configs/studies/loso-bank.yaml): the bank
+# first (resumable; hours of TAPS on 2 cores), then the study (resumable).
+loso-bank: study-data $(TAPS_STAMP)
+	$(BIN)/prokd bank configs/bank-real.yaml --teacher taps --out runs/bank-taps \
+		--views-per-volume 3 --threads 1
+	$(BIN)/prokd study configs/studies/loso-bank.yaml --out runs/loso-bank --publish docs/results
 
 # The synthetic benchmark (generated once), then the whole protocol on it.
 demo: $(STAMP)
