@@ -150,7 +150,11 @@ distill: {{teachers: [{tmp_path / "bank"}]}}
     validation = {data.case(i).patient for i in data.split.val}
     assert validation
     assert {c.patient for c in data.unlabelled}.isdisjoint(validation)
-    assert len(data.unlabelled) == 8 - 2 * len(validation)
+    # Two views of each of the four volumes; the validation patients' views never train, and
+    # a labelled training volume's view as acquired is the volume itself: left out too.
+    train = {data.case(i).patient for i in data.split.train}
+    assert len(data.unlabelled) == 2 * 4 - 2 * len(validation) - len(train)
+    assert {c.patient for c in data.unlabelled} == train
     assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 0
     only = bank_cases(tmp_path / "bank", (cases[0].site,))
     assert {c.site for c in only} == {cases[0].site} and len(only) == 4

@@ -194,19 +194,32 @@ def is_bank(path: str | Path) -> bool:
     return (Path(path) / BANK_FILE).is_file()
 
 
-def bank_cases(root: str | Path, sources: tuple[str, ...] = ()) -> list[Case]:
-    """The views of a bank as unlabelled cases (of ``sources`` only, when given): id
-    ``bank/<key>``, site the view's source, patient the patient it was made from (so a
-    split keeps a patient's views on the patient's side).
+def bank_cases(
+    root: str | Path,
+    sources: tuple[str, ...] = (),
+    kinds: tuple[str, ...] = (),
+    labelled: frozenset[str] = frozenset(),
+) -> list[Case]:
+    """The views of a bank as unlabelled cases (of ``sources`` and ``kinds`` only, when
+    given; not the views as acquired of the ``labelled`` case ids, which train with their
+    labels already): id ``bank/<key>``, site the view's source, patient the patient it was
+    made from (so a split keeps a patient's views on the patient's side).
 
     Raises:
-        DataError: not a bank, or it holds no view of the sources asked for.
+        DataError: not a bank, or it holds no view of the sources and kinds asked for.
     """
     entries = open_bank(root).entries()
-    chosen = [e for e in entries if not sources or e.recipe.source in sources]
+    chosen = [
+        e
+        for e in entries
+        if (not sources or e.recipe.source in sources)
+        and (not kinds or e.recipe.kind in kinds)
+        and not (e.recipe.kind == "acquired" and e.recipe.case_id in labelled)
+    ]
     if not chosen:
-        wanted = f" of {', '.join(sources)}" if sources else ""
-        raise DataError(Path(root), f"the view bank holds no view{wanted}")
+        wanted = [f"sources {', '.join(sources)}" if sources else "", ", ".join(kinds)]
+        detail = " of " + "; ".join(w for w in wanted if w) if any(wanted) else ""
+        raise DataError(Path(root), f"the view bank holds no view{detail}")
     return [
         Case(f"bank/{e.key}", e.recipe.source, e.view, (), None, group=e.recipe.patient)
         for e in chosen

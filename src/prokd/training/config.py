@@ -45,9 +45,10 @@ class SourceConfig:
     ``mask_as_teacher``: the masks are exact (images synthesised from label maps), so volume
     teachers are not run on these cases; the mask stands in for every volume teacher's map.
 
-    ``bank``: ``root`` is a view bank (``prokd bank``); its views (of ``bank_sources`` only,
-    when given) are unlabelled training data, each on its patient's side of the split: a
-    view of a validation or test patient never trains.
+    ``bank``: ``root`` is a view bank (``prokd bank``); its views (of ``bank_sources`` and
+    ``bank_kinds`` only, when given) are unlabelled training data, each on its patient's
+    side of the split: a view of a validation or test patient never trains, and a labelled
+    volume's view as acquired is left out (the volume trains with its label).
 
     ``test_only``: the masks only score: its cases are the test set when their site is
     ``split.test_site`` and take no other part (e.g. AI-made reference masks of volumes
@@ -62,6 +63,7 @@ class SourceConfig:
     mask_as_teacher: bool = False
     bank: bool = False
     bank_sources: tuple[str, ...] = ()
+    bank_kinds: tuple[str, ...] = ()
     test_only: bool = False
 
 
@@ -383,8 +385,9 @@ def config_from_dict(values: dict[str, Any] | None) -> Config:
             raise ConfigError(
                 f"data.sources[{i}].bank: a view bank's views are unlabelled; set labelled: false"
             )
-        if source.bank_sources and not source.bank:
-            raise ConfigError(f"data.sources[{i}].bank_sources: only for a bank (bank: true)")
+        for key in ("bank_sources", "bank_kinds"):
+            if getattr(source, key) and not source.bank:
+                raise ConfigError(f"data.sources[{i}].{key}: only for a bank (bank: true)")
         if source.test_only and not source.labelled:
             raise ConfigError(f"data.sources[{i}].test_only: {source.root} is unlabelled")
         if source.test_only and config.split.test_site is None:

@@ -103,16 +103,17 @@ class PreparedData:
         ]
 
 
-def source_cases(source: SourceConfig) -> list[Case]:
+def source_cases(source: SourceConfig, labelled: frozenset[str] = frozenset()) -> list[Case]:
     """The cases of one ``data.sources`` entry: labelled (its layout's cases) or not (every
-    image volume, masks unused). A source with a ``site`` puts all its cases in that site,
-    their ids prefixed with it.
+    image volume, masks unused; a view bank's views, less those as acquired of the
+    ``labelled`` case ids). A source with a ``site`` puts all its cases in that site, their
+    ids prefixed with it.
 
     Raises:
         DataError: unreadable folder or layout.
     """
     if source.bank:
-        return bank_cases(source.root, source.bank_sources)
+        return bank_cases(source.root, source.bank_sources, source.bank_kinds, labelled)
     cases = (
         find_cases(source.root, source.layout)[1]
         if source.labelled
@@ -203,7 +204,10 @@ def prepare_data(config: Config, data_root: str | None = None) -> PreparedData:
     if s.labelled_per_site:
         split = hold_back_labels(cases, split, s.labelled_per_site, s.seed)
     unlabelled = [case for folder in config.data.unlabelled for case in unlabelled_cases(folder)]
-    unlabelled += [c for source in sources if not source.labelled for c in source_cases(source)]
+    labelled_ids = frozenset(c.case_id for c in cases)
+    unlabelled += [
+        c for source in sources if not source.labelled for c in source_cases(source, labelled_ids)
+    ]
     left_out = {*config.data.exclude_sites, s.test_site}  # a held-out site trains in no way
     unlabelled = [c for c in unlabelled if c.site not in left_out]
     unlabelled = _without_held_out_patients(unlabelled, cases, split)
