@@ -266,7 +266,7 @@ def test_without_strategies_procedure_2_and_its_limit_teachers_are_left_out(phan
     assert "pseudo_labels" not in keys["student-nokd"]["train"]
     assert [r["model"] for r in results["rows"]] == ["teacher", "student-nokd", "student-kd-p1"]
     assert results["strategy_selected_on_validation"] is None
-    assert list(results["comparisons"]) == ["p1 vs no-KD"]
+    assert list(results["comparisons"]) == ["p1 vs no-KD", "p1 vs teacher"]
     assert json.loads((out / "limit_subsets.json").read_text()) == {}
     assert "student-kd-p1" in (out / "report.md").read_text()
 
