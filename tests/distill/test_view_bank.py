@@ -88,6 +88,12 @@ def test_a_bank_grows_by_rounds_and_stops_at_its_deadline(phantom, tmp_path):
     assert (grown.found, grown.made) == (8, 4)
     stopped = build_bank(cases, teacher, store, plan_views(cases, 5), deadline=time.monotonic())
     assert stopped.stopped_early and stopped.made == 0 and stopped.found == 12
+    acquired = bank_cases(tmp_path / "bank", kinds=("acquired",))
+    assert len(acquired) == 4 and {c.patient for c in acquired} == {c.patient for c in cases}
+    labelled = frozenset(c.case_id for c in cases)
+    assert len(bank_cases(tmp_path / "bank", labelled=labelled)) == 8
+    with pytest.raises(DataError, match="no view to train on of acquired"):
+        bank_cases(tmp_path / "bank", kinds=("acquired",), labelled=labelled)
 
 
 def test_a_killed_build_resumes_where_it_stopped(phantom, tmp_path):

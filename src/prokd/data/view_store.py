@@ -219,7 +219,7 @@ def bank_cases(
     if not chosen:
         wanted = [f"sources {', '.join(sources)}" if sources else "", ", ".join(kinds)]
         detail = " of " + "; ".join(w for w in wanted if w) if any(wanted) else ""
-        raise DataError(Path(root), f"the view bank holds no view{detail}")
+        raise DataError(Path(root), f"the view bank holds no view to train on{detail}")
     return [
         Case(f"bank/{e.key}", e.recipe.source, e.view, (), None, group=e.recipe.patient)
         for e in chosen
