@@ -71,6 +71,7 @@ def test_the_same_view_gets_the_same_map_once(phantom, tmp_path, monkeypatch):
         view = read_volume(entry.view)
         expected = bright_teacher(view)
         assert np.allclose(bank.probabilities(view), expected, atol=1e-6)
+        assert bank.last_seconds == entry.teacher_seconds  # the teacher's time, not a read's
     for case in cases:
         image = read_volume(case.image)
         assert np.allclose(bank.probabilities(image), bright_teacher(image), atol=1e-6)

@@ -17,6 +17,8 @@ class BankVolumeModel:
     in the bank (or of a volume whose acquired view it holds), without running the teacher.
 
     Its fingerprint is the teacher's, so caches keyed by it are shared with the teacher.
+    ``last_seconds`` is what the teacher took on that view when the bank was built (its own
+    time, with the build's threads), not the time of reading the map.
     """
 
     def __init__(self, root: str | Path) -> None:
@@ -25,7 +27,7 @@ class BankVolumeModel:
         self.kind = "view bank"
         self.threshold = self.store.threshold
         self.last_seconds = 0.0
-        self._maps: dict[str, Path] = {}
+        self._maps: dict[str, tuple[Path, float]] = {}
 
     def fingerprint(self) -> str:
         """The bank's teacher's fingerprint."""
@@ -39,11 +41,16 @@ class BankVolumeModel:
         """
         digest = image_digest(image)
         if digest not in self._maps:  # the bank may have grown since the last look
-            self._maps = {d: e.probabilities for e in self.store.entries() for d in e.digests}
+            self._maps = {
+                d: (e.probabilities, e.teacher_seconds)
+                for e in self.store.entries()
+                for d in e.digests
+            }
         if digest not in self._maps:
             raise DataError(
                 self.store.root,
                 f"no view in this bank has this image's voxels and grid (size {image.GetSize()}); "
                 "add its volume to the bank (prokd bank) or teach it with the teacher itself",
             )
-        return sitk.GetArrayFromImage(read_volume(self._maps[digest])).astype(np.float32)
+        path, self.last_seconds = self._maps[digest]
+        return sitk.GetArrayFromImage(read_volume(path)).astype(np.float32)
