@@ -101,3 +101,12 @@ def test_an_entry_is_found_by_view_and_alias(tmp_path):
     assert store.has("k1") and not store.has("k2")
     assert entry.digests == (image_digest(image), "source-digest")
     assert store.entries() == [entry]
+
+
+def test_a_view_planned_on_the_gland_needs_its_mask():
+    image, gland = _pair()
+    with pytest.raises(ProkdError, match="planned on the gland"):
+        make_view("coil", image, None, 0)
+    with pytest.raises(ProkdError, match="planned on the gland"):
+        make_view("mix", image, gland, 0, (image, None))
+    assert make_view("augment", image, None, 0).GetSize() == image.GetSize()

@@ -183,3 +183,18 @@ def test_bank_refuses_an_unknown_view_kind(phantom, tmp_path, capsys):
     assert main(argv) == 2
     assert "--kinds: unknown view kind 'mirror'" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_views_of_unlabelled_volumes_are_planned_on_the_teachers_mask(phantom, tmp_path):
+    """Volumes without a label: round 0 labels them as acquired, and the views planned on
+    a gland (coil, mix, resliced series) are planned on the teacher's own mask of them."""
+    from prokd.data.layouts import unlabelled_cases
+
+    cases = unlabelled_cases(phantom)
+    assert cases and not any(c.labelled for c in cases)
+    teacher = CallableVolumeModel(SPEC)
+    store = ViewStore(tmp_path / "bank", teacher.name, teacher.fingerprint(), teacher.threshold)
+    recipes = plan_views(cases, 3, ("coil", "mix", "sagittal"))
+    report = build_bank(cases, teacher, store, recipes)
+    assert report.made == 3 * len(cases)
+    assert {"coil", "mix", "sagittal"} <= {e.recipe.kind for e in store.entries()}

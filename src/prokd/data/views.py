@@ -21,6 +21,7 @@ from prokd.data.simulate import PROTOCOLS, simulate
 from prokd.errors import ProkdError
 
 VIEW_KINDS = ("acquired", "augment", "mix", *PROTOCOLS)
+PLANNED_ON_GLAND = ("mix", *PROTOCOLS)  # the kinds that need the volume's gland mask
 ROTATION_RAD = 0.26  # in-plane rotation of an augmented view: up to 15 degrees either way
 SCALE_RANGE = 0.1  # and a zoom of up to 10%
 
@@ -108,20 +109,24 @@ def _mixed(
 def make_view(
     kind: str,
     image: sitk.Image,
-    gland: sitk.Image,
+    gland: sitk.Image | None,
     seed: int,
-    partner: tuple[sitk.Image, sitk.Image] | None = None,
+    partner: tuple[sitk.Image, sitk.Image | None] | None = None,
 ) -> sitk.Image:
-    """The view ``kind`` of ``image`` (gland: its mask, for planning), from ``seed``;
-    ``partner`` (image, gland mask) is the second volume of a mix.
+    """The view ``kind`` of ``image`` from ``seed``; ``gland`` (its mask) plans the kinds
+    of :data:`PLANNED_ON_GLAND`; ``partner`` (image, gland mask) is the second volume of a
+    mix.
 
     Raises:
-        ProkdError: an unknown kind, or a mix without a partner.
+        ProkdError: an unknown kind, a planned kind without its gland mask, or a mix
+            without a partner.
     """
     if kind == "acquired":
         return image
     if kind == "augment":
         return _augmented(image, seed)
+    if kind in PLANNED_ON_GLAND and (gland is None or (partner and partner[1] is None)):
+        raise ProkdError(f"a {kind} view is planned on the gland: give its mask")
     if kind == "mix":
         if partner is None:
             raise ProkdError("a mixed view needs a partner volume")

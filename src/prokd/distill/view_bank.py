@@ -27,7 +27,7 @@ from prokd.data.io import image_from_array, read_volume, volume_sha256
 from prokd.data.layouts import Case
 from prokd.data.validate import load_case
 from prokd.data.view_store import ViewRecipe, ViewStore, entry_key, image_digest
-from prokd.data.views import make_view
+from prokd.data.views import PLANNED_ON_GLAND, make_view
 from prokd.inference.volume_models import VolumeModel
 
 DEFAULT_KINDS = ("augment", "coil", "mix", "sagittal", "coronal")
@@ -100,9 +100,12 @@ class _Volumes:
             self._digests[case_id] = f"{volume_sha256(case.image)}:{case.image_channel}"
         return self._digests[case_id]
 
-    def image_and_gland(self, case_id: str) -> tuple[sitk.Image, sitk.Image]:
-        """The image and its gland: the label, else the teacher's mask of it as acquired."""
+    def image_and_gland(self, case_id: str, kind: str) -> tuple[sitk.Image, sitk.Image | None]:
+        """The image and, for a view planned on the gland, its gland: the label, else the
+        teacher's mask of the volume as acquired (``None`` for the other kinds)."""
         case = self.cases[case_id]
+        if kind not in PLANNED_ON_GLAND:
+            return read_volume(case.image, case.image_channel), None
         if case.labelled:
             loaded = load_case(case)
             return loaded.image, loaded.mask
@@ -144,8 +147,8 @@ def build_bank(
         if deadline is not None and time.monotonic() >= deadline:
             stopped = True
             break
-        image, gland = volumes.image_and_gland(recipe.case_id)
-        partner = volumes.image_and_gland(recipe.partner) if recipe.partner else None
+        image, gland = volumes.image_and_gland(recipe.case_id, recipe.kind)
+        partner = volumes.image_and_gland(recipe.partner, recipe.kind) if recipe.partner else None
         view = make_view(recipe.kind, image, gland, recipe.seed, partner)
         probabilities = teacher.probabilities(view)
         seconds += teacher.last_seconds
