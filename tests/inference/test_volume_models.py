@@ -201,3 +201,20 @@ def test_slice_models_sharing_preprocessing_preprocess_a_volume_once(monkeypatch
     np.testing.assert_allclose(
         outputs[0], predict_volume(networks[0], image, settings).probabilities
     )
+
+
+def test_mirror_averaging_is_the_mean_of_both_passes():
+    """A network that is not left-right symmetric: averaged probabilities are the mean of
+    the plain pass and the mirrored pass mirrored back, and differ from the plain pass."""
+    import prokd.inference.volume_models as volume_models
+
+    settings = PreprocessSettings(size=32, fov_mm=16.0)
+    torch.manual_seed(1)
+    network = build_model("unet-w4").eval()
+    image = make_volume(intensities(), spacing=(0.5, 0.5, 3.0))
+    both = predict_volume(network, image, settings, mirrored=True)
+    averaged = volume_models.SliceVolumeModel(
+        "tta", network, settings, "", "checkpoint", mirror_average=True
+    ).probabilities(image)
+    np.testing.assert_allclose(averaged, 0.5 * (both.probabilities + both.mirrored), atol=1e-6)
+    assert not np.allclose(averaged, both.probabilities, atol=1e-4)

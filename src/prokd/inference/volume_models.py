@@ -285,7 +285,9 @@ class SliceVolumeModel:
     """A 2D slice model run slice by slice on its own preprocessing, as ``prokd predict``
     runs it: a loaded model file, or a torch network in memory with its settings.
     ``shared`` lets models of one evaluation preprocess each volume once; each still counts
-    the preprocessing in its ``last_seconds``."""
+    the preprocessing in its ``last_seconds``. ``mirror_average``: the probabilities are
+    the mean of the slices' and of their left-right mirror's (test-time augmentation; the
+    mirrored pass QC runs anyway)."""
 
     def __init__(
         self,
@@ -296,17 +298,23 @@ class SliceVolumeModel:
         kind: str,
         shared: SharedSlices | None = None,
         threshold: float = GLAND_THRESHOLD,
+        mirror_average: bool = False,
     ) -> None:
         self.name, self.kind, self.threshold = name, kind, threshold
         self.slice_model, self.settings, self._fingerprint = slice_model, settings, fingerprint
         self.shared = shared or SharedSlices()
+        self.mirror_average = mirror_average
         self.last_seconds = 0.0
 
     @classmethod
-    def from_loaded(cls, loaded: LoadedModel, name: str | None = None) -> SliceVolumeModel:
+    def from_loaded(
+        cls, loaded: LoadedModel, name: str | None = None, mirror_average: bool = False
+    ) -> SliceVolumeModel:
         """A model file loaded by :func:`~prokd.inference.model_files.load_model_file`, cut
         at the threshold its plan carries."""
         fingerprint = f"{file_sha256(loaded.path)}:{loaded.settings.fingerprint()}"
+        if mirror_average:
+            fingerprint += ":mirror-average"
         return cls(
             name or loaded.name,
             loaded.slice_model,
@@ -314,6 +322,7 @@ class SliceVolumeModel:
             fingerprint,
             loaded.kind,
             threshold=loaded.threshold,
+            mirror_average=mirror_average,
         )
 
     def fingerprint(self) -> str:
@@ -324,9 +333,16 @@ class SliceVolumeModel:
         """Gland probabilities (z, y, x) on ``image``'s grid."""
         placement, preprocess_seconds = self.shared.slices(image, self.settings)
         start = time.perf_counter()
-        result = predict_volume(
-            self.slice_model, image, self.settings, placement=placement
-        ).probabilities
+        prediction = predict_volume(
+            self.slice_model,
+            image,
+            self.settings,
+            mirrored=self.mirror_average,
+            placement=placement,
+        )
+        result = prediction.probabilities
+        if prediction.mirrored is not None:
+            result = 0.5 * (result + prediction.mirrored)
         self.last_seconds = preprocess_seconds + time.perf_counter() - start
         return result
 
