@@ -107,7 +107,7 @@ def main() -> None:
         f"Folds: {', '.join(payload['folds'])} (the study's distilled student of each). "
         "Dice averaged minus plain, each patient's mean difference one observation, t 95% CI:",
         "",
-        "| volumes | patients | volumes | mean | 95% CI | patients improved |",
+        "| set | patients | volumes | mean | 95% CI | patients improved |",
         "|---|---|---|---|---|---|",
         line("validation (the decision)", validation),
         line("held-out test", test),
