@@ -131,6 +131,7 @@ def build_bank(
         DataError: an unreadable volume.
     """
     volumes = _Volumes(cases, store, teacher.threshold)
+    fingerprint = teacher.fingerprint()
     found = made = 0
     seconds = 0.0
     stopped = False
@@ -138,7 +139,7 @@ def build_bank(
         digests = [volumes.digest(recipe.case_id)]
         if recipe.partner:
             digests.append(volumes.digest(recipe.partner))
-        key = entry_key(recipe, digests, teacher.fingerprint())
+        key = entry_key(recipe, digests, fingerprint)
         if recipe.kind == "acquired":
             volumes.acquired_maps[recipe.case_id] = key
         if store.has(key):
