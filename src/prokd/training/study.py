@@ -2,7 +2,9 @@
 
 A study file names a base experiment config, the seeds, and the regimes (each a set of
 overrides of the base config, and optionally its own ``seeds``), and may name pools: groups
-of regimes summarised together (the folds of a leave-one-case-out design). Every cell is a
+of regimes summarised together (the folds of a leave-one-case-out design), and may declare
+``folds`` (leave one source out, :mod:`prokd.training.folds`): each regime then runs once
+per held-out source and is pooled over them. Every cell is a
 whole ``prokd experiment`` in ``<out>/<regime>/seed<N>``; finished cells are skipped and an
 interrupted one resumes. A step that would train the same model as a finished step of
 another cell under ``<out>`` (equal network, data, seed and settings; see
