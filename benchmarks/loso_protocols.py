@@ -1,5 +1,11 @@
 """Leave one source out over every real source, with simulated protocols, TAPS beside.
 
+Superseded by the ``prokd study`` files ``configs/studies/loso-bank.yaml`` (folds declared
+in the study file, fold localisers, tested in ``tests/training/test_folds.py``) and
+``loso-bank-bundled-localiser.yaml``; this script stays to regenerate the results it
+committed (``benchmarks/results/loso_protocols*.md``, re-read per patient by
+``loso_patients.py``).
+
 Sources: Prostate158 and MSD Task05 (expert labels), PROSTATEx and PROSTATE-3T (AI-made
 reference masks, ``data/ai-labelled`` as ``make prostate-localiser`` links it). Per fold
 the prostate-t2 recipe (``configs/prostate-t2.yaml``, the grid placed by the localiser,
