@@ -122,6 +122,9 @@ def test_a_study_of_folds_trains_each_fold_its_localiser(sources, tmp_path):
     patients = pooled["comparisons"]["p1 vs no-KD"]["patients"]
     assert patients["n_patients"] == 4 and patients["n_volumes"] == 4
     assert "p1 vs teacher" in pooled["comparisons"]
+    rows = [r for r in summary["rows"] if r["model"] == "student-kd-p1"]
+    assert len(rows) == 4 and {r["regime"] for r in rows} == {"kd-SiteB", "kd-extra"}
+    assert all(0 <= r["dice"] <= 1 and r["patient"] for r in rows)
     assert "with the patient as the unit" in (out / "study.md").read_text()
 
 

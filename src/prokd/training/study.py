@@ -16,6 +16,7 @@ seeds, Holm-corrected across the study's regimes), listed in ``comparisons``.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
@@ -273,12 +274,37 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
     return {
         "study": str(study.path),
         "comparisons": comparison_list(regimes),
+        "rows": volume_rows(study, out),
         "best_on_validation": max(scored, key=scored.get) if scored else None,
         "description": study.description,
         "seeds": list(study.seeds),
         "regimes": regimes,
         "regimes_not_run": [r for r in study.regimes if r not in regimes],
     }
+
+
+def volume_rows(study: Study, out: Path) -> list[dict[str, Any]]:
+    """Every finished cell's per-volume test rows (regime, seed, model, case, patient, site,
+    Dice, HD95, ASSD in mm), so that each figure of the summary can be recomputed."""
+    rows = []
+    for cell in study.cells:
+        results = _finished(out / cell.folder)
+        for row in results["rows"] if results else []:
+            path = out / cell.folder / "evaluation" / row["model"] / "metrics.csv"
+            with open(path, newline="") as handle:
+                for line in csv.DictReader(handle):
+                    rows.append(
+                        {
+                            "regime": cell.regime,
+                            "seed": cell.seed,
+                            "model": row["model"],
+                            "case": line["case"],
+                            "patient": line.get("patient") or line["case"],
+                            "site": line["site"],
+                            **{k: float(line[k]) for k in ("dice", "hd95", "assd")},
+                        }
+                    )
+    return rows
 
 
 def comparison_list(regimes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
