@@ -2,6 +2,7 @@
 study as TCIA delivers it (where ../shared/data is present) and on series the tests write
 (an axial T2 and an ADC map, and broken copies of them)."""
 
+import csv
 import shutil
 from pathlib import Path
 
@@ -177,8 +178,9 @@ def test_evaluate_reads_dicom_images_of_a_six_site_dataset(shared_data, tmp_path
         main(["evaluate", "prostate-t2", "--data", str(tmp_path / "data"), "--out", str(out)]) == 0
     )
     assert "[six-site], 1 cases" in capsys.readouterr().out
-    row = (out / "metrics.csv").read_text().splitlines()[1].split(",")
-    assert row[1] == "SITEX/Case01" and float(row[3]) > 0.8  # Dice
+    with open(out / "metrics.csv", newline="") as handle:
+        row = next(csv.DictReader(handle))
+    assert row["case"] == "SITEX/Case01" and float(row["dice"]) > 0.8
 
 
 def test_a_dicom_folder_is_a_source_of_unlabelled_volumes(tmp_path):
