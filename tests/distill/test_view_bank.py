@@ -65,7 +65,7 @@ def test_the_same_view_gets_the_same_map_once(phantom, tmp_path, monkeypatch):
     assert _calls(calls) == 12  # nothing labelled twice
     # The bank, as a teacher, gives back exactly what the teacher gave for each view, and
     # for each volume read from its own file.
-    bank = load_volume_model(tmp_path / "bank")
+    bank = load_volume_model(f"bank:{tmp_path / 'bank'}")
     assert bank.fingerprint() == teacher.fingerprint()
     for entry in store.entries():
         view = read_volume(entry.view)
@@ -150,7 +150,7 @@ data:
 preprocess: {{size: 32, fov_mm: 160.0}}
 split: {{val_fraction: 0.5, test_fraction: 0.0}}
 train: {{epochs: 1, batch_size: 4, slices_per_epoch: 8, unlabelled_share: 0.5}}
-distill: {{teachers: [{tmp_path / "bank"}]}}
+distill: {{teachers: ["bank:{tmp_path / "bank"}"]}}
 """
     )
     data = prepare_data(load_config(config))
@@ -198,3 +198,14 @@ def test_views_of_unlabelled_volumes_are_planned_on_the_teachers_mask(phantom, t
     report = build_bank(cases, teacher, store, recipes)
     assert report.made == 3 * len(cases)
     assert {"coil", "mix", "sagittal"} <= {e.recipe.kind for e in store.entries()}
+
+
+def test_a_config_may_name_a_bank_not_made_yet(tmp_path):
+    """``bank:DIR`` is a teacher whether or not the bank exists when a config is read (a
+    study's configs are checked before its bank is built); loading it says what is missing."""
+    from prokd.inference.volume_models import is_volume_model
+
+    spec = f"bank:{tmp_path / 'later'}"
+    assert is_volume_model(spec)
+    with pytest.raises(DataError, match="not a view bank"):
+        load_volume_model(spec)

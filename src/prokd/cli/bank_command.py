@@ -67,7 +67,7 @@ def add_bank_parser(sub: argparse._SubParsersAction) -> None:
             "Round 0 labels every volume of the config's data as acquired; each later round "
             "adds one view of every volume. Finished views are kept: run it again with more "
             "views to grow the bank, or after a kill to resume. Train on it with a data "
-            "source {root: BANK, bank: true} and the bank folder as the teacher."
+            "source {root: BANK, labelled: false, bank: true} and the teacher bank:BANK."
         ),
     )
     p.add_argument("config", metavar="CONFIG", help="YAML config whose data the views come from")

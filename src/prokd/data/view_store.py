@@ -189,11 +189,6 @@ def open_bank(root: str | Path) -> ViewStore:
     return ViewStore(root, found["teacher"], found["fingerprint"], float(found["threshold"]))
 
 
-def is_bank(path: str | Path) -> bool:
-    """Whether ``path`` is a view bank folder."""
-    return (Path(path) / BANK_FILE).is_file()
-
-
 def bank_cases(
     root: str | Path,
     sources: tuple[str, ...] = (),

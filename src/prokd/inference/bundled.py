@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prokd.data.view_store import is_bank
 from prokd.errors import ProkdError
 
 BUNDLED_DIR = Path(__file__).with_name("bundled")
 BEST = "best.pt"  # the checkpoint a finished run folder stands for
 EXPORT_SUFFIXES = (".onnx", ".ts", ".torchscript")  # files of prokd export (and other ONNX)
+BANK_PREFIX = "bank:"  # bank:DIR names a view bank as a teacher
 
 # Bundled model name -> one line on what it is (the model card has the rest).
 BUNDLED = {
@@ -48,8 +48,9 @@ def model_kind(spec: str | Path) -> str:
     bundled model's name, whatever the working directory holds: ``./NAME`` is a file of
     that name), ``taps``, ``declared`` (a YAML file declaring an ONNX model and its
     preprocessing), ``export`` (an exported ``.onnx`` or ``.ts`` file), ``callable``
-    (``module:function``, where no such path exists), ``bank`` (a view bank folder: its
-    teacher's maps, ``prokd bank``), or ``checkpoint`` (a ``.pt`` file or a run folder)."""
+    (``module:function``, where no such path exists), ``bank`` (``bank:DIR``, a view bank
+    folder: its teacher's maps, ``prokd bank``; it may not exist yet when a config is read),
+    or ``checkpoint`` (a ``.pt`` file or a run folder)."""
     text = str(spec)
     if text in BUNDLED:
         return "bundled"
@@ -59,10 +60,10 @@ def model_kind(spec: str | Path) -> str:
         return "declared"
     if text.endswith(EXPORT_SUFFIXES):
         return "export"
+    if text.startswith(BANK_PREFIX):
+        return "bank"
     if ":" in text and not Path(text).exists():
         return "callable"
-    if is_bank(text):
-        return "bank"
     return "checkpoint"
 
 

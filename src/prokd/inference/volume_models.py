@@ -40,7 +40,7 @@ from prokd.data.io import file_sha256
 from prokd.data.preprocess import PreprocessSettings
 from prokd.errors import ConfigError
 from prokd.inference.bank_model import BankVolumeModel
-from prokd.inference.bundled import model_kind
+from prokd.inference.bundled import BANK_PREFIX, model_kind
 from prokd.inference.model_files import (
     LoadedModel,
     load_model_file,
@@ -414,7 +414,7 @@ def is_volume_model(spec: str) -> bool:
 
 def load_volume_model(spec: str | Path, device: torch.device | str | None = None) -> VolumeModel:
     """The model ``spec`` names: ``taps``, a YAML file declaring an ONNX model and its
-    preprocessing, ``module:function``, a view bank folder (its teacher's maps), or any
+    preprocessing, ``module:function``, ``bank:DIR`` (a view bank's maps), or any
     model file ``prokd predict`` takes (a bundled model's name, a checkpoint, a run folder,
     an exported ``.onnx`` or ``.ts``).
 
@@ -441,7 +441,7 @@ def load_volume_model(spec: str | Path, device: torch.device | str | None = None
     if kind == "callable":
         return CallableVolumeModel(spec)
     if kind == "bank":
-        return BankVolumeModel(spec)
+        return BankVolumeModel(spec.removeprefix(BANK_PREFIX))
     if kind == "export" and not Path(spec).is_file():
         raise ConfigError(f"{spec}: model file not found")
     loaded = load_model_file(spec, device)
