@@ -237,7 +237,7 @@ CHECKS: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
     "distill.weighting": _known(WEIGHTINGS, "teacher weighting"),
     "experiment.teacher": (
         f"unknown model (known: {', '.join(MODELS)}; or a volume teacher: taps, a .yaml "
-        "spec, an exported .onnx/.ts slice model, module:function)",
+        "spec, an exported .onnx/.ts slice model, module:function, bank:DIR)",
         lambda v: v in MODELS or is_volume_model(v),
     ),
     "experiment.limit_teacher": _known(MODELS, "model"),
