@@ -74,7 +74,7 @@ def _study(root, data, extra, tmp_path, localiser=True, held_out=("SiteA", "Site
     }
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     (tmp_path / "localiser.yaml").write_text(yaml.safe_dump(locator))
-    folds = {"sources": list(held_out)}
+    folds = {"sources": list(held_out), "exploratory": ["extra"]}
     if localiser:
         folds["localiser"] = "localiser.yaml"
     study = {"base": "base.yaml", "seeds": [0], "regimes": {"kd": {}}, "folds": folds}
@@ -125,7 +125,10 @@ def test_a_study_of_folds_trains_each_fold_its_localiser(sources, tmp_path):
     rows = [r for r in summary["rows"] if r["model"] == "student-kd-p1"]
     assert len(rows) == 4 and {r["regime"] for r in rows} == {"kd-SiteB", "kd-extra"}
     assert all(0 <= r["dice"] <= 1 and r["patient"] for r in rows)
-    assert "with the patient as the unit" in (out / "study.md").read_text()
+    report = (out / "study.md").read_text()
+    assert "with the patient as the unit" in report
+    assert "| kd-extra (exploratory) |" in report and "| kd-SiteB |" in report
+    assert "| kd (exploratory folds: extra) |" in report
 
 
 def test_folds_are_checked(sources, tmp_path):
@@ -139,6 +142,7 @@ def test_folds_are_checked(sources, tmp_path):
         ({"sources": ["SiteA"]}, "folds.sources: expected a list of at least two"),
         ({"sources": ["SiteA", "SiteA"]}, "named twice"),
         ({"sources": ["SiteA", "SiteB"], "seed": 1}, "folds.seed: unknown key"),
+        ({"sources": ["SiteA", "SiteB"], "exploratory": ["SiteC"]}, "folds.exploratory"),
     ):
         path.write_text(yaml.safe_dump({**values, "folds": folds}))
         with pytest.raises(ConfigError, match=message):

@@ -22,12 +22,26 @@ def _models(regime: dict[str, Any]) -> list[str]:
     return [n for n in FIXED_MODELS if n in names] + following
 
 
+def regime_label(name: str, r: dict[str, Any]) -> str:
+    """A regime's (or pool's) name as tables show it, marked where a volume of it helped
+    choose a setting (its fold's source is exploratory)."""
+    folds = r.get("exploratory_folds") or []
+    if not folds:
+        return name
+    if r.get("pooled_from"):
+        return f"{name} (exploratory folds: {', '.join(folds)})"
+    return f"{name} (exploratory)"
+
+
 def metric_table(summary: dict[str, Any], metric: str) -> tuple[list[str], list[list[str]]]:
     """Header and rows: per regime (or pool), mean ± std over its finished cells of each
     model's ``metric`` (``dice``, ``hd95``, ``assd`` or ``seconds``)."""
     regimes = summary["regimes"]
     models = list(dict.fromkeys(m for r in regimes.values() for m in _models(r)))
-    rows = [[name, *[plus_minus(r[metric].get(m)) for m in models]] for name, r in regimes.items()]
+    rows = [
+        [regime_label(name, r), *[plus_minus(r[metric].get(m)) for m in models]]
+        for name, r in regimes.items()
+    ]
     return ["regime", *models], rows
 
 
@@ -40,7 +54,7 @@ def dice_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         ratio = r["chosen_p2_over_teacher"]
         rows.append(
             [
-                name,
+                regime_label(name, r),
                 str(r["cells"]),
                 f"{r['teacher_gap']['mean']:+.3f} ± {r['teacher_gap']['std']:.3f}",
                 plus_minus(r["chosen_p2_dice"]),
@@ -66,7 +80,7 @@ def validation_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]
     header = ["regime", "chosen p2", *models]
     rows = [
         [
-            name,
+            regime_label(name, r),
             plus_minus(r["chosen_p2_val_dice"]),
             *[plus_minus(r["val_dice"].get(m)) for m in models],
         ]
@@ -233,7 +247,7 @@ def _regime_blocks(
     pool = r.get("pooled_from")
     chosen = [s for s in r["chosen_strategies"] if s]
     return [
-        ("h2", regime),
+        ("h2", regime_label(regime, r)),
         (
             "p",
             (f"Pool of the regimes {', '.join(pool)}; " if pool else "")

@@ -6,13 +6,16 @@ A study file's ``folds`` section::
     folds:
       sources: [prostate158, msd, prostatex, prostate3t]
       localiser: ../prostate-localiser.yaml  # optional: one localiser per fold
+      exploratory: [prostate158]  # optional: folds whose volumes helped choose a setting
 
 turns every regime ``R`` into the regimes ``R-<source>`` (``split.test_site: <source>``:
 no volume of that source trains, validates or places anything; see
 :func:`prokd.training.runs.prepare_data`) and a pool ``R`` of them. With ``localiser``, the
 fold's localiser is that config trained with ``data.exclude_sites: [<source>]`` and
 exported to ``<study out>/localisers/<source>.onnx``, and the fold's cells place their
-grids with it (``preprocess.localiser``).
+grids with it (``preprocess.localiser``). Folds named ``exploratory`` (their volumes helped
+choose a setting) are marked so in every table of the study's report, and so are the pools
+that hold them.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from prokd.inference.trained import load_trained_model
 from prokd.training.config import Config, load_config
 from prokd.training.single_run import train_single
 
-FOLD_KEYS = ("sources", "localiser")
+FOLD_KEYS = ("sources", "localiser", "exploratory")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class Folds:
 
     sources: tuple[str, ...]
     localiser: Path | None = None
+    exploratory: tuple[str, ...] = ()  # sources whose volumes helped choose a setting
 
     def regime(self, regime: str, source: str) -> str:
         """The name of a regime's fold."""
@@ -65,11 +69,14 @@ def parse_folds(values: Any, study_file: Path) -> Folds | None:
         raise ConfigError(f"{where}.sources: expected a list of at least two source names")
     if len(set(sources)) != len(sources):
         raise ConfigError(f"{where}.sources: a source is named twice")
+    exploratory = values.get("exploratory") or []
+    if not (isinstance(exploratory, list) and set(exploratory) <= set(sources)):
+        raise ConfigError(f"{where}.exploratory: expected a list of the fold sources")
     localiser = values.get("localiser")
     path = study_file.parent / str(localiser) if localiser else None
     if path is not None:
         load_config(path)  # a clear error for a missing or invalid localiser config
-    return Folds(tuple(str(s) for s in sources), path)
+    return Folds(tuple(str(s) for s in sources), path, tuple(str(s) for s in exploratory))
 
 
 def localiser_config(folds: Folds, source: str) -> Config:

@@ -265,6 +265,11 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
         summary = _summarise_cells([c for c in study.cells if c.regime in members], out)
         if summary is not None:
             regimes[name] = {**summary, "pooled_from": list(members)}
+    exploratory = set(study.folds.exploratory) if study.folds else set()
+    fold_of = {c.regime: c.fold for c in study.cells}
+    for name, r in regimes.items():
+        members = r.get("pooled_from", [name])
+        r["exploratory_folds"] = sorted({fold_of[m] for m in members if fold_of[m] in exploratory})
     # A tuning pick compares pools (a setting over all its folds) when the study has any.
     scored = {
         n: r["selection_val_dice"]
