@@ -230,9 +230,12 @@ def bright_gland(image):
 
 def test_procedure_1_from_a_volume_teacher(phantom, tmp_path):
     """experiment.teacher may be a model prokd did not train: nothing trains it, procedure 1
-    distils from its probabilities, and it is evaluated beside the students."""
+    distils from its probabilities, and it is evaluated beside the students; with
+    p2_teacher, procedure 2's student learns from it beside the limit-trained teachers."""
     spec = f"{__name__}:bright_gland"
-    config = tiny_demo(tmp_path).replace(experiment={"teacher": spec, "strategies": ("uniform",)})
+    config = tiny_demo(tmp_path).replace(
+        experiment={"teacher": spec, "strategies": ("uniform",), "p2_teacher": True}
+    )
     out = tmp_path / "run"
     results = run_experiment(config, out, str(phantom), progress=False)
     assert not (out / "models" / "teacher").exists()
@@ -246,6 +249,10 @@ def test_procedure_1_from_a_volume_teacher(phantom, tmp_path):
     assert p1["volume_teachers"] == [spec] and p1["teachers"] == []
     key = json.loads((out / "models" / "student-kd-p1" / "step_key.json").read_text())["key"]
     assert len(key["volume_teachers"]) == 1
+    p2 = json.loads((out / "models" / "student-kd-p2-uniform" / "train_summary.json").read_text())
+    limit = json.loads((out / "limit_subsets.json").read_text())
+    assert p2["volume_teachers"] == [spec] and len(p2["teachers"]) == len(limit) >= 2
+    assert rows["student-kd-p2-uniform"]["role"].endswith("(uniform), with the teacher")
     assert "| teacher |" in (out / "report.md").read_text()
 
 

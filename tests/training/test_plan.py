@@ -1,8 +1,11 @@
 """The protocol's steps: which models an experiment trains, with which roles, teachers and
 data, in the order one job runs them; no experiment is run here."""
 
+import pytest
+
+from prokd.errors import ConfigError
 from prokd.evaluation.roles import LIMIT_TEACHER, STUDENT_NOKD, STUDENT_P1, STUDENT_P2, TEACHER
-from prokd.training.config import load_config
+from prokd.training.config import config_from_dict, load_config
 from prokd.training.plan import plan_steps
 from tests.conftest import CONFIGS
 
@@ -46,3 +49,30 @@ def test_validation_weighting_needs_validation_scores_and_a_volume_teacher_train
     assert (
         steps["student-kd-p1"].volume_teachers == ("taps",) and not steps["student-kd-p1"].teachers
     )
+
+
+def test_p2_teacher_puts_the_generic_teacher_beside_the_limit_trained_ones():
+    """experiment.p2_teacher: procedure 2's students also learn from experiment.teacher, a
+    trained step or a volume teacher; weightings that need a teacher's site are refused,
+    and validation weighting is not planned with a volume teacher (it has no score)."""
+    config = load_config(CONFIGS / "demo.yaml").replace(
+        experiment={"strategies": ("uniform", "validation"), "p2_teacher": True}
+    )
+    steps = {s.name: s for s in plan_steps(config, SUBSETS, limit_val_known=True)}
+    p2 = steps["student-kd-p2-validation"]
+    assert p2.teachers == ("limit-SiteA", "limit-SiteB", "teacher") and not p2.volume_teachers
+    assert p2.teacher_sites == () and p2.teacher_cases == ()
+    external = config.replace(experiment={"teacher": "taps"})
+    steps = {s.name: s for s in plan_steps(external, SUBSETS, limit_val_known=True)}
+    assert "student-kd-p2-validation" not in steps
+    p2 = steps["student-kd-p2-uniform"]
+    assert p2.teachers == ("limit-SiteA", "limit-SiteB") and p2.volume_teachers == ("taps",)
+    values = config.to_dict()
+    values["experiment"]["centre_site"] = None
+    for experiment, message in (
+        ({"strategies": ["uniform", "site"]}, "the site weighting needs each teacher's site"),
+        ({"strategies": []}, "needs procedure 2"),
+    ):
+        values["experiment"].update(experiment)
+        with pytest.raises(ConfigError, match=f"experiment.p2_teacher: {message}"):
+            config_from_dict(values)

@@ -180,6 +180,10 @@ class ExperimentConfig:
     # teacher with the best validation Dice) and "self-training" (taught by the no-KD student
     # on the same labelled and unlabelled slices: semi-supervised, no other teacher).
     baselines: tuple[str, ...] = ()
+    # Procedure 2 with one strong generic teacher: its students learn from ``teacher`` (a
+    # trained or a volume teacher, e.g. TAPS through a view bank) beside the limit-trained
+    # teachers, weighted by the same strategy.
+    p2_teacher: bool = False
 
 
 @dataclass(frozen=True)
@@ -378,6 +382,8 @@ def config_from_dict(values: dict[str, Any] | None) -> Config:
             f"distill.teacher_sites: {len(sites)} sites for {len(teachers)} teachers "
             "(give one site per teacher, in the same order)"
         )
+    if e.p2_teacher:
+        _check_p2_teacher(e)
     if "best-teacher" in e.baselines and not e.strategies:
         raise ConfigError("experiment.baselines: best-teacher needs procedure 2's teachers")
     for i, source in enumerate(config.data.sources):
@@ -400,6 +406,22 @@ def config_from_dict(values: dict[str, Any] | None) -> Config:
                 "false), so it has no mask to stand in for the teachers"
             )
     return config
+
+
+# Weightings that read a fact per teacher that ``experiment.teacher`` does not have.
+NEEDS_TEACHER_SITE = ("site", "gate")
+
+
+def _check_p2_teacher(e: ExperimentConfig) -> None:
+    """``experiment.p2_teacher`` needs procedure 2, and weightings that any teacher fits."""
+    if not e.strategies:
+        raise ConfigError("experiment.p2_teacher: needs procedure 2 (at least one strategy)")
+    unfit = [s for s in e.strategies if s in NEEDS_TEACHER_SITE]
+    if unfit:
+        raise ConfigError(
+            f"experiment.p2_teacher: the {', '.join(unfit)} weighting needs each teacher's "
+            "site or training cases, which experiment.teacher has none of"
+        )
 
 
 def given_keys(values: Any, prefix: str = "") -> list[str]:

@@ -361,6 +361,8 @@ def models_to_evaluate(
     for step in steps:
         if step.role in STUDENT_ROLES:
             text = ROLE_TEXT[step.role].format(weighting=step.weighting)
+            if step.role == STUDENT_P2 and exp.config.experiment.p2_teacher:
+                text += ", with the teacher"
             models.append(ExperimentModel(step.name, step.role, text, [trained[step.name]]))
     return models
 

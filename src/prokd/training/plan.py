@@ -57,8 +57,8 @@ def plan_steps(
 ) -> list[Step]:
     """Every training step of the protocol, in the order ``--jobs 1`` runs them.
 
-    ``validation`` weighting is planned only when the limit-trained teachers have
-    validation scores (``limit_val_known``). In the site-teacher regime
+    ``validation`` weighting is planned only when every procedure-2 teacher has a
+    validation score (``limit_val_known``; a volume teacher has none). In the site-teacher regime
     (``experiment.centre_site``) every student but procedure 1's trains at the centre;
     procedure 1 keeps the pooled labels, the upper bound that privacy forbids.
     """
@@ -79,21 +79,25 @@ def plan_steps(
         steps.append(
             Step("student-kd-p1", e.student, STUDENT_P1, teachers=("teacher",), soft_targets="p1")
         )
+    # p2_teacher: the generic teacher beside the limit-trained ones (it has no site, no cases)
+    p2_teachers = (*limit, "teacher") if e.p2_teacher and not external else limit
+    p2_volume_teachers = (e.teacher,) if e.p2_teacher and external else ()
     steps += [
         Step(
             f"student-kd-p2-{s}",
             e.student,
             STUDENT_P2,
             None,
-            limit,
+            p2_teachers,
             s,
             "p2",
+            volume_teachers=p2_volume_teachers,
             centre=centre,
-            teacher_sites=sites,
-            teacher_cases=tuple(subsets.values()),
+            teacher_sites=() if e.p2_teacher else sites,
+            teacher_cases=() if e.p2_teacher else tuple(subsets.values()),
         )
         for s in e.strategies
-        if s != "validation" or limit_val_known
+        if s != "validation" or (limit_val_known and not p2_volume_teachers)
     ]
     if "best-teacher" in e.baselines:
         steps.append(
