@@ -6,7 +6,10 @@ Each mask is scored on its series' own grid against the AI reference of the axia
 that grid by nearest neighbour. These are not expert masks; the PROSTATEx volumes were
 unlabelled training data of the bundled model (not held out).
 
-    .venv/bin/python benchmarks/non_axial.py [--models prostate-t2 taps]
+    .venv/bin/python benchmarks/non_axial.py [--models prostate-t2 taps] [--about TEXT]
+
+A model may be a bundled name, a model file or a run folder; ``--about`` says which of
+them saw PROSTATEx volumes (the default sentence is about the bundled model).
 
 Writes ``<out>.json`` and ``<out>.md``.
 """
@@ -36,6 +39,9 @@ STUDY = SHARED / "dicom" / "ProstateX" / "ProstateX-0000"
 REFERENCES = SHARED / "ai-references" / "prostatex" / "ProstateX-0000"
 SERIES = {"axial": "4", "sagittal": "3", "coronal": "5"}  # series numbers in the study
 REFERENCE_FILES = ("gland_bosma22b.nii.gz", "gland_guerbet23.nii.gz")
+BUNDLED_ABOUT = (
+    "PROSTATEx volumes were unlabelled training data of the bundled model: not held out."
+)
 
 
 def _segmenter(name: str) -> Any:
@@ -73,6 +79,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["prostate-t2", "taps"])
     parser.add_argument("--out", default="benchmarks/results/non_axial", help="output stem")
+    parser.add_argument("--about", default=BUNDLED_ABOUT, help="which models saw PROSTATEx")
     args = parser.parse_args()
     started = time.perf_counter()
     images = {plane: read_series(series_at(STUDY, number)) for plane, number in SERIES.items()}
@@ -101,7 +108,17 @@ def main() -> None:
     seconds = time.perf_counter() - started
     machine = f"{cpu_model()}, {os.cpu_count()} cores"
     command = "python benchmarks/non_axial.py --models " + " ".join(args.models)
-    payload = {"command": command, "machine": machine, "seconds": seconds, "rows": rows}
+    if args.about != BUNDLED_ABOUT:
+        command += f" --about '{args.about}'"
+    if args.out != parser.get_default("out"):
+        command += f" --out {args.out}"
+    payload = {
+        "command": command,
+        "machine": machine,
+        "seconds": seconds,
+        "about": args.about,
+        "rows": rows,
+    }
 
     def verdict(qc: dict | None) -> str:
         if qc is None:
@@ -113,8 +130,7 @@ def main() -> None:
         "",
         "ProstateX-0000's T2 series as exported by the scanner; each mask scored on its "
         "series' grid against the AI references of the axial series (mean Dice over "
-        f"{', '.join(f.split('.')[0] for f in REFERENCE_FILES)}; not expert masks). "
-        "PROSTATEx volumes were unlabelled training data of the bundled model: not held out.",
+        f"{', '.join(f.split('.')[0] for f in REFERENCE_FILES)}; not expert masks). " + args.about,
         "",
         "| model | series | Dice | gland ml | seconds | QC |",
         "|---|---|---|---|---|---|",
