@@ -60,7 +60,19 @@ def step_key(
     }
     if placement is not None:
         key["placement"] = placement
-    return json.loads(json.dumps(key))  # tuples become lists, as read back
+    return comparable(json.loads(json.dumps(key)))  # tuples become lists, as read back
+
+
+def comparable(key: dict[str, Any]) -> dict[str, Any]:
+    """A step key without what cannot act on its model: a step without teachers never
+    sees unlabelled data, so its unlabelled folders and sources (view banks included) are
+    left out, and a no-KD student is reused across regimes that differ only there. Keys
+    saved before this rule compare equal once passed through it."""
+    if key.get("weighting") is not None:  # distilled: unlabelled data acts
+        return key
+    data = dict(key["data"], unlabelled=[])
+    data["sources"] = [s for s in data["sources"] if s["labelled"]]
+    return dict(key, data=data)
 
 
 def save_step_key(run_dir: Path, key: dict[str, Any]) -> None:
@@ -76,7 +88,7 @@ def find_twin(name: str, key: dict[str, Any], reuse_from: tuple[Path, ...]) -> P
         run_dir = folder / "models" / name
         saved = run_dir / STEP_KEY
         if training_finished(run_dir) and saved.exists():
-            if json.loads(saved.read_text())["key"] == key:
+            if comparable(json.loads(saved.read_text())["key"]) == key:
                 return folder
     return None
 
