@@ -82,7 +82,7 @@ from prokd.data.validate import load_case
 from prokd.distill.volume_teachers import native_probabilities
 from prokd.evaluation.bench import cpu_model
 from prokd.evaluation.metrics import volume_metrics
-from prokd.evaluation.qc_calibration import PRIOR_LEVEL, QCRates, choose_level, qc_rates
+from prokd.evaluation.qc_calibration import PRIOR_LEVEL, choose_level, qc_rates, total_rates
 from prokd.evaluation.stats import paired_comparison
 from prokd.inference.model_files import load_model_file
 from prokd.inference.pipeline import segment_image
@@ -374,10 +374,6 @@ def _judged(rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], float]]:
     return [(r["signals"], r["dice"]) for r in rows]
 
 
-def _total(parts: list[QCRates]) -> QCRates:
-    return QCRates(*(sum(getattr(p, f) for p in parts) for f in QCRates.__dataclass_fields__))
-
-
 def qc_calibration(
     student: list[dict[str, Any]], validation: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -387,7 +383,7 @@ def qc_calibration(
     folds = sorted({r["fold"] for r in student})
     tests = {f: [r for r in student if r["fold"] == f] for f in folds}
     levels = {f: choose_level(_judged([r for r in validation if r["fold"] == f])) for f in folds}
-    nested = _total([qc_rates(_judged(tests[f]), LEVELS[levels[f]]) for f in folds])
+    nested = total_rates([qc_rates(_judged(tests[f]), LEVELS[levels[f]]) for f in folds])
     shipped = choose_level(_judged(validation))
     return {
         "prior_level": PRIOR_LEVEL,

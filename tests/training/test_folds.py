@@ -1,5 +1,6 @@
 """Leave one source out as a study (``folds:``): a held-out source never reaches a fold's
-training, validation (the epoch choice), unlabelled data, view bank or localiser."""
+training, validation (the epoch choice), unlabelled data, view bank, localiser or QC
+level."""
 
 import json
 
@@ -13,6 +14,7 @@ from prokd.data.view_store import ViewStore
 from prokd.distill.view_bank import build_bank, plan_views
 from prokd.errors import ConfigError
 from prokd.inference.volume_models import CallableVolumeModel
+from prokd.training.fold_qc import QC_ROWS
 from prokd.training.folds import fold_localiser_file, localiser_config
 from prokd.training.runs import prepare_data
 from prokd.training.study import cell_config, load_study, run_study
@@ -74,7 +76,7 @@ def _study(root, data, extra, tmp_path, localiser=True, held_out=("SiteA", "Site
     }
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     (tmp_path / "localiser.yaml").write_text(yaml.safe_dump(locator))
-    folds = {"sources": list(held_out), "exploratory": ["extra"]}
+    folds = {"sources": list(held_out), "exploratory": ["extra"], "qc": "student-kd-p1"}
     if localiser:
         folds["localiser"] = "localiser.yaml"
     study = {"base": "base.yaml", "seeds": [0], "regimes": {"kd": {}}, "folds": folds}
@@ -117,7 +119,21 @@ def test_a_study_of_folds_trains_each_fold_its_localiser(sources, tmp_path):
         assert cell_config(study, cell, out).preprocess.localiser == str(localiser)
         run = yaml.safe_load((out / "localisers" / cell.fold / "config.yaml").read_text())
         assert cell.fold in run["data"]["exclude_sites"]
+        # the QC level: chosen on the fold's validation volumes, none of the held-out source
+        qc_rows = json.loads((out / cell.folder / QC_ROWS).read_text())["rows"]
+        split = json.loads((out / cell.folder / "split.json").read_text())
+        assert sorted(r["case"] for r in qc_rows if r["role"] == "val") == sorted(split["val"])
+        assert sorted(r["case"] for r in qc_rows if r["role"] == "test") == sorted(split["test"])
+        assert all((r["site"] == cell.fold) == (r["role"] == "test") for r in qc_rows), cell.fold
     pooled = summary["regimes"]["kd"]
+    qc = pooled["qc"]
+    assert qc["model"] == "student-kd-p1" and set(qc["fold_levels"]) == {
+        "kd-SiteB/seed0",
+        "kd-extra/seed0",
+    }
+    assert (
+        qc["nested"]["volumes"] == 4 and "QC of `student-kd-p1`" in (out / "study.md").read_text()
+    )
     assert pooled["pooled_from"] == ["kd-SiteB", "kd-extra"]
     patients = pooled["comparisons"]["p1 vs no-KD"]["patients"]
     assert patients["n_patients"] == 4 and patients["n_volumes"] == 4
@@ -143,6 +159,7 @@ def test_folds_are_checked(sources, tmp_path):
         ({"sources": ["SiteA", "SiteA"]}, "named twice"),
         ({"sources": ["SiteA", "SiteB"], "seed": 1}, "folds.seed: unknown key"),
         ({"sources": ["SiteA", "SiteB"], "exploratory": ["SiteC"]}, "folds.exploratory"),
+        ({"sources": ["SiteA", "SiteB"], "qc": "teacher"}, "folds.qc: expected a student's"),
     ):
         path.write_text(yaml.safe_dump({**values, "folds": folds}))
         with pytest.raises(ConfigError, match=message):

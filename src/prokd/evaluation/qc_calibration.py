@@ -12,7 +12,7 @@ model.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from prokd.inference.reliability import LEVELS, judge
@@ -87,3 +87,9 @@ def choose_level(
             gain = (rates.catch_rate or 0.0) - false_alarm
             scored.append((-gain, abs(level - PRIOR_LEVEL), level))
     return min(scored)[2] if scored else 0
+
+
+def total_rates(parts: Sequence[QCRates]) -> QCRates:
+    """The counts of several sets of volumes (e.g. folds, each at its own level) added."""
+    names = [f.name for f in fields(QCRates)]
+    return QCRates(*(sum(getattr(p, name) for p in parts) for name in names))

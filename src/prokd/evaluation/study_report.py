@@ -274,6 +274,33 @@ def _regime_blocks(
             "patient).",
         ),
         ("table", *patient_comparison_rows(comparisons, regime)),
+        *_qc_blocks(r.get("qc")),
+    ]
+
+
+def _rates_text(rates: dict[str, Any]) -> str:
+    return (
+        f"{rates['caught']} of the {rates['failed']} with Dice < 0.5 marked unreliable, "
+        f"{rates['false_alarms']} of the {rates['good']} with Dice >= 0.8 marked unreliable "
+        f"(false alarms), {rates['middle_marked']} of the {rates['middle']} in between"
+    )
+
+
+def _qc_blocks(qc: dict[str, Any] | None) -> list[Block]:
+    """The QC level nested in a pool's folds (``folds.qc``), when measured."""
+    if not qc:
+        return []
+    levels = ", ".join(f"{cell} {level}" for cell, level in qc["fold_levels"].items())
+    counts = ", ".join(f"{cell} {n}" for cell, n in qc["validation_volumes"].items())
+    return [
+        (
+            "p",
+            f"QC of `{qc['model']}` on the test volumes, as `prokd predict` judges them. "
+            f"Nested: each fold's strictness level chosen on its own validation volumes "
+            f"(levels: {levels}; validation volumes: {counts}): "
+            f"{_rates_text(qc['nested'])}. At level {qc['prior_level']}, set beforehand: "
+            f"{_rates_text(qc['prior'])}.",
+        )
     ]
 
 

@@ -7,6 +7,7 @@ A study file's ``folds`` section::
       sources: [prostate158, msd, prostatex, prostate3t]
       localiser: ../prostate-localiser.yaml  # optional: one localiser per fold
       exploratory: [prostate158]  # optional: folds whose volumes helped choose a setting
+      qc: student-kd-p1  # optional: the model whose QC level is chosen per fold
 
 turns every regime ``R`` into the regimes ``R-<source>`` (``split.test_site: <source>``:
 no volume of that source trains, validates or places anything; see
@@ -15,7 +16,8 @@ fold's localiser is that config trained with ``data.exclude_sites: [<source>]`` 
 exported to ``<study out>/localisers/<source>.onnx``, and the fold's cells place their
 grids with it (``preprocess.localiser``). Folds named ``exploratory`` (their volumes helped
 choose a setting) are marked so in every table of the study's report, and so are the pools
-that hold them.
+that hold them. With ``qc``, that model's QC strictness level is chosen per fold on the
+fold's validation volumes and judges its test volumes (:mod:`prokd.training.fold_qc`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from prokd.inference.trained import load_trained_model
 from prokd.training.config import Config, load_config
 from prokd.training.single_run import train_single
 
-FOLD_KEYS = ("sources", "localiser", "exploratory")
+FOLD_KEYS = ("sources", "localiser", "exploratory", "qc")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Folds:
     sources: tuple[str, ...]
     localiser: Path | None = None
     exploratory: tuple[str, ...] = ()  # sources whose volumes helped choose a setting
+    qc: str | None = None  # the model (step name) whose QC level is nested in the folds
 
     def regime(self, regime: str, source: str) -> str:
         """The name of a regime's fold."""
@@ -72,11 +75,14 @@ def parse_folds(values: Any, study_file: Path) -> Folds | None:
     exploratory = values.get("exploratory") or []
     if not (isinstance(exploratory, list) and set(exploratory) <= set(sources)):
         raise ConfigError(f"{where}.exploratory: expected a list of the fold sources")
+    qc = values.get("qc")
+    if qc is not None and not (isinstance(qc, str) and qc.startswith("student-")):
+        raise ConfigError(f"{where}.qc: expected a student's step name, got {qc!r}")
     localiser = values.get("localiser")
     path = study_file.parent / str(localiser) if localiser else None
     if path is not None:
         load_config(path)  # a clear error for a missing or invalid localiser config
-    return Folds(tuple(str(s) for s in sources), path, tuple(str(s) for s in exploratory))
+    return Folds(tuple(str(s) for s in sources), path, tuple(str(s) for s in exploratory), qc)
 
 
 def localiser_config(folds: Folds, source: str) -> Config:

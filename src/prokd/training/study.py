@@ -40,6 +40,7 @@ from prokd.evaluation.study_report import write_study_report
 from prokd.io_atomic import atomic_path
 from prokd.training.config import Config, config_from_dict, load_config
 from prokd.training.experiment import run_experiment
+from prokd.training.fold_qc import QC_ROWS, cell_qc_rows, nested_qc
 from prokd.training.folds import Folds, parse_folds, train_fold_localisers
 from prokd.training.results import COMPARISONS, case_dice, case_patients, paired_scores
 from prokd.yaml_files import read_yaml
@@ -208,6 +209,11 @@ def run_study(
             run_experiment(config, cell_dir, data_root, progress, jobs=jobs, reuse_from=others)
             with atomic_path(cell_dir / CELL_TIME) as tmp:
                 tmp.write_text(json.dumps({"seconds": time.perf_counter() - tick}))
+    if run_cells and study.folds is not None and study.folds.qc is not None:
+        for cell in study.cells:
+            if _finished(out / cell.folder) is not None:
+                config = cell_config(study, cell, out)
+                cell_qc_rows(out / cell.folder, config, study.folds.qc, progress)
     summary = summarise_study(study, out)
     if not summary["regimes"]:
         raise ProkdError(f"{out}: no finished cell to summarise")
@@ -265,6 +271,10 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
         summary = _summarise_cells([c for c in study.cells if c.regime in members], out)
         if summary is not None:
             regimes[name] = {**summary, "pooled_from": list(members)}
+    if study.folds is not None and study.folds.qc is not None:
+        for name, members in study.pools.items():
+            if name in regimes:
+                regimes[name]["qc"] = pool_qc(study, members, out)
     exploratory = set(study.folds.exploratory) if study.folds else set()
     fold_of = {c.regime: c.fold for c in study.cells}
     for name, r in regimes.items():
@@ -286,6 +296,17 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
         "regimes": regimes,
         "regimes_not_run": [r for r in study.regimes if r not in regimes],
     }
+
+
+def pool_qc(study: Study, members: tuple[str, ...], out: Path) -> dict[str, Any] | None:
+    """The QC level nested in a pool's folds (:func:`~prokd.training.fold_qc.nested_qc`)
+    over its cells whose QC rows are measured; ``None`` when none is."""
+    rows = {
+        f"{c.regime}/seed{c.seed}": json.loads((out / c.folder / QC_ROWS).read_text())["rows"]
+        for c in study.cells
+        if c.regime in members and (out / c.folder / QC_ROWS).exists()
+    }
+    return {"model": study.folds.qc, **nested_qc(rows)} if rows else None
 
 
 def volume_rows(study: Study, out: Path) -> list[dict[str, Any]]:
