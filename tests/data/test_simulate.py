@@ -1,14 +1,19 @@
 """Simulated protocols on whole labelled volumes: image and mask stay together on the new
-grid, and the new grid is what the protocol acquires."""
+grid, the new grid is what the protocol acquires, and a simulated copy stays its source
+volume's patient."""
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from prokd.cli import main
+from prokd.data.layouts import find_cases
 from prokd.data.planes import acquisition_plane, physical_bounds
 from prokd.data.simulate import simulate
+from prokd.errors import DataError
 from prokd.evaluation.metrics import dice_score
+from prokd.training.config import SourceConfig
+from prokd.training.runs import source_cases
 from tests.conftest import make_volume
 
 
@@ -89,5 +94,14 @@ def test_simulate_writes_a_labelled_six_site_dataset(tmp_path, capsys):
     out = tmp_path / "coil"
     assert main(["simulate", "coil", str(tmp_path / "data"), str(out)]) == 0
     assert (out / "SiteA-coil" / "SiteA_Case00_segmentation.nii.gz").is_file()
+    # the simulated copy is its source volume's patient, as read back, under a site too
+    [copy] = find_cases(out)[1]
+    assert copy.case_id == "SiteA-coil/SiteA_Case00" and copy.patient == "SiteA/Case00"
+    [real] = source_cases(SourceConfig(str(tmp_path / "data"), site="s"))
+    [sited] = source_cases(SourceConfig(str(out), site="s", test_only=True))
+    assert sited.patient == real.patient == "s/SiteA/Case00"
+    (out / "patients.json").write_text("[1]")
+    with pytest.raises(DataError, match="patients.json: expected a mapping"):
+        find_cases(out)
     assert main(["simulate", "coil", str(tmp_path / "data"), str(out)]) == 2  # not empty
     assert "not empty" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from prokd.data.io import is_volume_file, volume_stem
@@ -95,6 +95,24 @@ def _six_site_dicom_cases(site_dir: Path) -> list[Case]:
     return cases
 
 
+# Beside a six-site dataset: case id -> patient, where several cases are one patient's
+# (``prokd simulate`` writes it: a simulated copy is its source volume's patient).
+PATIENTS_FILE = "patients.json"
+
+
+def _six_site_patients(root: Path) -> dict[str, str]:
+    path = root / PATIENTS_FILE
+    if not path.exists():
+        return {}
+    try:
+        patients = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(path, f"not valid JSON ({err})") from None
+    if not (isinstance(patients, dict) and all(isinstance(v, str) for v in patients.values())):
+        raise DataError(path, "expected a mapping of case id -> patient id")
+    return patients
+
+
 def six_site_cases(root: Path) -> list[Case]:
     cases = []
     for site_dir in _subdirs(root):
@@ -105,7 +123,8 @@ def six_site_cases(root: Path) -> list[Case]:
             mask = next((c for c in candidates if c.exists()), candidates[0])
             cases.append(Case(f"{site_dir.name}/{stem}", site_dir.name, image, (mask,)))
         cases += _six_site_dicom_cases(site_dir)
-    return cases
+    patients = _six_site_patients(root)
+    return [replace(c, group=patients.get(c.case_id, "")) for c in cases]
 
 
 def _detect_six_site(root: Path) -> bool:

@@ -6,6 +6,7 @@ and mask move together; the mask stays the reference on the new grid.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from prokd.data.io import Geometry, image_from_array, write_volume
-from prokd.data.layouts import find_cases
+from prokd.data.layouts import PATIENTS_FILE, find_cases
 from prokd.data.masks import occupied_slices
 from prokd.data.planes import physical_bounds, slice_profile_sigma
 from prokd.data.preprocess import axial_view
@@ -153,7 +154,9 @@ def write_simulated(
     show_progress: bool = False,
 ) -> int:
     """Every labelled case of a dataset under ``protocol``, written in the six-site layout
-    (``<out>/<site>-<protocol>/<case>.nii.gz`` and ``<case>_segmentation.nii.gz``).
+    (``<out>/<site>-<protocol>/<case>.nii.gz`` and ``<case>_segmentation.nii.gz``), with
+    ``patients.json``: each simulated case's patient is its source case's (read back by the
+    six-site layout, so that a patient's simulated copies count as that one patient).
 
     Returns:
         The number of cases written.
@@ -171,11 +174,14 @@ def write_simulated(
     cases = [c for c in cases if c.labelled]
     if not cases:
         raise ProkdError(f"{data_dir}: no labelled case to simulate {protocol} on")
+    patients = {}
     with atomic_folder(out_dir) as staging:
         for index, case in enumerate(tqdm(cases, desc=protocol, disable=not show_progress)):
             loaded = load_case(case)
             image, mask = simulate(loaded.image, loaded.mask, protocol, seed * 1000 + index)
-            name = staging / f"{case.site}-{protocol}" / case.case_id.replace("/", "_")
-            write_volume(image, f"{name}.nii.gz")
-            write_volume(mask, f"{name}_segmentation.nii.gz")
+            case_id = f"{case.site}-{protocol}/{case.case_id.replace('/', '_')}"
+            write_volume(image, f"{staging / case_id}.nii.gz")
+            write_volume(mask, f"{staging / case_id}_segmentation.nii.gz")
+            patients[case_id] = case.patient
+        (staging / PATIENTS_FILE).write_text(json.dumps(patients, indent=1))
     return len(cases)
