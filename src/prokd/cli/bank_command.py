@@ -58,7 +58,7 @@ def _bank(args: argparse.Namespace) -> int:
 
 def add_bank_parser(sub: argparse._SubParsersAction) -> None:
     """The parser of ``prokd bank``."""
-    from prokd.distill.view_bank import DEFAULT_KINDS
+    from prokd.data.views import DEFAULT_KINDS  # not view_bank: every command builds this
 
     p = sub.add_parser(
         "bank",

@@ -185,9 +185,13 @@ def read_volume(path: str | Path, channel: int | None = None) -> sitk.Image:
 
 def is_dicom_input(path: Path) -> bool:
     """A folder (of DICOM files) or a DICOM file: read as a DICOM series."""
-    from prokd.data.dicom import is_dicom_file  # pydicom only when DICOM is read
+    if path.is_dir():
+        return True
+    if not path.is_file() or is_volume_file(path):
+        return False
+    from prokd.data.dicom import is_dicom_file
 
-    return path.is_dir() or (path.is_file() and not is_volume_file(path) and is_dicom_file(path))
+    return is_dicom_file(path)
 
 
 def _check_nifti_length(path: Path) -> None:

@@ -22,6 +22,7 @@ from prokd.errors import ProkdError
 
 VIEW_KINDS = ("acquired", "augment", "mix", *PROTOCOLS)
 PLANNED_ON_GLAND = ("mix", *PROTOCOLS)  # the kinds that need the volume's gland mask
+DEFAULT_KINDS = ("augment", "coil", "mix", "sagittal", "coronal")  # after round 0, in turn
 ROTATION_RAD = 0.26  # in-plane rotation of an augmented view: up to 15 degrees either way
 SCALE_RANGE = 0.1  # and a zoom of up to 10%
 

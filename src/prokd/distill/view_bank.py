@@ -27,10 +27,8 @@ from prokd.data.io import image_from_array, read_volume, volume_sha256
 from prokd.data.layouts import Case
 from prokd.data.validate import load_case
 from prokd.data.view_store import ViewRecipe, ViewStore, entry_key, image_digest
-from prokd.data.views import PLANNED_ON_GLAND, make_view
+from prokd.data.views import DEFAULT_KINDS, PLANNED_ON_GLAND, make_view
 from prokd.inference.volume_models import VolumeModel
-
-DEFAULT_KINDS = ("augment", "coil", "mix", "sagittal", "coronal")
 
 
 def _seed(*parts: object) -> int:
