@@ -17,7 +17,7 @@ from prokd.inference.volume_models import CallableVolumeModel
 from prokd.training.fold_qc import QC_ROWS
 from prokd.training.folds import fold_localiser_file, localiser_config
 from prokd.training.runs import prepare_data
-from prokd.training.study import cell_config, load_study, run_study
+from prokd.training.study import cell_config, load_study, regime_contrasts, run_study
 from tests.conftest import tiny_phantom
 
 
@@ -44,7 +44,9 @@ def sources(tmp_path_factory):
     return root, data, extra
 
 
-def _study(root, data, extra, tmp_path, localiser=True, held_out=("SiteA", "SiteB", "extra")):
+def _study(
+    root, data, extra, tmp_path, localiser=True, held_out=("SiteA", "SiteB", "extra"), **more
+):
     tiny = {
         "model": "unet-w4",
         "preprocess": {"size": 32, "fov_mm": 160.0},
@@ -79,7 +81,7 @@ def _study(root, data, extra, tmp_path, localiser=True, held_out=("SiteA", "Site
     folds = {"sources": list(held_out), "exploratory": ["extra"], "qc": "student-kd-p1"}
     if localiser:
         folds["localiser"] = "localiser.yaml"
-    study = {"base": "base.yaml", "seeds": [0], "regimes": {"kd": {}}, "folds": folds}
+    study = {"base": "base.yaml", "seeds": [0], "regimes": {"kd": {}}, "folds": folds, **more}
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study))
     return load_study(path)
@@ -170,3 +172,47 @@ def test_folds_are_checked(sources, tmp_path):
     path.write_text(yaml.safe_dump({**values, "folds": {"sources": ["SiteA", "SiteB"]}}))
     with pytest.raises(ConfigError, match="test_only: needs split.test_site"):
         load_study(path)  # test-only masks without a test site would never be used
+
+
+def test_a_contrast_compares_two_pools_per_patient_and_without_exploratory_folds(sources, tmp_path):
+    """contrasts: one model of two pools, paired by (seed, case), the patient as the unit;
+    'held out' drops the exploratory folds' volumes (checked against a hand computation)."""
+    root, data, extra = sources
+    study = _study(
+        root,
+        data,
+        extra,
+        tmp_path,
+        localiser=False,
+        regimes={"kd": {}, "wide": {"experiment": {"student": "unet-w8"}}},
+        contrasts=[{"a": "wide", "b": "kd", "model": "student-kd-p1"}],
+    )
+    rows = []
+    for regime, gain in (("kd", 0.0), ("wide", 1.0)):
+        for fold, case, patient, dice in (
+            ("SiteA", "SiteA/c1", "p1", 0.5),
+            ("SiteA", "SiteA/c2", "p1", 0.6),  # p1's two volumes are one patient
+            ("SiteB", "SiteB/c3", "p3", 0.7),
+            ("extra", "extra/c4", "p4", 0.8),
+        ):
+            scale = {"SiteA/c1": 0.1, "SiteA/c2": 0.3, "SiteB/c3": -0.1, "extra/c4": 0.5}[case]
+            row = {"regime": f"{regime}-{fold}", "seed": 0, "model": "student-kd-p1"}
+            rows.append({**row, "case": case, "patient": patient, "dice": dice + gain * scale})
+    rows.append({**rows[0], "model": "student-nokd", "dice": 0.0})  # another model: ignored
+    [contrast] = regime_contrasts(study, rows)
+    assert contrast["name"] == "student-kd-p1: wide vs kd"
+    everyone = contrast["patients"]  # per patient: p1 (0.1 + 0.3) / 2, p3 -0.1, p4 0.5
+    assert (everyone["n_patients"], everyone["n_volumes"], everyone["wins"]) == (3, 4, 2)
+    assert everyone["mean"] == pytest.approx((0.2 - 0.1 + 0.5) / 3)
+    held_out = contrast["held_out"]  # extra is exploratory
+    assert held_out["n_patients"] == 2 and held_out["mean"] == pytest.approx((0.2 - 0.1) / 2)
+    path = tmp_path / "study.yaml"
+    values = yaml.safe_load(path.read_text())
+    for contrasts, message in (
+        ({"a": "wide", "b": "kd"}, "expected a list"),
+        ([{"a": "wide", "b": "kd"}], r"contrasts\[0\]: expected exactly the keys"),
+        ([{"a": "wide", "b": "narrow", "model": "x"}], r"contrasts\[0\].b: unknown regime"),
+    ):
+        path.write_text(yaml.safe_dump({**values, "contrasts": contrasts}))
+        with pytest.raises(ConfigError, match=message):
+            load_study(path)

@@ -147,6 +147,17 @@ def _summary_blocks(summary: dict[str, Any]) -> list[Block]:
         ("p", "Validation Dice (best epoch of each run; what model selection and tuning read):"),
         ("table", *validation_table(summary)),
     ]
+    if summary.get("contrasts"):
+        blocks += [
+            (
+                "p",
+                "Regimes compared (the study file's `contrasts`): one model of regime (or "
+                "pool) a against b, on the test volumes both scored with the same seed, each "
+                "patient's mean difference one observation; 'held out': the same without the "
+                "exploratory folds' volumes.",
+            ),
+            ("table", *contrast_table(summary["contrasts"])),
+        ]
     if summary.get("best_on_validation") and len(summary["regimes"]) > 1:
         blocks.append(
             (
@@ -157,6 +168,31 @@ def _summary_blocks(summary: dict[str, Any]) -> list[Block]:
             )
         )
     return blocks
+
+
+def _patients_cell(p: dict[str, Any] | None) -> str:
+    if p is None:
+        return "-"
+    ci = "" if p["ci"] is None else f" [{p['ci'][0]:+.3f}, {p['ci'][1]:+.3f}]"
+    return f"{p['mean']:+.3f}{ci}, {p['wins']} of {p['n_patients']} ({p['n_volumes']} volumes)"
+
+
+def contrast_table(contrasts: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the study's regime contrasts (mean a - b, t 95% CI, patients a
+    wins, over all patients and over the held-out folds' only)."""
+    header = ["model", "a", "b", "a - b, per patient", "p (t)", "held out: a - b"]
+    body = [
+        [
+            c["model"],
+            c["a"],
+            c["b"],
+            _patients_cell(c["patients"]),
+            _p(c["patients"]["p"]),
+            _patients_cell(c["held_out"]),
+        ]
+        for c in contrasts
+    ]
+    return header, body
 
 
 def _p(value: float | None) -> str:

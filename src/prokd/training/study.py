@@ -45,7 +45,7 @@ from prokd.training.folds import Folds, parse_folds, train_fold_localisers
 from prokd.training.results import COMPARISONS, case_dice, case_patients, paired_scores
 from prokd.yaml_files import read_yaml
 
-STUDY_KEYS = ("base", "seeds", "regimes", "pools", "description", "folds")
+STUDY_KEYS = ("base", "seeds", "regimes", "pools", "description", "folds", "contrasts")
 CELL_TIME = "cell_seconds.json"  # wall time of the invocation that finished the cell
 
 
@@ -65,6 +65,20 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class Contrast:
+    """One model of two regimes (or pools) compared on the test volumes they share."""
+
+    a: str
+    b: str
+    model: str
+
+    @property
+    def name(self) -> str:
+        """How tables name the contrast."""
+        return f"{self.model}: {self.a} vs {self.b}"
+
+
+@dataclass(frozen=True)
 class Study:
     """A parsed study file."""
 
@@ -75,6 +89,7 @@ class Study:
     cells: tuple[Cell, ...]
     pools: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     folds: Folds | None = None
+    contrasts: tuple[Contrast, ...] = ()
 
     @property
     def regimes(self) -> list[str]:
@@ -142,8 +157,29 @@ def load_study(path: str | Path) -> Study:
                     raise ConfigError(f"{path}: regimes.{regime}: {err}") from None
                 cells.append(Cell(regime, seed, config, fold))
     pools = _pools({**fold_pools, **(values.get("pools") or {})}, names, path)
+    contrasts = _contrasts(values.get("contrasts") or [], [*names, *pools], path)
     description = str(values.get("description", ""))
-    return Study(path, description, base, tuple(seeds), tuple(cells), pools, folds)
+    return Study(path, description, base, tuple(seeds), tuple(cells), pools, folds, contrasts)
+
+
+def _contrasts(values: Any, known: list[str], path: Path) -> tuple[Contrast, ...]:
+    """A study file's ``contrasts``: ``{a: REGIME_OR_POOL, b: REGIME_OR_POOL, model: NAME}``.
+
+    Raises:
+        ConfigError: not a list of such mappings, or an unknown regime or pool.
+    """
+    where = f"{path}: contrasts"
+    if not isinstance(values, list):
+        raise ConfigError(f"{where}: expected a list of {{a, b, model}} mappings")
+    contrasts = []
+    for index, entry in enumerate(values):
+        if not (isinstance(entry, dict) and set(entry) == {"a", "b", "model"}):
+            raise ConfigError(f"{where}[{index}]: expected exactly the keys a, b and model")
+        for key in ("a", "b"):
+            if entry[key] not in known:
+                raise ConfigError(f"{where}[{index}].{key}: unknown regime or pool {entry[key]!r}")
+        contrasts.append(Contrast(str(entry["a"]), str(entry["b"]), str(entry["model"])))
+    return tuple(contrasts)
 
 
 def _check_seeds(seeds: Any, where: str) -> None:
@@ -286,10 +322,12 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
         for n, r in regimes.items()
         if r["selection_val_dice"] is not None and ("pooled_from" in r) == bool(study.pools)
     }
+    rows = volume_rows(study, out)
     return {
         "study": str(study.path),
         "comparisons": comparison_list(regimes),
-        "rows": volume_rows(study, out),
+        "contrasts": regime_contrasts(study, rows),
+        "rows": rows,
         "best_on_validation": max(scored, key=scored.get) if scored else None,
         "description": study.description,
         "seeds": list(study.seeds),
@@ -307,6 +345,47 @@ def pool_qc(study: Study, members: tuple[str, ...], out: Path) -> dict[str, Any]
         if c.regime in members and (out / c.folder / QC_ROWS).exists()
     }
     return {"model": study.folds.qc, **nested_qc(rows)} if rows else None
+
+
+def regime_contrasts(study: Study, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each contrast of the study file with the patient as the unit (see
+    :func:`~prokd.evaluation.stats.patient_level_comparison`), over the test volumes both
+    sides scored with the same seed; ``held_out`` repeats it without the exploratory folds'
+    volumes. Contrasts with no shared volume yet are left out."""
+    fold_of = {c.regime: c.fold for c in study.cells}
+    exploratory = set(study.folds.exploratory) if study.folds else set()
+
+    def scores(side: str, model: str) -> dict[tuple[int, str], dict[str, Any]]:
+        regimes = study.pools.get(side, (side,))
+        return {
+            (r["seed"], r["case"]): r
+            for r in rows
+            if r["regime"] in regimes and r["model"] == model
+        }
+
+    results = []
+    for contrast in study.contrasts:
+        a, b = scores(contrast.a, contrast.model), scores(contrast.b, contrast.model)
+        shared = sorted(set(a) & set(b))
+        if not shared:
+            continue
+        pairs = [(a[k]["patient"], a[k]["dice"], b[k]["dice"]) for k in shared]
+        kept = [
+            p
+            for k, p in zip(shared, pairs, strict=True)
+            if fold_of[a[k]["regime"]] not in exploratory
+        ]
+        results.append(
+            {
+                "name": contrast.name,
+                **dataclasses.asdict(contrast),
+                "patients": patient_level_comparison(pairs),
+                "held_out": patient_level_comparison(kept)
+                if exploratory and len({p[0] for p in kept}) > 1
+                else None,
+            }
+        )
+    return results
 
 
 def volume_rows(study: Study, out: Path) -> list[dict[str, Any]]:
