@@ -146,3 +146,15 @@ def test_a_saved_config_from_before_a_setting_existed_is_the_same_config(tmp_pat
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(values))
     assert not saved_config_differs(tmp_path, config)
     assert saved_config_differs(tmp_path, config.replace(train={"epochs": 4}))
+
+
+def test_repository_study_files_are_valid():
+    """Every committed study file loads: its base, regimes, folds and contrasts."""
+    from pathlib import Path
+
+    from prokd.training.study import load_study
+
+    studies = sorted((Path(__file__).parents[2] / "configs" / "studies").glob("*.yaml"))
+    assert {p.name for p in studies} >= {"kd-study.yaml", "loso-bank.yaml"}
+    for path in studies:
+        assert load_study(path).cells, path
