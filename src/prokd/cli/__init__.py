@@ -99,6 +99,7 @@ def _study(args: argparse.Namespace) -> int:
         publish=args.publish,
         run_cells=not args.summarise,
         command=_study_command(args, out),
+        only=tuple(args.only or ()),
     )
     print((out / "study.md").read_text())
     print(f"study finished in {time.perf_counter() - start:.0f} s; summary: {out / 'study.md'}")
@@ -111,6 +112,7 @@ def _study_command(args: argparse.Namespace, out: Path) -> str:
     words += ["--data", args.data] if args.data else []
     words += ["--jobs", str(args.jobs)] if args.jobs != 1 else []
     words += ["--publish", args.publish] if args.publish else []
+    words += ["--only", *args.only] if args.only else []
     return " ".join(words + (["--summarise"] if args.summarise else []))
 
 
@@ -263,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--summarise",
         action="store_true",
         help="summarise the finished cells only; run none (the summary lists missing seeds)",
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        metavar="REGIME",
+        help="run only these regimes' cells (a fold study's regimes are REGIME-SOURCE), in "
+        "the file's order; the summary still covers every finished cell",
     )
 
     p = sub.add_parser("predict", help="segment volumes: masks with the input's exact geometry")

@@ -223,18 +223,29 @@ def run_study(
     publish: str | Path | None = None,
     run_cells: bool = True,
     command: str = "run_study()",
+    only: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Run every unfinished cell (unless ``run_cells`` is false), then summarise the finished
     cells into ``<out>/study.json``, ``study.md`` and plots; with ``publish``, also as
     ``<publish>/<study name>.md`` (JSON and figures beside it); ``command`` is how the
-    summary says it was made. Returns the summary.
+    summary says it was made; ``only`` runs just those regimes' cells (the summary still
+    covers every finished cell). Returns the summary.
 
     Raises:
+        ConfigError: ``only`` names a regime the study does not have.
         ProkdError: no cell has finished.
     """
     out = Path(out)
+    unknown = sorted(set(only) - set(study.regimes))
+    if unknown:
+        raise ConfigError(
+            f"--only: {unknown[0]!r} is not a regime of {study.path} "
+            f"(regimes: {', '.join(study.regimes)})"
+        )
     started = time.perf_counter()
-    for index, cell in enumerate(study.cells if run_cells else ()):
+    chosen = [c for c in study.cells if not only or c.regime in only] if run_cells else []
+    for cell in chosen:
+        index = study.cells.index(cell)
         cell_dir = out / cell.folder
         if _finished(cell_dir) is None:
             if progress:
@@ -245,8 +256,8 @@ def run_study(
             run_experiment(config, cell_dir, data_root, progress, jobs=jobs, reuse_from=others)
             with atomic_path(cell_dir / CELL_TIME) as tmp:
                 tmp.write_text(json.dumps({"seconds": time.perf_counter() - tick}))
-    if run_cells and study.folds is not None and study.folds.qc is not None:
-        for cell in study.cells:
+    if study.folds is not None and study.folds.qc is not None:
+        for cell in chosen:
             if _finished(out / cell.folder) is not None:
                 config = cell_config(study, cell, out)
                 cell_qc_rows(out / cell.folder, config, study.folds.qc, progress)
