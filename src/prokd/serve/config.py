@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from prokd.errors import ConfigError
-from prokd.yaml_files import read_yaml
 
 OUTPUTS = ("seg", "rtstruct", "overlay")  # what the node can send back for a study
 AE_TITLE = re.compile(r"^[\x21-\x5b\x5d-\x7e][\x20-\x5b\x5d-\x7e]{0,15}$")  # no backslash
@@ -139,6 +138,10 @@ def load_node_config(path: str | Path | None, overrides: dict[str, Any]) -> Node
     Raises:
         ConfigError: an unreadable file, a file that is not a mapping, or a bad setting.
     """
+    # YAML only when a file is read: every command's parser imports this module (OUTPUTS),
+    # prokd predict's cold start among them
+    from prokd.yaml_files import read_yaml
+
     values: dict[str, Any] = {}
     if path is not None:
         values = read_yaml(path, "node config") or {}
