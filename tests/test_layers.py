@@ -1,9 +1,9 @@
 """Imports run one way: cli -> serve (the DICOM node) -> api (and the package's
 ``__init__``, which offers ``prokd.segment``) -> training -> evaluation -> distill ->
 inference -> losses -> models -> data -> base modules (errors, io_atomic, yaml_files,
-devices, version, extras). A module may import
-from its own stage or any stage below it, never from a stage above; and no import cycle
-exists anywhere, within a stage too (imports inside functions count)."""
+typed_mapping, devices, version, extras). A module may import from its own stage or any
+stage below it, never from a stage above; and no import cycle exists anywhere, within a
+stage too (imports inside functions count)."""
 
 import ast
 from pathlib import Path
@@ -23,7 +23,7 @@ STAGES = [
     "models",
     "data",
 ]
-BASE = {"errors", "io_atomic", "yaml_files", "devices", "version", "extras"}
+BASE = {"errors", "io_atomic", "yaml_files", "typed_mapping", "devices", "version", "extras"}
 
 
 def _stage(module: str) -> int:

@@ -14,10 +14,11 @@ from prokd.data.view_store import ViewStore
 from prokd.distill.view_bank import build_bank, plan_views
 from prokd.errors import ConfigError
 from prokd.inference.volume_models import CallableVolumeModel
+from prokd.training.contrasts import regime_contrasts
 from prokd.training.fold_qc import QC_ROWS
 from prokd.training.folds import fold_localiser_file, localiser_config
 from prokd.training.runs import prepare_data
-from prokd.training.study import cell_config, load_study, regime_contrasts, run_study
+from prokd.training.study import cell_config, load_study, run_study
 from tests.conftest import tiny_phantom
 
 
@@ -203,7 +204,10 @@ def test_a_contrast_compares_two_pools_per_patient_and_without_exploratory_folds
             row = {"regime": f"{regime}-{fold}", "seed": 0, "model": "student-kd-p1"}
             rows.append({**row, "case": case, "patient": patient, "dice": dice + gain * scale})
     rows.append({**rows[0], "model": "student-nokd", "dice": 0.0})  # another model: ignored
-    [contrast] = regime_contrasts(study, rows)
+    fold_of = {c.regime: c.fold for c in study.cells}
+    [contrast] = regime_contrasts(
+        study.contrasts, study.pools, fold_of, study.folds.exploratory, rows
+    )
     assert contrast["name"] == "student-kd-p1: wide vs kd"
     everyone = contrast["patients"]  # per patient: p1 (0.1 + 0.3) / 2, p3 -0.1, p4 0.5
     assert (everyone["n_patients"], everyone["n_volumes"], everyone["wins"]) == (3, 4, 2)

@@ -7,8 +7,6 @@ types and impossible values are one-line ``ConfigError``s naming the file and th
 from __future__ import annotations
 
 import dataclasses
-import re
-import types
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ from prokd.losses.composite import LossWeights
 from prokd.losses.distillation import FEATURE_NORMS
 from prokd.losses.lovasz import CLASS_MODES
 from prokd.models import MODELS
+from prokd.typed_mapping import Check, build_dataclass
 from prokd.yaml_files import read_yaml
 
 
@@ -234,7 +233,7 @@ def _all_known(registry: dict[str, Any], what: str) -> tuple[str, typing.Callabl
     return f"unknown {what} (known: {', '.join(registry)})", lambda v: set(v) <= set(registry)
 
 
-CHECKS: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
+CHECKS: dict[str, Check] = {
     "model": _known(MODELS, "model"),
     "data.layout": _known(LAYOUTS, "layout"),
     "data.sources[].layout": _known(LAYOUTS, "layout"),
@@ -282,94 +281,9 @@ CHECKS: dict[str, tuple[str, typing.Callable[[Any], bool]]] = {
 }
 
 
-def _type_name(kind: Any) -> str:
-    return getattr(kind, "__name__", str(kind))
-
-
-def _convert(value: Any, kind: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``kind``; return it converted."""
-    origin = typing.get_origin(kind)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(kind)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return _convert(value, option, key)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0])
-    if origin is tuple:
-        args = typing.get_args(kind)
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{key}: expected a list of {len(args)} values, got {len(value)}")
-        return tuple(
-            _convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
-        )
-    if dataclasses.is_dataclass(kind):
-        return _build(kind, value, f"{key}.")
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if kind is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported type {_type_name(kind)}")
-
-
-def _build(cls: type, values: Any, prefix: str) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    missing = [
-        f.name
-        for f in dataclasses.fields(cls)
-        if f.name not in values
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ConfigError(f"{prefix}{missing[0]}: missing (required here)")
-    for key, value in values.items():
-        path = f"{prefix}{key}"
-        if key not in names:
-            known = ", ".join(sorted(names))
-            raise ConfigError(f"{path}: unknown key (known here: {known})")
-        kind = hints[key]
-        if dataclasses.is_dataclass(kind):
-            kwargs[key] = _build(kind, value, f"{path}.")
-        else:
-            kwargs[key] = _convert(value, kind, path)
-            check = CHECKS.get(re.sub(r"\[\d+\]", "[]", path))
-            if check and kwargs[key] is not None:
-                message, ok = check
-                if not ok(kwargs[key]):
-                    raise ConfigError(f"{path}: {message}, got {value!r}")
-    return cls(**kwargs)
-
-
 def config_from_dict(values: dict[str, Any] | None) -> Config:
     """Validated :class:`Config` from a (possibly partial) nested dict."""
-    config = _build(Config, values or {}, "")
+    config = build_dataclass(Config, values or {}, CHECKS)
     e = config.experiment
     if e.centre_site is not None and (e.limit_mode != "site" or not e.strategies):
         raise ConfigError(

@@ -39,6 +39,7 @@ from prokd.evaluation.stats import (
 from prokd.evaluation.study_report import write_study_report
 from prokd.io_atomic import atomic_path
 from prokd.training.config import Config, config_from_dict, load_config
+from prokd.training.contrasts import Contrast, parse_contrasts, regime_contrasts
 from prokd.training.experiment import run_experiment
 from prokd.training.fold_qc import QC_ROWS, cell_qc_rows, nested_qc
 from prokd.training.folds import Folds, parse_folds, train_fold_localisers
@@ -62,20 +63,6 @@ class Cell:
     def folder(self) -> str:
         """The cell's folder inside the study folder."""
         return f"{self.regime}/seed{self.seed}"
-
-
-@dataclass(frozen=True)
-class Contrast:
-    """One model of two regimes (or pools) compared on the test volumes they share."""
-
-    a: str
-    b: str
-    model: str
-
-    @property
-    def name(self) -> str:
-        """How tables name the contrast."""
-        return f"{self.model}: {self.a} vs {self.b}"
 
 
 @dataclass(frozen=True)
@@ -157,29 +144,9 @@ def load_study(path: str | Path) -> Study:
                     raise ConfigError(f"{path}: regimes.{regime}: {err}") from None
                 cells.append(Cell(regime, seed, config, fold))
     pools = _pools({**fold_pools, **(values.get("pools") or {})}, names, path)
-    contrasts = _contrasts(values.get("contrasts") or [], [*names, *pools], path)
+    contrasts = parse_contrasts(values.get("contrasts") or [], [*names, *pools], path)
     description = str(values.get("description", ""))
     return Study(path, description, base, tuple(seeds), tuple(cells), pools, folds, contrasts)
-
-
-def _contrasts(values: Any, known: list[str], path: Path) -> tuple[Contrast, ...]:
-    """A study file's ``contrasts``: ``{a: REGIME_OR_POOL, b: REGIME_OR_POOL, model: NAME}``.
-
-    Raises:
-        ConfigError: not a list of such mappings, or an unknown regime or pool.
-    """
-    where = f"{path}: contrasts"
-    if not isinstance(values, list):
-        raise ConfigError(f"{where}: expected a list of {{a, b, model}} mappings")
-    contrasts = []
-    for index, entry in enumerate(values):
-        if not (isinstance(entry, dict) and set(entry) == {"a", "b", "model"}):
-            raise ConfigError(f"{where}[{index}]: expected exactly the keys a, b and model")
-        for key in ("a", "b"):
-            if entry[key] not in known:
-                raise ConfigError(f"{where}[{index}].{key}: unknown regime or pool {entry[key]!r}")
-        contrasts.append(Contrast(str(entry["a"]), str(entry["b"]), str(entry["model"])))
-    return tuple(contrasts)
 
 
 def _check_seeds(seeds: Any, where: str) -> None:
@@ -337,7 +304,13 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
     return {
         "study": str(study.path),
         "comparisons": comparison_list(regimes),
-        "contrasts": regime_contrasts(study, rows),
+        "contrasts": regime_contrasts(
+            study.contrasts,
+            study.pools,
+            {c.regime: c.fold for c in study.cells},
+            study.folds.exploratory if study.folds else (),
+            rows,
+        ),
         "rows": rows,
         "best_on_validation": max(scored, key=scored.get) if scored else None,
         "description": study.description,
@@ -356,47 +329,6 @@ def pool_qc(study: Study, members: tuple[str, ...], out: Path) -> dict[str, Any]
         if c.regime in members and (out / c.folder / QC_ROWS).exists()
     }
     return {"model": study.folds.qc, **nested_qc(rows)} if rows else None
-
-
-def regime_contrasts(study: Study, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each contrast of the study file with the patient as the unit (see
-    :func:`~prokd.evaluation.stats.patient_level_comparison`), over the test volumes both
-    sides scored with the same seed; ``held_out`` repeats it without the exploratory folds'
-    volumes. Contrasts with no shared volume yet are left out."""
-    fold_of = {c.regime: c.fold for c in study.cells}
-    exploratory = set(study.folds.exploratory) if study.folds else set()
-
-    def scores(side: str, model: str) -> dict[tuple[int, str], dict[str, Any]]:
-        regimes = study.pools.get(side, (side,))
-        return {
-            (r["seed"], r["case"]): r
-            for r in rows
-            if r["regime"] in regimes and r["model"] == model
-        }
-
-    results = []
-    for contrast in study.contrasts:
-        a, b = scores(contrast.a, contrast.model), scores(contrast.b, contrast.model)
-        shared = sorted(set(a) & set(b))
-        if not shared:
-            continue
-        pairs = [(a[k]["patient"], a[k]["dice"], b[k]["dice"]) for k in shared]
-        kept = [
-            p
-            for k, p in zip(shared, pairs, strict=True)
-            if fold_of[a[k]["regime"]] not in exploratory
-        ]
-        results.append(
-            {
-                "name": contrast.name,
-                **dataclasses.asdict(contrast),
-                "patients": patient_level_comparison(pairs),
-                "held_out": patient_level_comparison(kept)
-                if exploratory and len({p[0] for p in kept}) > 1
-                else None,
-            }
-        )
-    return results
 
 
 def volume_rows(study: Study, out: Path) -> list[dict[str, Any]]:
