@@ -66,7 +66,7 @@ def main() -> None:
             # a fresh interpreter per format, so each peak belongs to one run
             probe = [sys.executable, "-c", PROBE, json.dumps(command)]
             out = subprocess.run(probe, check=True, capture_output=True, text=True).stdout
-            peak_mb, seconds, _ = json.loads(out.strip().splitlines()[-1])
+            peak_mb, seconds, _, _ = json.loads(out.strip().splitlines()[-1])
             rows.append({"model_format": kind, "peak_rss_mb": peak_mb, "wall_seconds": seconds})
             print(rows[-1], flush=True)
     result = {
@@ -105,8 +105,9 @@ command = json.loads(sys.argv[1])
 start = time.perf_counter()
 run = subprocess.run(command, check=True, capture_output=True, text=True)
 seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
-print(json.dumps([peak, seconds, (run.stdout.strip().splitlines() or [""])[-1]]))
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+peak, cpu = usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime
+print(json.dumps([peak, seconds, (run.stdout.strip().splitlines() or [""])[-1], cpu]))
 """
 
 
