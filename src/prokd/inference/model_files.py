@@ -144,12 +144,17 @@ ONNX_LOAD_ERRORS = {
 def onnx_session(path: Path, threads: int = 0) -> ort.InferenceSession:
     """An onnxruntime CPU session for ``path`` (the one builder every ONNX model goes
     through); onnxruntime logs errors only, so a user's terminal shows prokd's own lines.
+    Its worker threads sleep between runs instead of spinning: prediction runs many small
+    batches, and spinning cost a volume a third more CPU for no gain in wall time
+    (0.76 s against 0.50 s of CPU, prokd predict's stages on a Prostate158 scan, 2 cores).
 
     Raises:
         DataError: naming the file and saying why onnxruntime refused it.
     """
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    for pool in ("intra_op", "inter_op"):
+        options.add_session_config_entry(f"session.{pool}.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
