@@ -115,8 +115,9 @@ def test_a_study_of_folds_trains_each_fold_its_localiser(sources, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(ConfigError, match="--only: 'kd' is not a regime"):
         run_study(study, out, progress=False, only=("kd",))
-    first = run_study(study, out, progress=False, only=("kd-extra",))  # one fold first
-    assert first["regimes_not_run"] == ["kd-SiteB"] and not (out / "kd-SiteB").exists()
+    first = run_study(study, out, progress=False, only=("kd-SiteB",))  # one fold first
+    assert first["regimes_not_run"] == ["kd-extra"] and not (out / "kd-extra").exists()
+    assert first["regimes"]["kd"]["exploratory_folds"] == []  # none of its finished cells
     summary = run_study(study, out, progress=False)
     for cell in study.cells:
         localiser = fold_localiser_file(out, cell.fold)

@@ -293,7 +293,9 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
     fold_of = {c.regime: c.fold for c in study.cells}
     for name, r in regimes.items():
         members = r.get("pooled_from", [name])
-        r["exploratory_folds"] = sorted({fold_of[m] for m in members if fold_of[m] in exploratory})
+        r["exploratory_folds"] = sorted(  # of the members that have finished cells
+            {fold_of[m] for m in members if fold_of[m] in exploratory and m in regimes}
+        )
     # A tuning pick compares pools (a setting over all its folds) when the study has any.
     scored = {
         n: r["selection_val_dice"]
