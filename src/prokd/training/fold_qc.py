@@ -105,3 +105,14 @@ def nested_qc(rows_by_fold: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         "prior_level": PRIOR_LEVEL,
         "prior": total_rates(prior).as_dict(),
     }
+
+
+def pool_qc(cell_dirs: dict[str, Path], model: str) -> dict[str, Any] | None:
+    """:func:`nested_qc` over the cells (label -> folder) of a pool whose QC rows are
+    measured, with the model's name; ``None`` when none is."""
+    rows = {
+        label: json.loads((folder / QC_ROWS).read_text())["rows"]
+        for label, folder in cell_dirs.items()
+        if (folder / QC_ROWS).exists()
+    }
+    return {"model": model, **nested_qc(rows)} if rows else None

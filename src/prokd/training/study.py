@@ -41,7 +41,7 @@ from prokd.io_atomic import atomic_path
 from prokd.training.config import Config, config_from_dict, load_config
 from prokd.training.contrasts import Contrast, parse_contrasts, regime_contrasts
 from prokd.training.experiment import run_experiment
-from prokd.training.fold_qc import QC_ROWS, cell_qc_rows, nested_qc
+from prokd.training.fold_qc import cell_qc_rows, pool_qc
 from prokd.training.folds import Folds, parse_folds, train_fold_localisers
 from prokd.training.results import COMPARISONS, case_dice, case_patients, paired_scores
 from prokd.yaml_files import read_yaml
@@ -288,7 +288,8 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
     if study.folds is not None and study.folds.qc is not None:
         for name, members in study.pools.items():
             if name in regimes:
-                regimes[name]["qc"] = pool_qc(study, members, out)
+                folders = {c.folder: out / c.folder for c in study.cells if c.regime in members}
+                regimes[name]["qc"] = pool_qc(folders, study.folds.qc)
     exploratory = set(study.folds.exploratory) if study.folds else set()
     fold_of = {c.regime: c.fold for c in study.cells}
     for name, r in regimes.items():
@@ -320,17 +321,6 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
         "regimes": regimes,
         "regimes_not_run": [r for r in study.regimes if r not in regimes],
     }
-
-
-def pool_qc(study: Study, members: tuple[str, ...], out: Path) -> dict[str, Any] | None:
-    """The QC level nested in a pool's folds (:func:`~prokd.training.fold_qc.nested_qc`)
-    over its cells whose QC rows are measured; ``None`` when none is."""
-    rows = {
-        f"{c.regime}/seed{c.seed}": json.loads((out / c.folder / QC_ROWS).read_text())["rows"]
-        for c in study.cells
-        if c.regime in members and (out / c.folder / QC_ROWS).exists()
-    }
-    return {"model": study.folds.qc, **nested_qc(rows)} if rows else None
 
 
 def volume_rows(study: Study, out: Path) -> list[dict[str, Any]]:
