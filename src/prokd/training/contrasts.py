@@ -9,7 +9,7 @@ setting, e.g. the view bank against TAPS's maps of the acquired volumes alone)::
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,7 @@ def regime_contrasts(
     contrasts: Sequence[Contrast],
     pools: Mapping[str, Sequence[str]],
     fold_of: Mapping[str, str | None],
-    exploratory: Sequence[str],
+    exploratory: Collection[str],
     rows: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """Each contrast with the patient as the unit (see

@@ -19,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
+from prokd.data.splits import Split
 from prokd.data.validate import load_case
 from prokd.evaluation.metrics import dice_score
 from prokd.evaluation.qc_calibration import (
@@ -52,15 +53,16 @@ def cell_qc_rows(
     path = cell_dir / QC_ROWS
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
     done = {(r["role"], r["case"]) for r in rows}
-    data = prepare_data(config)
+    split = Split.load(cell_dir / "split.json")  # the cell's own, as it ran
     todo = [
         (role, case_id)
         for role in ROLES
-        for case_id in getattr(data.split, role)
+        for case_id in getattr(split, role)
         if (role, case_id) not in done
     ]
     if not todo:
         return rows
+    data = prepare_data(config)
     segmenter = load_model_file(cell_dir / "models" / model)
     for role, case_id in tqdm(todo, desc=f"QC rows {cell_dir.parent.name}", disable=not progress):
         case = data.case(case_id)

@@ -210,9 +210,12 @@ def run_study(
             f"(regimes: {', '.join(study.regimes)})"
         )
     started = time.perf_counter()
-    chosen = [c for c in study.cells if not only or c.regime in only] if run_cells else []
-    for cell in chosen:
-        index = study.cells.index(cell)
+    chosen = [
+        (index, cell)
+        for index, cell in enumerate(study.cells if run_cells else ())
+        if not only or cell.regime in only
+    ]
+    for index, cell in chosen:
         cell_dir = out / cell.folder
         if _finished(cell_dir) is None:
             if progress:
@@ -224,7 +227,7 @@ def run_study(
             with atomic_path(cell_dir / CELL_TIME) as tmp:
                 tmp.write_text(json.dumps({"seconds": time.perf_counter() - tick}))
     if study.folds is not None and study.folds.qc is not None:
-        for cell in chosen:
+        for _, cell in chosen:
             if _finished(out / cell.folder) is not None:
                 config = cell_config(study, cell, out)
                 cell_qc_rows(out / cell.folder, config, study.folds.qc, progress)
@@ -307,13 +310,7 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
     return {
         "study": str(study.path),
         "comparisons": comparison_list(regimes),
-        "contrasts": regime_contrasts(
-            study.contrasts,
-            study.pools,
-            {c.regime: c.fold for c in study.cells},
-            study.folds.exploratory if study.folds else (),
-            rows,
-        ),
+        "contrasts": regime_contrasts(study.contrasts, study.pools, fold_of, exploratory, rows),
         "rows": rows,
         "best_on_validation": max(scored, key=scored.get) if scored else None,
         "description": study.description,
