@@ -7,22 +7,17 @@ Supported formats: NIfTI (``.nii``, ``.nii.gz``), MetaImage (``.mha``, ``.mhd`` 
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import re
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
 
+from prokd.data.nifti_raw import check_nifti_length, is_nifti, nifti_non_finite_voxels
 from prokd.errors import DataError, error_summary
 from prokd.io_atomic import atomic_path
-
-if TYPE_CHECKING:
-    import nibabel as nib
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 
@@ -162,7 +157,7 @@ def read_volume(path: str | Path, channel: int | None = None) -> sitk.Image:
             "or a DICOM series)",
         )
     _check_metaimage_spacing(path)
-    _check_nifti_length(path)
+    check_nifti_length(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as err:
@@ -192,38 +187,6 @@ def is_dicom_input(path: Path) -> bool:
     from prokd.data.dicom import is_dicom_file
 
     return is_dicom_file(path)
-
-
-def _check_nifti_length(path: Path) -> None:
-    """Refuse a NIfTI file whose voxel data is shorter than its header says.
-
-    ITK fills the missing voxels of a truncated integer NIfTI with zeros without an error,
-    so the whole (decompressed) stream is read and its length compared with the header's
-    data offset plus voxel bytes; a gzip stream cut short fails on its own.
-    """
-    name = path.name.lower()
-    if not name.endswith((".nii", ".nii.gz")):
-        return
-    import nibabel as nib  # imported when a NIfTI file is read: it costs a cold start 0.3 s
-
-    try:
-        header = nib.load(str(path)).header
-    except Exception:  # no NIfTI header at all: ITK's reader says so, naming the file
-        return
-    voxels = int(np.prod(header.get_data_shape(), dtype=np.int64))
-    expected = int(header.get_data_offset()) + voxels * header.get_data_dtype().itemsize
-    try:
-        if name.endswith(".gz"):
-            with gzip.open(path, "rb") as handle:
-                length = sum(len(chunk) for chunk in iter(lambda: handle.read(1 << 22), b""))
-        else:
-            length = path.stat().st_size
-    except (OSError, EOFError, zlib.error) as err:
-        raise DataError(path, f"truncated or corrupt file ({error_summary(err)})") from None
-    if length < expected:
-        raise DataError(
-            path, f"truncated file: {length} bytes of data where the header needs {expected}"
-        )
 
 
 def _check_metaimage_spacing(path: Path) -> None:
@@ -257,34 +220,16 @@ def _select_channel(path: Path, image: sitk.Image, channel: int | None) -> sitk.
     return sitk.Extract(image, size[:3] + [0], [0, 0, 0, channel])
 
 
-def _finite_integers(header: nib.Nifti1Header) -> bool:
-    """Whether a NIfTI file stores integers with a finite (or no) scaling: no NaN possible."""
-    if np.issubdtype(header.get_data_dtype(), np.floating):
-        return False
-    return all(v is None or np.isfinite(v) for v in header.get_slope_inter())
-
-
 def non_finite_voxels(path: str | Path, image: sitk.Image, channel: int | None = None) -> int:
     """Number of NaN/Inf voxels of a volume read by :func:`read_volume`.
 
     ITK's NIfTI reader replaces NaN and Inf with 0, so NIfTI files are checked on their raw
-    data (nibabel); other formats on the image itself.
+    data; other formats on the image itself.
     """
     path = Path(path)
-    if path.name.lower().endswith((".nii", ".nii.gz")):
-        import nibabel as nib
-
-        try:
-            nifti = nib.load(str(path))
-            if _finite_integers(nifti.header):
-                return 0  # integers scaled by finite numbers: nothing to read
-            data = np.asanyarray(nifti.dataobj)
-        except Exception as err:  # gzip, zlib and nibabel raise their own types
-            raise DataError(path, f"truncated or corrupt file ({error_summary(err)})") from None
-        if data.ndim == 4:
-            data = data[..., channel or 0]
-    else:
-        data = sitk.GetArrayViewFromImage(image)
+    if is_nifti(path):
+        return nifti_non_finite_voxels(path, channel)
+    data = sitk.GetArrayViewFromImage(image)
     if not np.issubdtype(data.dtype, np.floating):
         return 0
     return int(data.size - np.count_nonzero(np.isfinite(data)))

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from prokd.data.io import Geometry
+from prokd.data.masks import fill_holes, largest_component
 from prokd.errors import ConfigError, warn_all
 
 NORMALISATIONS = ("zscore", "robust")
@@ -161,10 +161,8 @@ def body_region(oriented: sitk.Image) -> BodyRegion | None:
     if float(np.ptp(sitk.GetArrayViewFromImage(small))) == 0:
         return None
     filled = body_mask(sitk.GetArrayFromImage(small))
-    labels, count = ndimage.label(filled)
-    largest = 1 + int(np.argmax(ndimage.sum_labels(filled, labels, range(1, count + 1))))
-    body = labels == largest
-    z, y, x = ndimage.center_of_mass(body)
+    body = largest_component(filled)
+    z, y, x = np.argwhere(body).mean(axis=0)
     point = small.TransformContinuousIndexToPhysicalPoint((float(x), float(y), float(z)))
     centroid = oriented.TransformPhysicalPointToContinuousIndex(point)
     columns = np.flatnonzero(body.any(axis=(0, 1)))
@@ -321,9 +319,7 @@ def body_mask(array: np.ndarray) -> np.ndarray:
     slice by slice (so that dark muscle inside the fat is body; the air is not)."""
     threshold_image = sitk.OtsuThreshold(sitk.GetImageFromArray(array.astype(np.float32)), 0, 1)
     bright = sitk.GetArrayViewFromImage(threshold_image) > 0
-    in_plane = np.zeros((3, 3, 3), dtype=bool)
-    in_plane[1] = ndimage.generate_binary_structure(2, 1)
-    return ndimage.binary_fill_holes(bright, structure=in_plane)
+    return fill_holes(bright, in_plane=True)
 
 
 def normalise_intensity(

@@ -1,7 +1,7 @@
 """Post-processing of predicted masks and output quality control.
 
-scipy.ndimage does the connected components and hole filling (MONAI's transforms for this
-need scikit-image, which prokd does not otherwise need).
+The connected components and hole filling are :mod:`prokd.data.masks`'s (MONAI's transforms
+for this need scikit-image, which prokd does not otherwise need).
 """
 
 from __future__ import annotations
@@ -9,14 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
-from prokd.data.masks import gland_ml, occupied_slices
+from prokd.data.masks import components, fill_holes, gland_ml, largest_component, occupied_slices
 
 GLAND_ML_RANGE = (10.0, 150.0)
-
-
-FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 
 
 def postprocess_mask(mask: np.ndarray) -> np.ndarray:
@@ -33,11 +29,7 @@ def postprocess_mask(mask: np.ndarray) -> np.ndarray:
     low = np.maximum(foreground.min(axis=0) - 1, 0)
     high = np.minimum(foreground.max(axis=0) + 2, mask.shape)
     box = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
-    labels, _ = ndimage.label(mask[box] > 0, structure=FULL_CONNECTIVITY)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    largest = labels == int(sizes.argmax())
-    out[box] = ndimage.binary_fill_holes(largest)
+    out[box] = fill_holes(largest_component(mask[box], fully_connected=True))
     return out
 
 
@@ -82,13 +74,13 @@ class MaskQC:
 def quality_control(mask: np.ndarray, spacing_zyx: tuple[float, ...]) -> MaskQC:
     """Check a (z, y, x) mask: gland volume in range, border contact, slice gaps, components."""
     volume_ml = gland_ml(mask, spacing_zyx)
-    _, components = ndimage.label(mask > 0, structure=FULL_CONNECTIVITY)
+    _, count = components(mask, fully_connected=True)
     border = mask.copy()
     border[1:-1, 1:-1, 1:-1] = 0
     touches = bool(border.any())
     occupied = occupied_slices(mask)
     gaps = int(np.sum(np.diff(occupied) > 1)) if len(occupied) > 1 else 0
-    qc = MaskQC(volume_ml, int(components), touches, gaps)
+    qc = MaskQC(volume_ml, count, touches, gaps)
     low, high = GLAND_ML_RANGE
     if not low <= volume_ml <= high:
         qc.warnings.append(f"gland volume {volume_ml:.1f} ml outside {low:g}-{high:g} ml")
@@ -96,6 +88,6 @@ def quality_control(mask: np.ndarray, spacing_zyx: tuple[float, ...]) -> MaskQC:
         qc.warnings.append("mask touches the volume border")
     if gaps:
         qc.warnings.append(f"{gaps} gap(s) between mask slices")
-    if components > 1:
-        qc.warnings.append(f"{components} separate components")
+    if count > 1:
+        qc.warnings.append(f"{count} separate components")
     return qc

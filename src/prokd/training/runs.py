@@ -32,7 +32,7 @@ from prokd.inference.volume_models import VolumeModel
 from prokd.io_atomic import atomic_path
 from prokd.training.config import Config, SourceConfig, load_config, save_config
 
-PACKAGES = ("torch", "monai", "numpy", "SimpleITK", "nibabel", "scipy", "onnxruntime", "prokd")
+PACKAGES = ("torch", "monai", "numpy", "SimpleITK", "scipy", "onnxruntime", "prokd")
 
 
 def default_cache_dir() -> Path:
