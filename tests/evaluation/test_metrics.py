@@ -88,3 +88,23 @@ def test_empty_masks_have_defined_values():
         assert m.hd95 == pytest.approx(diagonal) and m.assd == pytest.approx(diagonal)
         assert all(np.isfinite(list(m.as_dict().values())))
     assert dice_score(empty, empty) == 1.0 and dice_score(full, empty) == 0.0
+
+
+def test_surface_distances_are_the_nearest_surface_voxels_a_kd_tree_finds():
+    """The distance transform gives each surface voxel's distance to the other surface's
+    nearest voxel: the brute-force answer of a k-d tree over physical points."""
+    from scipy import ndimage
+    from scipy.spatial import cKDTree
+
+    from prokd.evaluation.metrics import surface_distances
+
+    rng = np.random.default_rng(3)
+    spacing = (3.0, 0.5, 0.7)
+    for _ in range(4):
+        pred = ndimage.uniform_filter(rng.random((10, 30, 26)), 3) > 0.55
+        truth = ndimage.uniform_filter(rng.random((10, 30, 26)), 3) > 0.5
+        surfaces = [m & ~ndimage.binary_erosion(m) for m in (pred, truth)]
+        points = [np.argwhere(s) * np.asarray(spacing) for s in surfaces]
+        to_truth, to_pred = surface_distances(pred, truth, spacing)
+        np.testing.assert_allclose(to_truth, cKDTree(points[1]).query(points[0])[0], atol=1e-9)
+        np.testing.assert_allclose(to_pred, cKDTree(points[0]).query(points[1])[0], atol=1e-9)

@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import cKDTree
 
 from prokd.data.masks import gland_ml
 
@@ -54,9 +53,9 @@ def dice_score(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def surface_voxels(mask: np.ndarray) -> np.ndarray:
-    """Indices (n, 3) of the voxels of a boolean mask that a 6-connected erosion removes
-    (outside the volume counts as background)."""
-    return np.argwhere(mask & ~ndimage.binary_erosion(mask))
+    """The voxels of a boolean mask that a 6-connected erosion removes (outside the volume
+    counts as background), as a boolean mask."""
+    return mask & ~ndimage.binary_erosion(mask)
 
 
 def surface_distances(
@@ -65,15 +64,25 @@ def surface_distances(
     """Distances in mm from each surface voxel of ``pred`` to ``truth``'s surface, and back.
 
     Both masks are cropped to their joint bounding box first (the surface does not change).
+    Each distance is read from the exact Euclidean distance transform of the other surface
+    (the nearest surface voxel's distance, as a k-d tree finds it, in time linear in the
+    box: a noisy mask of many surface voxels costs no more than a clean one).
     """
     both = np.argwhere(pred | truth)
     box = tuple(slice(a, b + 1) for a, b in zip(both.min(0), both.max(0), strict=True))
-    scale = np.asarray(spacing_zyx, dtype=np.float64)
-    surface_pred = surface_voxels(pred[box]) * scale
-    surface_truth = surface_voxels(truth[box]) * scale
-    to_truth = cKDTree(surface_truth).query(surface_pred, k=1)[0]
-    to_pred = cKDTree(surface_pred).query(surface_truth, k=1)[0]
-    return to_truth, to_pred
+    surface_pred, surface_truth = surface_voxels(pred[box]), surface_voxels(truth[box])
+    return _distances_to(surface_truth, surface_pred, spacing_zyx), _distances_to(
+        surface_pred, surface_truth, spacing_zyx
+    )
+
+
+def _distances_to(
+    surface: np.ndarray, points: np.ndarray, spacing_zyx: tuple[float, ...]
+) -> np.ndarray:
+    """Distance in mm from each voxel of ``points`` to the nearest voxel of ``surface``
+    (both boolean masks of one box)."""
+    to_surface = ndimage.distance_transform_edt(~surface, sampling=spacing_zyx)
+    return to_surface[points]
 
 
 def volume_metrics(
