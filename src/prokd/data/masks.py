@@ -61,6 +61,10 @@ def fill_holes(mask: np.ndarray, in_plane: bool = False) -> np.ndarray:
         stacked[1::2] = inside
         border_axes = range(1, inside.ndim)
     labels = _labels(~stacked, fully_connected=False, by_size=False)
-    faces = [labels.take(end, axis=axis).ravel() for axis in border_axes for end in (0, -1)]
-    holes = (labels > 0) & ~np.isin(labels, np.concatenate(faces))
+    reaches_border = np.zeros(int(labels.max(initial=0)) + 1, dtype=bool)
+    reaches_border[0] = True  # label 0: the mask itself
+    for axis in border_axes:
+        for end in (0, -1):
+            reaches_border[labels.take(end, axis=axis)] = True
+    holes = ~reaches_border[labels]
     return inside | (holes[1::2] if in_plane else holes)
