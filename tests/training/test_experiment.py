@@ -189,7 +189,9 @@ def test_train_command_teacher_then_distilled_student(phantom, tmp_path, capsys)
 def test_parallel_steps_give_the_numbers_of_one_job(phantom, tmp_path, capsys):
     """``--jobs 2`` trains independent steps in 2 processes; with the same thread count per
     step, results.json holds the same numbers as ``--jobs 1``."""
-    config = tiny_demo(tmp_path).replace(train={"threads": 1})
+    config = tiny_demo(tmp_path).replace(
+        train={"threads": 1}, experiment={"strategies": ("uniform",)}
+    )
     path = tmp_path / "c.yaml"
     save_config(config, path)
     outs = {}
