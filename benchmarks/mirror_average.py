@@ -21,14 +21,15 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prokd.evaluation.bench import cpu_model
 from prokd.evaluation.evaluate import evaluate_cases
 from prokd.evaluation.stats import patient_level_comparison
-from prokd.inference.model_files import load_model_file
-from prokd.inference.volume_models import SliceVolumeModel
+from prokd.inference.model_files import LoadedModel, load_model_file
+from prokd.inference.volume_models import SliceVolumeModel, VolumeModel
 from prokd.io_atomic import write_json_and_markdown
 from prokd.training.config import load_config
 from prokd.training.runs import prepare_data
@@ -36,37 +37,47 @@ from prokd.training.runs import prepare_data
 STUDENT = "student-kd-p1"
 
 
-def fold_rows(cell: Path) -> list[dict[str, Any]]:
-    """Plain and averaged Dice of the cell's student on its validation and test volumes."""
+Variant = Callable[[LoadedModel], VolumeModel]
+
+VARIANTS: dict[str, Variant] = {
+    "plain": lambda loaded: SliceVolumeModel.from_loaded(loaded, "plain"),
+    "averaged": lambda loaded: SliceVolumeModel.from_loaded(
+        loaded, "averaged", mirror_average=True
+    ),
+}
+
+
+def fold_rows(cell: Path, variants: dict[str, Variant] = VARIANTS) -> list[dict[str, Any]]:
+    """Each variant's Dice (a column per variant) of the cell's distilled student, made
+    into a volume model by the variant, on the cell's validation and test volumes."""
     config = load_config(cell / "config.yaml")
     split = json.loads((cell / "split.json").read_text())
     data = prepare_data(config)
     loaded = load_model_file(cell / "models" / STUDENT / "best.pt")
-    models = {
-        "plain": SliceVolumeModel.from_loaded(loaded, "plain"),
-        "averaged": SliceVolumeModel.from_loaded(loaded, "averaged", mirror_average=True),
-    }
+    models = {name: make(loaded) for name, make in variants.items()}
     rows = []
     for part in ("val", "test"):
         cases = [data.case(i) for i in split[part]]
         result = evaluate_cases(models, cases, progress=False)
-        plain, averaged = result["plain"].rows, result["averaged"].rows
-        for a, b in zip(plain, averaged, strict=True):
+        for index, first in enumerate(result[next(iter(models))].rows):
             rows.append(
                 {
                     "fold": cell.parent.name,
                     "split": part,
-                    "case": a["case"],
-                    "patient": a["patient"],
-                    "plain": a["dice"],
-                    "averaged": b["dice"],
+                    "case": first["case"],
+                    "patient": first["patient"],
+                    **{name: result[name].rows[index]["dice"] for name in models},
                 }
             )
     return rows
 
 
-def compare(rows: list[dict[str, Any]], part: str) -> dict[str, Any]:
-    chosen = [(r["patient"], r["averaged"], r["plain"]) for r in rows if r["split"] == part]
+def compare(
+    rows: list[dict[str, Any]], part: str, a: str = "averaged", b: str = "plain"
+) -> dict[str, Any]:
+    """``a`` minus ``b`` on the ``part`` volumes, each patient's mean difference one
+    observation."""
+    chosen = [(r["patient"], r[a], r[b]) for r in rows if r["split"] == part]
     return patient_level_comparison(chosen)
 
 
