@@ -14,6 +14,7 @@ from prokd.data.view_store import ViewStore
 from prokd.distill.view_bank import build_bank, plan_views
 from prokd.errors import ConfigError
 from prokd.inference.volume_models import CallableVolumeModel
+from prokd.training.cell_inputs import CELL_INPUTS
 from prokd.training.contrasts import regime_contrasts
 from prokd.training.fold_qc import QC_ROWS
 from prokd.training.folds import fold_localiser_file, localiser_config
@@ -153,6 +154,17 @@ def test_a_study_of_folds_trains_each_fold_its_localiser(sources, tmp_path):
     assert "with the patient as the unit" in report
     assert "| kd-extra (exploratory) |" in report and "| kd-SiteB |" in report
     assert "| kd (exploratory folds: extra) |" in report
+    # The bank grows in place: a finished cell taught by the smaller bank is refused.
+    entries = sorted((root / "bank" / "entries").glob("*.json"))
+    recorded = json.loads((out / "kd-SiteB" / "seed0" / CELL_INPUTS).read_text())
+    assert recorded == {"bank_views": {str(root / "bank"): len(entries)}}
+    grown = entries[0].with_name("grown.json")
+    grown.write_text(entries[0].read_text())
+    try:
+        with pytest.raises(ConfigError, match=rf"kd-SiteB/seed0: made with {len(entries)} views"):
+            run_study(study, out, progress=False, run_cells=False)
+    finally:
+        grown.unlink()
 
 
 def test_folds_are_checked(sources, tmp_path):

@@ -176,6 +176,11 @@ class ViewStore:
         return found
 
 
+def entry_count(root: str | Path) -> int:
+    """Number of finished entries in the bank folder ``root`` (0 where there is none)."""
+    return sum(1 for _ in (Path(root) / "entries").glob("*.json"))
+
+
 def open_bank(root: str | Path) -> ViewStore:
     """The bank at ``root``, for reading.
 

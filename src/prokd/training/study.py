@@ -38,6 +38,7 @@ from prokd.evaluation.stats import (
 )
 from prokd.evaluation.study_report import write_study_report
 from prokd.io_atomic import atomic_path
+from prokd.training.cell_inputs import check_cell_inputs
 from prokd.training.config import Config, config_from_dict, load_config
 from prokd.training.contrasts import Contrast, parse_contrasts, regime_contrasts
 from prokd.training.experiment import run_experiment
@@ -199,7 +200,8 @@ def run_study(
     covers every finished cell). Returns the summary.
 
     Raises:
-        ConfigError: ``only`` names a regime the study does not have.
+        ConfigError: ``only`` names a regime the study does not have, or a finished cell's
+            view bank has changed since the cell was made.
         ProkdError: no cell has finished.
     """
     out = Path(out)
@@ -226,6 +228,9 @@ def run_study(
             run_experiment(config, cell_dir, data_root, progress, jobs=jobs, reuse_from=others)
             with atomic_path(cell_dir / CELL_TIME) as tmp:
                 tmp.write_text(json.dumps({"seconds": time.perf_counter() - tick}))
+    for cell in study.cells:  # every finished cell, whether run now or before
+        if _finished(out / cell.folder) is not None:
+            check_cell_inputs(out / cell.folder)
     if study.folds is not None and study.folds.qc is not None:
         for _, cell in chosen:
             if _finished(out / cell.folder) is not None:
