@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-from mirror_average import STUDENT, compare, fold_rows
+from mirror_average import STUDENT, VARIANTS, compare, fold_rows
 
 from prokd.evaluation.bench import cpu_model
 from prokd.inference.model_files import LoadedModel
@@ -74,7 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     start = time.perf_counter()
     variants = {
-        "plain": lambda loaded: SliceVolumeModel.from_loaded(loaded, "plain"),
+        "plain": VARIANTS["plain"],
         "zoomed": lambda loaded: zoomed_out(loaded, args.zoom, "zoomed"),
         "averaged": lambda loaded: AveragedPasses(
             "averaged",

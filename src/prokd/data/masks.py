@@ -40,6 +40,12 @@ def components(mask: np.ndarray, fully_connected: bool = False) -> tuple[np.ndar
     return labels, int(labels.max(initial=0))
 
 
+def component_count(mask: np.ndarray, fully_connected: bool = False) -> int:
+    """How many connected components the mask's non-zero voxels form (as :func:`components`
+    counts them, without numbering them by size)."""
+    return int(_labels(mask, fully_connected, by_size=False).max(initial=0))
+
+
 def largest_component(mask: np.ndarray, fully_connected: bool = False) -> np.ndarray:
     """The largest connected component of a mask's non-zero voxels (boolean; all false for
     an empty mask)."""

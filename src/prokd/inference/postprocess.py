@@ -10,7 +10,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from prokd.data.masks import components, fill_holes, gland_ml, largest_component, occupied_slices
+from prokd.data.masks import (
+    component_count,
+    fill_holes,
+    gland_ml,
+    largest_component,
+    occupied_slices,
+)
 
 GLAND_ML_RANGE = (10.0, 150.0)
 
@@ -74,7 +80,7 @@ class MaskQC:
 def quality_control(mask: np.ndarray, spacing_zyx: tuple[float, ...]) -> MaskQC:
     """Check a (z, y, x) mask: gland volume in range, border contact, slice gaps, components."""
     volume_ml = gland_ml(mask, spacing_zyx)
-    _, count = components(mask, fully_connected=True)
+    count = component_count(mask, fully_connected=True)
     border = mask.copy()
     border[1:-1, 1:-1, 1:-1] = 0
     touches = bool(border.any())
