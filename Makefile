@@ -91,14 +91,17 @@ prostate-localiser: study-data
 # first (resumable; about 25 minutes of TAPS on 2 cores), then the study (resumable). The
 # study's cells read the bank as it is: 2 views a volume, as its published cells were made.
 # A finished cell is refused when its bank has grown, so the larger bank of the bank-size
-# regime (3 views a volume) is another folder, made from a copy of the first.
+# regime (3 views a volume) is another folder, made from a copy of the first. The study takes
+# longer than a session: its finished cells and fold localisers are kept (and restored from)
+# docs/results/loso-bank-cells, committed.
 loso-bank: study-data $(TAPS_STAMP)
 	$(BIN)/prokd bank configs/bank-real.yaml --teacher taps --out runs/bank-taps \
 		--views-per-volume 2 --threads 1
 	test -d runs/bank-taps-3 || cp -r runs/bank-taps runs/bank-taps-3
 	$(BIN)/prokd bank configs/bank-real.yaml --teacher taps --out runs/bank-taps-3 \
 		--views-per-volume 3 --threads 1
-	$(BIN)/prokd study configs/studies/loso-bank.yaml --out runs/loso-bank --publish docs/results
+	$(BIN)/prokd study configs/studies/loso-bank.yaml --out runs/loso-bank --publish docs/results \
+		--records docs/results/loso-bank-cells
 
 # The synthetic benchmark (generated once), then the whole protocol on it.
 demo: $(STAMP)

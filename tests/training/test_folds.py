@@ -116,10 +116,13 @@ def test_a_study_of_folds_trains_each_fold_its_localiser(sources, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(ConfigError, match="--only: 'kd' is not a regime"):
         run_study(study, out, progress=False, only=("kd",))
-    first = run_study(study, out, progress=False, only=("kd-SiteB",))  # one fold first
+    records = tmp_path / "records"  # kept across sessions whose run folders are lost
+    first = run_study(study, out, progress=False, only=("kd-SiteB",), records=records)
     assert first["regimes_not_run"] == ["kd-extra"] and not (out / "kd-extra").exists()
     assert first["regimes"]["kd"]["exploratory_folds"] == []  # none of its finished cells
-    summary = run_study(study, out, progress=False)
+    assert (records / "kd-SiteB" / "seed0" / "results.json").is_file()
+    assert not (records / "kd-extra").exists()
+    summary = run_study(study, out, progress=False, records=records)
     for cell in study.cells:
         localiser = fold_localiser_file(out, cell.fold)
         assert localiser.is_file()
@@ -154,6 +157,20 @@ def test_a_study_of_folds_trains_each_fold_its_localiser(sources, tmp_path):
     assert "with the patient as the unit" in report
     assert "| kd-extra (exploratory) |" in report and "| kd-SiteB |" in report
     assert "| kd (exploratory folds: extra) |" in report
+    made = summary["made_by"]["kd-SiteB/seed0"]
+    assert made["seconds"] > 0 and made["machine"] and "finished" in made
+    assert "| kd-SiteB/seed0 |" in report  # the table of what made each cell
+    # A later session's empty run folder: the kept cells and localisers are restored, and
+    # nothing is trained again (no model, no localiser run), with the same evidence.
+    again = run_study(study, tmp_path / "later", progress=False, records=records)
+    assert again["rows"] == summary["rows"] and again["regimes"]["kd"]["qc"] == qc
+    assert again["made_by"] == summary["made_by"]
+    for cell in study.cells:
+        later = tmp_path / "later" / cell.folder
+        assert not (later / "models").exists() and (later / QC_ROWS).is_file()
+        assert not (tmp_path / "later" / "localisers" / cell.fold).exists()
+        kept = fold_localiser_file(tmp_path / "later", cell.fold).read_bytes()
+        assert kept == fold_localiser_file(out, cell.fold).read_bytes()
     # The bank grows in place: a finished cell taught by the smaller bank is refused.
     entries = sorted((root / "bank" / "entries").glob("*.json"))
     recorded = json.loads((out / "kd-SiteB" / "seed0" / CELL_INPUTS).read_text())

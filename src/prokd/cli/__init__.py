@@ -100,6 +100,7 @@ def _study(args: argparse.Namespace) -> int:
         run_cells=not args.summarise,
         command=_study_command(args, out),
         only=tuple(args.only or ()),
+        records=args.records,
     )
     print((out / "study.md").read_text())
     print(f"study finished in {time.perf_counter() - start:.0f} s; summary: {out / 'study.md'}")
@@ -113,6 +114,7 @@ def _study_command(args: argparse.Namespace, out: Path) -> str:
     words += ["--jobs", str(args.jobs)] if args.jobs != 1 else []
     words += ["--publish", args.publish] if args.publish else []
     words += ["--only", *args.only] if args.only else []
+    words += ["--records", args.records] if args.records else []
     return " ".join(words + (["--summarise"] if args.summarise else []))
 
 
@@ -272,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="REGIME",
         help="run only these regimes' cells (a fold study's regimes are REGIME-SOURCE), in "
         "the file's order; the summary still covers every finished cell",
+    )
+    p.add_argument(
+        "--records",
+        metavar="DIR",
+        help="keep each finished cell's record (config, split, results, per-volume metrics, QC "
+        "rows, time) and each fold's localiser in DIR, and restore from DIR the cells --out "
+        "lacks: a study that spans sessions whose run folders are lost (commit DIR)",
     )
 
     p = sub.add_parser("predict", help="segment volumes: masks with the input's exact geometry")

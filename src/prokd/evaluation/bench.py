@@ -261,3 +261,23 @@ def bench_table(result: dict[str, Any]) -> str:
 def write_bench(result: dict[str, Any], out: str | Path) -> tuple[Path, Path]:
     """``<out>.json`` and ``<out>.md``, written atomically."""
     return write_json_and_markdown(out, result, bench_table(result))
+
+
+def study_latency(summary: dict[str, Any], runs: int = 10) -> dict[str, Any]:
+    """onnxruntime ms per volume of every regime's student network, measured side by side in
+    this process with the machine's threads (weights do not change the cost)."""
+    students = sorted({r["config"]["experiment"]["student"] for r in summary["regimes"].values()})
+    sizes = {r["config"]["preprocess"]["size"] for r in summary["regimes"].values()}
+    threads = torch.get_num_threads()
+    rows = {
+        f"{name}@{size}": bench_model(bench_subject(name), size, threads, runs)
+        for name in students
+        for size in sorted(sizes)
+    }
+    return {
+        "threads": threads,
+        "cpu": cpu_model(),
+        "volume_slices": VOLUME_SLICES,
+        "ms_per_volume": {k: r["onnx_volume"]["median_ms"] for k, r in rows.items()},
+        "params": {k: r["params"] for k, r in rows.items()},
+    }

@@ -371,7 +371,28 @@ def _figure_blocks(summary: dict[str, Any], figures: Path) -> list[Block]:
             "was copied from there, not trained again, so later cells cost less.",
         )
     )
+    if summary.get("made_by"):
+        blocks += [
+            ("p", "Each finished cell: when, on which commit and machine, how long:"),
+            ("table", *made_by_table(summary["made_by"])),
+        ]
     return blocks
+
+
+def made_by_table(made_by: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: per finished cell, when it finished, the commit (short), the
+    machine and its wall minutes; '-' where the cell was finished before these were kept."""
+    rows = [
+        [
+            folder,
+            made.get("finished", "-"),
+            (made.get("git_commit") or "-")[:10],
+            made.get("machine", "-"),
+            f"{made['seconds'] / 60:.0f}",
+        ]
+        for folder, made in made_by.items()
+    ]
+    return ["cell", "finished (UTC)", "commit", "machine", "minutes"], rows
 
 
 def write_study_report(summary: dict[str, Any], out: str | Path, name: str = "study") -> Path:

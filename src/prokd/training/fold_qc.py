@@ -51,15 +51,8 @@ def cell_qc_rows(
         DataError: the cell has no trained ``model``.
     """
     path = cell_dir / QC_ROWS
-    rows = json.loads(path.read_text())["rows"] if path.exists() else []
-    done = {(r["role"], r["case"]) for r in rows}
-    split = Split.load(cell_dir / "split.json")  # the cell's own, as it ran
-    todo = [
-        (role, case_id)
-        for role in ROLES
-        for case_id in getattr(split, role)
-        if (role, case_id) not in done
-    ]
+    rows = _saved_rows(cell_dir)
+    todo = qc_rows_missing(cell_dir)
     if not todo:
         return rows
     data = prepare_data(config)
@@ -83,6 +76,24 @@ def cell_qc_rows(
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps({"model": model, "rows": rows}, indent=1))
     return rows
+
+
+def _saved_rows(cell_dir: Path) -> list[dict[str, Any]]:
+    path = cell_dir / QC_ROWS
+    return json.loads(path.read_text())["rows"] if path.exists() else []
+
+
+def qc_rows_missing(cell_dir: Path) -> list[tuple[str, str]]:
+    """The (role, case) of the cell's validation and test volumes whose QC row is not yet in
+    ``<cell>/qc_rows.json``."""
+    done = {(r["role"], r["case"]) for r in _saved_rows(cell_dir)}
+    split = Split.load(cell_dir / "split.json")  # the cell's own, as it ran
+    return [
+        (role, case_id)
+        for role in ROLES
+        for case_id in getattr(split, role)
+        if (role, case_id) not in done
+    ]
 
 
 def _judged(rows: list[dict[str, Any]], role: str) -> list[tuple[dict[str, Any], float]]:

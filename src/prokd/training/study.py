@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from prokd.errors import ConfigError, ProkdError
-from prokd.evaluation.bench import VOLUME_SLICES, bench_model, bench_subject, cpu_model
+from prokd.evaluation.bench import cpu_model, study_latency
 from prokd.evaluation.stats import (
     describe,
     holm,
@@ -39,16 +38,23 @@ from prokd.evaluation.stats import (
 from prokd.evaluation.study_report import write_study_report
 from prokd.io_atomic import atomic_path
 from prokd.training.cell_inputs import check_cell_inputs
+from prokd.training.cell_records import (
+    CELL_TIME,
+    cells_made_by,
+    finished_results,
+    keep_records,
+    made_by,
+    restore_records,
+)
 from prokd.training.config import Config, config_from_dict, load_config
 from prokd.training.contrasts import Contrast, parse_contrasts, regime_contrasts
 from prokd.training.experiment import run_experiment
-from prokd.training.fold_qc import cell_qc_rows, pool_qc
+from prokd.training.fold_qc import cell_qc_rows, pool_qc, qc_rows_missing
 from prokd.training.folds import Folds, parse_folds, train_fold_localisers
 from prokd.training.results import COMPARISONS, case_dice, case_patients, paired_scores
 from prokd.yaml_files import read_yaml
 
 STUDY_KEYS = ("base", "seeds", "regimes", "pools", "description", "folds", "contrasts")
-CELL_TIME = "cell_seconds.json"  # wall time of the invocation that finished the cell
 
 
 @dataclass(frozen=True)
@@ -177,11 +183,6 @@ def _pools(values: Any, regimes: list[str], path: Path) -> dict[str, tuple[str, 
     return pools
 
 
-def _finished(cell_dir: Path) -> dict[str, Any] | None:
-    results = cell_dir / "results.json"
-    return json.loads(results.read_text()) if results.exists() else None
-
-
 def run_study(
     study: Study,
     out: str | Path,
@@ -192,12 +193,15 @@ def run_study(
     run_cells: bool = True,
     command: str = "run_study()",
     only: tuple[str, ...] = (),
+    records: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run every unfinished cell (unless ``run_cells`` is false), then summarise the finished
     cells into ``<out>/study.json``, ``study.md`` and plots; with ``publish``, also as
     ``<publish>/<study name>.md`` (JSON and figures beside it); ``command`` is how the
     summary says it was made; ``only`` runs just those regimes' cells (the summary still
-    covers every finished cell). Returns the summary.
+    covers every finished cell); with ``records``, finished cells and fold localisers are
+    kept there and restored from there (:mod:`prokd.training.cell_records`). Returns the
+    summary.
 
     Raises:
         ConfigError: ``only`` names a regime the study does not have, or a finished cell's
@@ -212,6 +216,10 @@ def run_study(
             f"(regimes: {', '.join(study.regimes)})"
         )
     started = time.perf_counter()
+    records = Path(records) if records is not None else None
+    if records is not None:
+        folds = study.folds.sources if study.folds is not None else ()
+        restore_records(records, out, [c.folder for c in study.cells], folds)
     chosen = [
         (index, cell)
         for index, cell in enumerate(study.cells if run_cells else ())
@@ -219,7 +227,7 @@ def run_study(
     ]
     for index, cell in chosen:
         cell_dir = out / cell.folder
-        if _finished(cell_dir) is None:
+        if finished_results(cell_dir) is None:
             if progress:
                 print(f"study cell {index + 1}/{len(study.cells)}: {cell.folder}", flush=True)
             tick = time.perf_counter()
@@ -227,19 +235,15 @@ def run_study(
             config = cell_config(study, cell, out, progress)
             run_experiment(config, cell_dir, data_root, progress, jobs=jobs, reuse_from=others)
             with atomic_path(cell_dir / CELL_TIME) as tmp:
-                tmp.write_text(json.dumps({"seconds": time.perf_counter() - tick}))
+                tmp.write_text(json.dumps(made_by(time.perf_counter() - tick), indent=1))
+        settle_cell(study, cell, out, records, progress)
     for cell in study.cells:  # every finished cell, whether run now or before
-        if _finished(out / cell.folder) is not None:
+        if finished_results(out / cell.folder) is not None:
             check_cell_inputs(out / cell.folder)
-    if study.folds is not None and study.folds.qc is not None:
-        for _, cell in chosen:
-            if _finished(out / cell.folder) is not None:
-                config = cell_config(study, cell, out)
-                cell_qc_rows(out / cell.folder, config, study.folds.qc, progress)
     summary = summarise_study(study, out)
     if not summary["regimes"]:
         raise ProkdError(f"{out}: no finished cell to summarise")
-    summary["latency"] = student_latency(summary)
+    summary["latency"] = study_latency(summary)
     summary["command"] = command
     summary["machine"] = f"{cpu_model()}, {os.cpu_count()} cores"
     summary["seconds_this_session"] = time.perf_counter() - started
@@ -249,6 +253,22 @@ def run_study(
     return summary
 
 
+def settle_cell(
+    study: Study, cell: Cell, out: Path, records: Path | None, progress: bool = False
+) -> None:
+    """A finished cell's bank views checked (recorded the first time), its QC rows measured
+    where the study nests a QC level, and its record kept in ``records``; nothing for an
+    unfinished cell."""
+    cell_dir = out / cell.folder
+    if finished_results(cell_dir) is None:
+        return
+    check_cell_inputs(cell_dir)
+    if study.folds is not None and study.folds.qc is not None and qc_rows_missing(cell_dir):
+        cell_qc_rows(cell_dir, cell_config(study, cell, out), study.folds.qc, progress)
+    if records is not None:
+        keep_records(out, records, cell.folder, cell.fold)
+
+
 def cell_config(study: Study, cell: Cell, out: Path, progress: bool = False) -> Config:
     """A cell's config as it runs: a fold's cells place their grids with the fold's own
     localiser when the study trains one (trained first, when not yet done)."""
@@ -256,26 +276,6 @@ def cell_config(study: Study, cell: Cell, out: Path, progress: bool = False) -> 
         return cell.config
     localiser = train_fold_localisers(study.folds, [cell.fold], out, progress)[cell.fold]
     return cell.config.replace(preprocess={"localiser": str(localiser)})
-
-
-def student_latency(summary: dict[str, Any], runs: int = 10) -> dict[str, Any]:
-    """onnxruntime ms per volume of every regime's student network, measured side by side in
-    this process with the machine's threads (weights do not change the cost)."""
-    students = sorted({r["config"]["experiment"]["student"] for r in summary["regimes"].values()})
-    sizes = {r["config"]["preprocess"]["size"] for r in summary["regimes"].values()}
-    threads = torch.get_num_threads()
-    rows = {
-        f"{name}@{size}": bench_model(bench_subject(name), size, threads, runs)
-        for name in students
-        for size in sorted(sizes)
-    }
-    return {
-        "threads": threads,
-        "cpu": cpu_model(),
-        "volume_slices": VOLUME_SLICES,
-        "ms_per_volume": {k: r["onnx_volume"]["median_ms"] for k, r in rows.items()},
-        "params": {k: r["params"] for k, r in rows.items()},
-    }
 
 
 def summarise_study(study: Study, out: Path) -> dict[str, Any]:
@@ -322,6 +322,7 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
         "seeds": list(study.seeds),
         "regimes": regimes,
         "regimes_not_run": [r for r in study.regimes if r not in regimes],
+        "made_by": cells_made_by(out, [c.folder for c in study.cells]),
     }
 
 
@@ -330,7 +331,7 @@ def volume_rows(study: Study, out: Path) -> list[dict[str, Any]]:
     Dice, HD95, ASSD in mm), so that each figure of the summary can be recomputed."""
     rows = []
     for cell in study.cells:
-        results = _finished(out / cell.folder)
+        results = finished_results(out / cell.folder)
         for row in results["rows"] if results else []:
             path = out / cell.folder / "evaluation" / row["model"] / "metrics.csv"
             with open(path, newline="") as handle:
@@ -370,7 +371,7 @@ def _summarise_cells(cells: list[Cell], out: Path) -> dict[str, Any] | None:
     """Mean ± std over the finished cells of every model's test Dice, HD95, ASSD and
     seconds per volume, and seed-level paired comparisons; ``None`` when no cell has
     finished."""
-    results = {c.folder: _finished(out / c.folder) for c in cells}
+    results = {c.folder: finished_results(out / c.folder) for c in cells}
     done = {folder: r for folder, r in results.items() if r is not None}
     if not done:
         return None
