@@ -171,6 +171,19 @@ def test_a_study_of_folds_trains_each_fold_its_localiser(sources, tmp_path):
         assert not (tmp_path / "later" / "localisers" / cell.fold).exists()
         kept = fold_localiser_file(tmp_path / "later", cell.fold).read_bytes()
         assert kept == fold_localiser_file(out, cell.fold).read_bytes()
+    # A regime changed in the study file since its cells finished: they are refused.
+    changed = _study(
+        root,
+        data,
+        extra,
+        tmp_path,
+        held_out=("SiteB", "extra"),
+        regimes={"kd": {"train": {"epochs": 2}}},
+    )
+    with pytest.raises(
+        ConfigError, match=r"kd-SiteB/seed0: made with train.epochs = 1, the study file now gives 2"
+    ):
+        run_study(changed, out, progress=False, run_cells=False)
     # The bank grows in place: a finished cell taught by the smaller bank is refused.
     entries = sorted((root / "bank" / "entries").glob("*.json"))
     recorded = json.loads((out / "kd-SiteB" / "seed0" / CELL_INPUTS).read_text())

@@ -13,6 +13,7 @@ its grids with the same localiser whichever session trains it.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -44,6 +45,30 @@ def finished_results(cell_dir: Path) -> dict[str, Any] | None:
     """A cell's ``results.json``, or ``None`` while the cell has not finished."""
     results = cell_dir / "results.json"
     return json.loads(results.read_text()) if results.exists() else None
+
+
+def cell_volume_rows(cell_dir: Path, regime: str, seed: int) -> list[dict[str, Any]]:
+    """A finished cell's per-volume test rows (regime, seed, model, case, patient, site,
+    Dice, HD95, ASSD in mm), so that each figure of a summary can be recomputed; none for
+    an unfinished cell."""
+    results = finished_results(cell_dir)
+    rows = []
+    for row in results["rows"] if results else []:
+        path = cell_dir / "evaluation" / row["model"] / "metrics.csv"
+        with open(path, newline="") as handle:
+            for line in csv.DictReader(handle):
+                rows.append(
+                    {
+                        "regime": regime,
+                        "seed": seed,
+                        "model": row["model"],
+                        "case": line["case"],
+                        "patient": line.get("patient") or line["case"],
+                        "site": line["site"],
+                        **{k: float(line[k]) for k in ("dice", "hd95", "assd")},
+                    }
+                )
+    return rows
 
 
 def record_files(cell_dir: Path) -> list[Path]:

@@ -16,7 +16,6 @@ seeds, Holm-corrected across the study's regimes), listed in ``comparisons``.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
@@ -40,6 +39,7 @@ from prokd.io_atomic import atomic_path
 from prokd.training.cell_inputs import check_cell_inputs
 from prokd.training.cell_records import (
     CELL_TIME,
+    cell_volume_rows,
     cells_made_by,
     finished_results,
     keep_records,
@@ -236,10 +236,10 @@ def run_study(
             run_experiment(config, cell_dir, data_root, progress, jobs=jobs, reuse_from=others)
             with atomic_path(cell_dir / CELL_TIME) as tmp:
                 tmp.write_text(json.dumps(made_by(time.perf_counter() - tick), indent=1))
-        settle_cell(study, cell, out, records, progress)
+        settle_cell(study, cell, out, records, data_root, progress)
     for cell in study.cells:  # every finished cell, whether run now or before
         if finished_results(out / cell.folder) is not None:
-            check_cell_inputs(out / cell.folder)
+            check_cell_inputs(out / cell.folder, ran_config(cell.config, data_root))
     summary = summarise_study(study, out)
     if not summary["regimes"]:
         raise ProkdError(f"{out}: no finished cell to summarise")
@@ -254,7 +254,12 @@ def run_study(
 
 
 def settle_cell(
-    study: Study, cell: Cell, out: Path, records: Path | None, progress: bool = False
+    study: Study,
+    cell: Cell,
+    out: Path,
+    records: Path | None,
+    data_root: str | None = None,
+    progress: bool = False,
 ) -> None:
     """A finished cell's bank views checked (recorded the first time), its QC rows measured
     where the study nests a QC level, and its record kept in ``records``; nothing for an
@@ -262,11 +267,16 @@ def settle_cell(
     cell_dir = out / cell.folder
     if finished_results(cell_dir) is None:
         return
-    check_cell_inputs(cell_dir)
+    check_cell_inputs(cell_dir, ran_config(cell.config, data_root))
     if study.folds is not None and study.folds.qc is not None and qc_rows_missing(cell_dir):
         cell_qc_rows(cell_dir, cell_config(study, cell, out), study.folds.qc, progress)
     if records is not None:
         keep_records(out, records, cell.folder, cell.fold)
+
+
+def ran_config(config: Config, data_root: str | None) -> Config:
+    """A cell's config as its experiment saves it (``--data`` replaces the data root)."""
+    return config if not data_root else config.replace(data={"root": str(Path(data_root))})
 
 
 def cell_config(study: Study, cell: Cell, out: Path, progress: bool = False) -> Config:
@@ -311,7 +321,7 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
         for n, r in regimes.items()
         if r["selection_val_dice"] is not None and ("pooled_from" in r) == bool(study.pools)
     }
-    rows = volume_rows(study, out)
+    rows = [r for c in study.cells for r in cell_volume_rows(out / c.folder, c.regime, c.seed)]
     return {
         "study": str(study.path),
         "comparisons": comparison_list(regimes),
@@ -324,30 +334,6 @@ def summarise_study(study: Study, out: Path) -> dict[str, Any]:
         "regimes_not_run": [r for r in study.regimes if r not in regimes],
         "made_by": cells_made_by(out, [c.folder for c in study.cells]),
     }
-
-
-def volume_rows(study: Study, out: Path) -> list[dict[str, Any]]:
-    """Every finished cell's per-volume test rows (regime, seed, model, case, patient, site,
-    Dice, HD95, ASSD in mm), so that each figure of the summary can be recomputed."""
-    rows = []
-    for cell in study.cells:
-        results = finished_results(out / cell.folder)
-        for row in results["rows"] if results else []:
-            path = out / cell.folder / "evaluation" / row["model"] / "metrics.csv"
-            with open(path, newline="") as handle:
-                for line in csv.DictReader(handle):
-                    rows.append(
-                        {
-                            "regime": cell.regime,
-                            "seed": cell.seed,
-                            "model": row["model"],
-                            "case": line["case"],
-                            "patient": line.get("patient") or line["case"],
-                            "site": line["site"],
-                            **{k: float(line[k]) for k in ("dice", "hd95", "assd")},
-                        }
-                    )
-    return rows
 
 
 def comparison_list(regimes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
