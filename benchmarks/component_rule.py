@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,16 +27,14 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-from mirror_average import STUDENT, compare
+from mirror_average import STUDENT, compare_variants, fold_arguments, write_variant_report
 
 from prokd.data.masks import components, fill_holes
 from prokd.data.validate import load_case
-from prokd.evaluation.bench import cpu_model
 from prokd.evaluation.metrics import dice_score
 from prokd.inference.model_files import load_model_file
 from prokd.inference.postprocess import postprocess_mask
 from prokd.inference.volume_models import SliceVolumeModel
-from prokd.io_atomic import write_json_and_markdown
 from prokd.training.config import load_config
 from prokd.training.runs import prepare_data
 
@@ -87,8 +84,7 @@ def fold_rows(cell: Path, rules: dict[str, Rule]) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", default="runs/loso-bank")
-    parser.add_argument("--regime", default="bank")
+    fold_arguments(parser, "benchmarks/results/component_rule")
     parser.add_argument(
         "--fractions",
         nargs="+",
@@ -96,13 +92,6 @@ def main() -> None:
         default=[0.1, 0.25],
         help="keep components of at least this fraction of the largest's voxels",
     )
-    parser.add_argument(
-        "--exploratory",
-        nargs="*",
-        default=["prostate158", "msd"],
-        help="held-out sources whose folds are exploratory (the recipe was tuned on them)",
-    )
-    parser.add_argument("--out", default="benchmarks/results/component_rule")
     args = parser.parse_args()
     start = time.perf_counter()
     rules: dict[str, Rule] = {"largest": postprocess_mask}
@@ -111,83 +100,23 @@ def main() -> None:
         c for c in Path(args.study).glob(f"{args.regime}-*/seed*") if (c / "models").is_dir()
     )
     rows = [row for cell in cells for row in fold_rows(cell, rules)]
-    for row in rows:
-        row["exploratory"] = row["fold"].split("-", 1)[1] in args.exploratory
-    held_out = [r for r in rows if not r["exploratory"]]
     others = [name for name in rules if name != "largest"]
-    results = {
-        name: {
-            "val": compare(rows, "val", name, "largest"),
-            "test": compare(rows, "test", name, "largest"),
-            "test_held_out": compare(held_out, "test", name, "largest"),
-        }
-        for name in others
-    }
-    adopt = [n for n, r in results.items() if r["val"]["mean"] > 0 and r["val"]["ci"][0] > 0]
+    results, adopt = compare_variants(rows, others, "largest", args.exploratory)
     command = (
         f"python benchmarks/component_rule.py --study {args.study} --regime {args.regime} "
         f"--fractions {' '.join(f'{f:g}' for f in args.fractions)} "
         f"--exploratory {' '.join(args.exploratory)}"
     )
-    payload = {
-        "command": command,
-        "machine": f"{cpu_model()}, {os.cpu_count()} cores",
-        "seconds": time.perf_counter() - start,
-        "student": STUDENT,
-        "folds": [c.parent.name for c in cells],
-        "results": results,
-        "adopt": adopt,
-        "rows": rows,
-    }
-
-    def line(name: str, part: str, c: dict[str, Any]) -> str:
-        return (
-            f"| {name} | {part} | {c['n_patients']} | {c['n_volumes']} | {c['mean']:+.4f} | "
-            f"[{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}] | {c['wins']} |"
-        )
-
-    table = [
-        line(name, label, results[name][part])
-        for name in results
-        for part, label in (
-            ("val", "validation (the decision)"),
-            ("test", "test, every fold"),
-            ("test_held_out", "test, folds that chose nothing"),
-        )
-    ]
-    lines = [
-        "# Mask rules: the largest component, or every component of a fraction of it",
-        "",
-        f"Folds: {', '.join(payload['folds'])} (each fold's `{STUDENT}`). Dice of the rule "
-        "minus the largest component (the present rule), each patient's mean difference one "
-        "observation, t 95% CI; 'from-f' keeps every 26-connected component of at least f "
-        "times the largest's voxels:",
-        "",
-        "| rule | set | patients | volumes | mean | 95% CI | patients improved |",
-        "|---|---|---|---|---|---|---|",
-        *table,
-        "",
-        "Decision, read on validation only (adopt a rule whose interval is above 0): "
-        + (f"**adopt {', '.join(adopt)}**." if adopt else "**adopt none**."),
-        "",
-        f"Exploratory folds (the recipe was tuned on their sources' volumes): "
-        f"{', '.join(args.exploratory) or 'none'}; their test rows are marked.",
-        "",
-        "Per volume (Dice):",
-        "",
-        f"| fold | set | case | {' | '.join(rules)} |",
-        f"|---|---|---|{'---|' * len(rules)}",
-        *(
-            f"| {r['fold']}{' (exploratory)' if r['exploratory'] and r['split'] == 'test' else ''}"
-            f" | {r['split']} | {r['case']} | "
-            + " | ".join(f"{r[name]:.3f}" for name in rules)
-            + " |"
-            for r in rows
-        ),
-        "",
-        f"Made by `{command}` on {payload['machine']}, {payload['seconds']:.0f} s.",
-    ]
-    write_json_and_markdown(Path(args.out), payload, "\n".join(lines) + "\n")
+    write_variant_report(
+        Path(args.out),
+        "Mask rules: the largest component, or every component of a fraction of it",
+        "Dice of the rule minus the largest component (the present rule), each patient's mean "
+        "difference one observation, t 95% CI; 'from-f' keeps every 26-connected component of "
+        "at least f times the largest's voxels:",
+        command,
+        start,
+        {"folds": [c.parent.name for c in cells], "results": results, "adopt": adopt, "rows": rows},
+    )
 
 
 if __name__ == "__main__":

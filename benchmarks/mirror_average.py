@@ -81,6 +81,110 @@ def compare(
     return patient_level_comparison(chosen)
 
 
+PARTS = (
+    ("val", "validation (the decision)"),
+    ("test", "test, every fold"),
+    ("test_held_out", "test, folds that chose nothing"),
+)
+
+
+def compare_variants(
+    rows: list[dict[str, Any]], variants: list[str], baseline: str, exploratory: list[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """Each variant minus ``baseline`` per patient on validation, test and the test of the
+    folds that chose nothing (rows are marked ``exploratory`` by their fold's source), and
+    the variants to adopt: those whose validation interval is above 0."""
+    for row in rows:
+        row["exploratory"] = row["fold"].split("-", 1)[1] in exploratory
+    held_out = [r for r in rows if not r["exploratory"]]
+    results = {
+        name: {
+            "val": compare(rows, "val", name, baseline),
+            "test": compare(rows, "test", name, baseline),
+            "test_held_out": compare(held_out, "test", name, baseline),
+        }
+        for name in variants
+    }
+    adopt = [n for n, r in results.items() if r["val"]["mean"] > 0 and r["val"]["ci"][0] > 0]
+    return results, adopt
+
+
+def variant_lines(
+    results: dict[str, Any], adopt: list[str], rows: list[dict[str, Any]], columns: list[str]
+) -> list[str]:
+    """The markdown of :func:`compare_variants`: the comparison table, the decision, and the
+    per-volume Dice of every column."""
+    table = [
+        f"| {name} | {label} | {c['n_patients']} | {c['n_volumes']} | {c['mean']:+.4f} | "
+        f"[{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}] | {c['wins']} |"
+        for name in results
+        for part, label in PARTS
+        for c in [results[name][part]]
+    ]
+    return [
+        "| variant | set | patients | volumes | mean | 95% CI | patients improved |",
+        "|---|---|---|---|---|---|---|",
+        *table,
+        "",
+        "Decision, read on validation only (adopt a variant whose interval is above 0): "
+        + (f"**adopt {', '.join(adopt)}**." if adopt else "**adopt none**."),
+        "",
+        "Per volume (Dice; '(exploratory)': a test volume of a fold whose source the recipe "
+        "was tuned on):",
+        "",
+        f"| fold | set | case | {' | '.join(columns)} |",
+        f"|---|---|---|{'---|' * len(columns)}",
+        *(
+            f"| {r['fold']}{' (exploratory)' if r['exploratory'] and r['split'] == 'test' else ''}"
+            f" | {r['split']} | {r['case']} | "
+            + " | ".join(f"{r[name]:.3f}" for name in columns)
+            + " |"
+            for r in rows
+        ),
+    ]
+
+
+def fold_arguments(parser: argparse.ArgumentParser, out: str) -> None:
+    """The arguments every fold-variant benchmark takes: the study, the regime, its
+    exploratory folds and the result file."""
+    parser.add_argument("--study", default="runs/loso-bank")
+    parser.add_argument("--regime", default="bank")
+    parser.add_argument(
+        "--exploratory",
+        nargs="*",
+        default=["prostate158", "msd"],
+        help="held-out sources whose folds are exploratory (the recipe was tuned on them)",
+    )
+    parser.add_argument("--out", default=out)
+
+
+def write_variant_report(
+    out: Path, title: str, intro: str, command: str, started: float, facts: dict[str, Any]
+) -> None:
+    """``<out>.json`` (the command, machine, seconds and ``facts``: ``folds``, ``results``,
+    ``adopt``, ``rows`` and any others) and ``<out>.md``: ``title``, ``intro`` and the
+    tables of :func:`variant_lines` over every column of the rows."""
+    payload = {
+        "command": command,
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores",
+        "seconds": time.perf_counter() - started,
+        "student": STUDENT,
+        **facts,
+    }
+    fixed = {"fold", "split", "case", "patient", "exploratory"}
+    columns = [k for k in (facts["rows"][0] if facts["rows"] else {}) if k not in fixed]
+    lines = [
+        f"# {title}",
+        "",
+        f"Folds: {', '.join(facts['folds'])} (each fold's `{STUDENT}`). {intro}",
+        "",
+        *variant_lines(facts["results"], facts["adopt"], facts["rows"], columns),
+        "",
+        f"Made by `{command}` on {payload['machine']}, {payload['seconds']:.0f} s.",
+    ]
+    write_json_and_markdown(out, payload, "\n".join(lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", default="runs/loso-bank")

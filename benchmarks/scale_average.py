@@ -21,19 +21,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-from mirror_average import STUDENT, VARIANTS, compare, fold_rows
+from mirror_average import (
+    VARIANTS,
+    compare_variants,
+    fold_arguments,
+    fold_rows,
+    write_variant_report,
+)
 
-from prokd.evaluation.bench import cpu_model
 from prokd.inference.model_files import LoadedModel
 from prokd.inference.volume_models import SliceVolumeModel
-from prokd.io_atomic import write_json_and_markdown
 
 
 class AveragedPasses:
@@ -61,16 +63,8 @@ def zoomed_out(loaded: LoadedModel, zoom: float, name: str) -> SliceVolumeModel:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", default="runs/loso-bank")
-    parser.add_argument("--regime", default="bank")
+    fold_arguments(parser, "benchmarks/results/scale_average")
     parser.add_argument("--zoom", type=float, default=1.25, help="field of view factor")
-    parser.add_argument(
-        "--exploratory",
-        nargs="*",
-        default=["prostate158", "msd"],
-        help="held-out sources whose folds are exploratory (the recipe was tuned on them)",
-    )
-    parser.add_argument("--out", default="benchmarks/results/scale_average")
     args = parser.parse_args()
     start = time.perf_counter()
     variants = {
@@ -85,79 +79,21 @@ def main() -> None:
         c for c in Path(args.study).glob(f"{args.regime}-*/seed*") if (c / "results.json").exists()
     )
     rows = [row for cell in cells for row in fold_rows(cell, variants)]
-    for row in rows:
-        row["exploratory"] = row["fold"].split("-", 1)[1] in args.exploratory
-    held_out = [r for r in rows if not r["exploratory"]]
-    results = {
-        variant: {
-            "val": compare(rows, "val", variant, "plain"),
-            "test": compare(rows, "test", variant, "plain"),
-            "test_held_out": compare(held_out, "test", variant, "plain"),
-        }
-        for variant in ("zoomed", "averaged")
-    }
-    adopt = [v for v, r in results.items() if r["val"]["mean"] > 0 and r["val"]["ci"][0] > 0]
+    results, adopt = compare_variants(rows, ["zoomed", "averaged"], "plain", args.exploratory)
     command = (
         f"python benchmarks/scale_average.py --study {args.study} --regime {args.regime} "
         f"--zoom {args.zoom:g} --exploratory {' '.join(args.exploratory)}"
     )
-    payload = {
-        "command": command,
-        "machine": f"{cpu_model()}, {os.cpu_count()} cores",
-        "seconds": time.perf_counter() - start,
-        "student": STUDENT,
-        "folds": [c.parent.name for c in cells],
-        "zoom": args.zoom,
-        "results": results,
-        "adopt": adopt,
-        "rows": rows,
-    }
-
-    def line(name: str, part: str, c: dict[str, Any]) -> str:
-        return (
-            f"| {name} | {part} | {c['n_patients']} | {c['n_volumes']} | {c['mean']:+.4f} | "
-            f"[{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}] | {c['wins']} |"
-        )
-
-    table = [
-        line(variant, label, results[variant][part])
-        for variant in results
-        for part, label in (
-            ("val", "validation (the decision)"),
-            ("test", "test, every fold"),
-            ("test_held_out", "test, folds that chose nothing"),
-        )
-    ]
-    lines = [
-        f"# A zoomed-out pass ({args.zoom:g}x the field of view) for large glands",
-        "",
-        f"Folds: {', '.join(payload['folds'])} (each fold's `{STUDENT}`). Dice of the variant "
-        "minus the plain pass, each patient's mean difference one observation, t 95% CI:",
-        "",
-        "| variant | set | patients | volumes | mean | 95% CI | patients improved |",
-        "|---|---|---|---|---|---|---|",
-        *table,
-        "",
-        "Decision, read on validation only (adopt a variant whose interval is above 0): "
-        + (f"**adopt {', '.join(adopt)}**." if adopt else "**adopt none**."),
-        "",
-        f"Exploratory folds (the recipe was tuned on their sources' volumes): "
-        f"{', '.join(args.exploratory) or 'none'}; their test rows are marked.",
-        "",
-        "Per volume (Dice):",
-        "",
-        "| fold | set | case | plain | zoomed | averaged |",
-        "|---|---|---|---|---|---|",
-        *(
-            f"| {r['fold']}{' (exploratory)' if r['exploratory'] and r['split'] == 'test' else ''}"
-            f" | {r['split']} | {r['case']} | {r['plain']:.3f} | {r['zoomed']:.3f} | "
-            f"{r['averaged']:.3f} |"
-            for r in rows
-        ),
-        "",
-        f"Made by `{command}` on {payload['machine']}, {payload['seconds']:.0f} s.",
-    ]
-    write_json_and_markdown(Path(args.out), payload, "\n".join(lines) + "\n")
+    facts = {"folds": [c.parent.name for c in cells], "zoom": args.zoom}
+    write_variant_report(
+        Path(args.out),
+        f"A zoomed-out pass ({args.zoom:g}x the field of view) for large glands",
+        "Dice of the variant minus the plain pass, each patient's mean difference one "
+        "observation, t 95% CI:",
+        command,
+        start,
+        {**facts, "results": results, "adopt": adopt, "rows": rows},
+    )
 
 
 if __name__ == "__main__":
