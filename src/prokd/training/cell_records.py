@@ -25,7 +25,6 @@ from prokd.errors import DataError
 from prokd.evaluation.bench import cpu_model
 from prokd.io_atomic import atomic_path
 from prokd.training.folds import fold_localiser_file
-from prokd.training.runs import git_commit
 
 CELL_TIME = "cell_seconds.json"  # wall time of the invocation that finished the cell
 # Files of a finished cell folder that its summary and checks read.
@@ -140,13 +139,14 @@ def restore_records(
         restore_cell(records / folder, out / folder)
 
 
-def made_by(seconds: float) -> dict[str, Any]:
+def made_by(seconds: float, commit: str | None) -> dict[str, Any]:
     """What a finished cell's ``cell_seconds.json`` records: its wall time, when it finished,
-    the commit and the machine."""
+    the commit of the code that ran it (:func:`prokd.training.runs.git_commit` when the study
+    process started) and the machine."""
     return {
         "seconds": seconds,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "machine": f"{cpu_model()}, {os.cpu_count()} cores",
     }
 

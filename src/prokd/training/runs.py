@@ -224,18 +224,28 @@ def prepare_data(config: Config, data_root: str | None = None) -> PreparedData:
 
 
 def git_commit() -> str | None:
-    """Commit of the prokd source tree, if it is a git checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+    """Commit of the prokd source tree, if it is a git checkout, with ``-dirty`` appended
+    when tracked files of the package (``src/prokd``) differ from it: the code that runs is
+    then not that commit's."""
+
+    def git(*words: str) -> subprocess.CompletedProcess[str] | None:
+        try:
+            return subprocess.run(
+                ["git", *words],
+                cwd=Path(__file__).parents[1],  # the package
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+
+    head = git("rev-parse", "HEAD")
+    if head is None or head.returncode != 0 or not head.stdout.strip():
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+    dirty = changed is not None and changed.returncode == 0 and changed.stdout.strip() != ""
+    return head.stdout.strip() + ("-dirty" if dirty else "")
 
 
 def environment() -> dict[str, Any]:

@@ -52,6 +52,7 @@ from prokd.training.experiment import run_experiment
 from prokd.training.fold_qc import cell_qc_rows, pool_qc, qc_rows_missing
 from prokd.training.folds import Folds, parse_folds, train_fold_localisers
 from prokd.training.results import COMPARISONS, case_dice, case_patients, paired_scores
+from prokd.training.runs import git_commit
 from prokd.yaml_files import read_yaml
 
 STUDY_KEYS = ("base", "seeds", "regimes", "pools", "description", "folds", "contrasts")
@@ -215,7 +216,7 @@ def run_study(
             f"--only: {unknown[0]!r} is not a regime of {study.path} "
             f"(regimes: {', '.join(study.regimes)})"
         )
-    started = time.perf_counter()
+    started, commit = time.perf_counter(), git_commit()  # the code this process runs
     records = Path(records) if records is not None else None
     if records is not None:
         folds = study.folds.sources if study.folds is not None else ()
@@ -235,7 +236,7 @@ def run_study(
             config = cell_config(study, cell, out, progress)
             run_experiment(config, cell_dir, data_root, progress, jobs=jobs, reuse_from=others)
             with atomic_path(cell_dir / CELL_TIME) as tmp:
-                tmp.write_text(json.dumps(made_by(time.perf_counter() - tick), indent=1))
+                tmp.write_text(json.dumps(made_by(time.perf_counter() - tick, commit), indent=1))
         settle_cell(study, cell, out, records, data_root, progress)
     for cell in study.cells:  # every finished cell, whether run now or before
         if finished_results(out / cell.folder) is not None:
