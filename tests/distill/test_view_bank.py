@@ -209,3 +209,22 @@ def test_a_config_may_name_a_bank_not_made_yet(tmp_path):
     assert is_volume_model(spec)
     with pytest.raises(DataError, match="not a view bank"):
         load_volume_model(spec)
+
+
+def test_no_view_mixed_with_a_held_out_patient_trains(phantom, tmp_path):
+    _, cases = find_cases(phantom)
+    teacher = CallableVolumeModel(SPEC)
+    store = ViewStore(tmp_path / "bank", teacher.name, teacher.fingerprint(), teacher.threshold)
+    build_bank(cases, teacher, store, plan_views(cases, 3, kinds=("mix",)))
+    mixes = [e for e in open_bank(tmp_path / "bank").entries() if e.recipe.kind == "mix"]
+    assert mixes, "the plan made no mix"
+    mix = mixes[0]
+    partner = next(c for c in cases if c.case_id == mix.recipe.partner)
+    assert partner.patient != mix.recipe.patient
+    every = {c.case_id for c in bank_cases(tmp_path / "bank")}
+    kept = {c.case_id for c in bank_cases(tmp_path / "bank", held_out=frozenset({partner.patient}))}
+    dropped = every - kept
+    assert f"bank/{mix.key}" in dropped
+    assert all(
+        e.recipe.partner == partner.case_id for e in mixes if f"bank/{e.key}" in dropped
+    ) and len(dropped) == sum(e.recipe.partner == partner.case_id for e in mixes)

@@ -10,11 +10,12 @@ import SimpleITK as sitk
 import yaml
 
 from prokd.data.layouts import find_cases
-from prokd.data.view_store import ViewStore
+from prokd.data.view_store import ViewStore, open_bank
 from prokd.distill.view_bank import build_bank, plan_views
 from prokd.errors import ConfigError
 from prokd.inference.volume_models import CallableVolumeModel
 from prokd.training.cell_inputs import CELL_INPUTS
+from prokd.training.config import config_from_dict
 from prokd.training.contrasts import regime_contrasts
 from prokd.training.fold_qc import QC_ROWS
 from prokd.training.folds import fold_localiser_file, localiser_config
@@ -101,6 +102,12 @@ def test_a_fold_never_sees_its_held_out_source(sources, tmp_path):
         training = [*prepared.split.train, *prepared.split.val, *prepared.split.unlabelled]
         assert training and all(site[i] != held for i in training), held
         assert prepared.unlabelled and all(c.site != held for c in prepared.unlabelled), held
+        # nor does a validation or test patient's image, through a view mixed with it
+        entries = {f"bank/{e.key}": e.recipe for e in open_bank(root / "bank").entries()}
+        assert any(r.partner for r in entries.values())
+        kept = [entries[c.case_id] for c in prepared.unlabelled if c.case_id in entries]
+        held_ids = {*prepared.split.val, *prepared.split.test}
+        assert all(r.partner not in held_ids for r in kept), held
         assert prepared.split.test and all(site[i] == held for i in prepared.split.test)
         if held != "extra":  # test-only masks never train or validate, in no fold
             assert all(site[i] != "extra" for i in training)
@@ -108,6 +115,32 @@ def test_a_fold_never_sees_its_held_out_source(sources, tmp_path):
         localiser = prepare_data(localiser_config(study.folds, held))
         everything = [*localiser.cases, *localiser.unlabelled]
         assert everything and all(c.site != held for c in everything), held
+
+
+def test_a_view_mixed_with_a_validation_patient_never_trains(sources, tmp_path):
+    """Every volume is mixed with the other volume of its site, and each site has one
+    validation volume: the training volume's mix carries the validation patient's image."""
+    root, data, extra = sources
+    _, cases = find_cases(data)
+    teacher = CallableVolumeModel(TEACHER)
+    bank = tmp_path / "mixes"
+    store = ViewStore(bank, teacher.name, teacher.fingerprint(), teacher.threshold)
+    build_bank(cases, teacher, store, plan_views(cases, 2, kinds=("mix",)))
+    study = _study(root, data, extra, tmp_path, held_out=("SiteA", "extra"))
+    values = study.cells[0].config.to_dict()
+    values["data"]["sources"] = [{"root": str(bank), "labelled": False, "bank": True}]
+    config = config_from_dict(values)
+    prepared = prepare_data(config)
+    held = {*prepared.split.val, *prepared.split.test}
+    recipes = {f"bank/{e.key}": e.recipe for e in open_bank(bank).entries()}
+    mixed_with_held = {k for k, r in recipes.items() if r.partner in held}
+    training_patients = {c.patient for c in prepared.cases if c.case_id in prepared.split.train}
+    assert any(recipes[k].patient in training_patients for k in mixed_with_held)
+    assert {c.case_id for c in prepared.unlabelled} == {
+        k
+        for k, r in recipes.items()
+        if r.patient in training_patients and r.kind != "acquired" and k not in mixed_with_held
+    }
 
 
 def test_a_study_of_folds_trains_each_fold_its_localiser(sources, tmp_path):

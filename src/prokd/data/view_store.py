@@ -199,22 +199,29 @@ def bank_cases(
     sources: tuple[str, ...] = (),
     kinds: tuple[str, ...] = (),
     labelled: frozenset[str] = frozenset(),
+    held_out: frozenset[str] = frozenset(),
 ) -> list[Case]:
     """The views of a bank as unlabelled cases (of ``sources`` and ``kinds`` only, when
     given; not the views as acquired of the ``labelled`` case ids, which train with their
-    labels already): id ``bank/<key>``, site the view's source, patient the patient it was
-    made from (so a split keeps a patient's views on the patient's side).
+    labels already; none mixed with a volume of the ``held_out`` patients, a validation or
+    test patient's image would otherwise train): id ``bank/<key>``, site the view's source,
+    patient the patient it was made from (so a split keeps a patient's views on the
+    patient's side).
 
     Raises:
         DataError: not a bank, or it holds no view of the sources and kinds asked for.
     """
     entries = open_bank(root).entries()
+    patient_of = {e.recipe.case_id: e.recipe.patient for e in entries}
     chosen = [
         e
         for e in entries
         if (not sources or e.recipe.source in sources)
         and (not kinds or e.recipe.kind in kinds)
         and not (e.recipe.kind == "acquired" and e.recipe.case_id in labelled)
+        and not (
+            e.recipe.partner and patient_of.get(e.recipe.partner, e.recipe.partner) in held_out
+        )
     ]
     if not chosen:
         wanted = [f"sources {', '.join(sources)}" if sources else "", ", ".join(kinds)]

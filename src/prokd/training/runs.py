@@ -103,17 +103,22 @@ class PreparedData:
         ]
 
 
-def source_cases(source: SourceConfig, labelled: frozenset[str] = frozenset()) -> list[Case]:
+def source_cases(
+    source: SourceConfig,
+    labelled: frozenset[str] = frozenset(),
+    held_out: frozenset[str] = frozenset(),
+) -> list[Case]:
     """The cases of one ``data.sources`` entry: labelled (its layout's cases) or not (every
     image volume, masks unused; a view bank's views, less those as acquired of the
-    ``labelled`` case ids). A source with a ``site`` puts all its cases in that site, their
-    ids prefixed with it.
+    ``labelled`` case ids and those mixed with a ``held_out`` patient's volume). A source
+    with a ``site`` puts all its cases in that site, their ids prefixed with it.
 
     Raises:
         DataError: unreadable folder or layout.
     """
     if source.bank:
-        return bank_cases(source.root, source.bank_sources, source.bank_kinds, labelled)
+        kinds = source.bank_kinds
+        return bank_cases(source.root, source.bank_sources, kinds, labelled, held_out)
     cases = (
         find_cases(source.root, source.layout)[1]
         if source.labelled
@@ -205,8 +210,12 @@ def prepare_data(config: Config, data_root: str | None = None) -> PreparedData:
         split = hold_back_labels(cases, split, s.labelled_per_site, s.seed)
     unlabelled = [case for folder in config.data.unlabelled for case in unlabelled_cases(folder)]
     labelled_ids = frozenset(c.case_id for c in cases)
+    held = frozenset(c.patient for c in cases if c.case_id in {*split.val, *split.test})
     unlabelled += [
-        c for source in sources if not source.labelled for c in source_cases(source, labelled_ids)
+        c
+        for source in sources
+        if not source.labelled
+        for c in source_cases(source, labelled_ids, held)
     ]
     left_out = {*config.data.exclude_sites, s.test_site}  # a held-out site trains in no way
     unlabelled = [c for c in unlabelled if c.site not in left_out]
