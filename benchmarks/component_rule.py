@@ -27,7 +27,13 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-from mirror_average import STUDENT, compare_variants, fold_arguments, write_variant_report
+from mirror_average import (
+    STUDENT,
+    compare_variants,
+    fold_arguments,
+    fold_cells,
+    write_variant_report,
+)
 
 from prokd.data.masks import components, fill_holes
 from prokd.data.validate import load_case
@@ -96,9 +102,7 @@ def main() -> None:
     start = time.perf_counter()
     rules: dict[str, Rule] = {"largest": postprocess_mask}
     rules.update({f"from-{f:g}": components_from(f) for f in args.fractions})
-    cells = sorted(
-        c for c in Path(args.study).glob(f"{args.regime}-*/seed*") if (c / "models").is_dir()
-    )
+    cells = fold_cells(args.study, args.regime)
     rows = [row for cell in cells for row in fold_rows(cell, rules)]
     others = [name for name in rules if name != "largest"]
     results, adopt = compare_variants(rows, others, "largest", args.exploratory)

@@ -144,6 +144,18 @@ def variant_lines(
     ]
 
 
+def fold_cells(study: str, regime: str) -> list[Path]:
+    """The finished cells (``<regime>-<source>/seed<N>``, with their models) of one regime's
+    folds; not those of a longer regime name such as ``<regime>-w16-<source>``."""
+    return sorted(
+        c
+        for c in Path(study).glob(f"{regime}-*/seed*")
+        if "-" not in c.parent.name.removeprefix(f"{regime}-")
+        and (c / "results.json").exists()
+        and (c / "models" / STUDENT).is_dir()
+    )
+
+
 def fold_arguments(parser: argparse.ArgumentParser, out: str) -> None:
     """The arguments every fold-variant benchmark takes: the study, the regime, its
     exploratory folds and the result file."""
@@ -192,9 +204,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/mirror_average")
     args = parser.parse_args()
     start = time.perf_counter()
-    cells = sorted(
-        c for c in Path(args.study).glob(f"{args.regime}-*/seed*") if (c / "results.json").exists()
-    )
+    cells = fold_cells(args.study, args.regime)
     rows = [row for cell in cells for row in fold_rows(cell)]
     validation, test = compare(rows, "val"), compare(rows, "test")
     adopt = validation["mean"] > 0 and validation["ci"][0] > 0

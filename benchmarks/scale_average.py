@@ -30,6 +30,7 @@ from mirror_average import (
     VARIANTS,
     compare_variants,
     fold_arguments,
+    fold_cells,
     fold_rows,
     write_variant_report,
 )
@@ -75,9 +76,7 @@ def main() -> None:
             [SliceVolumeModel.from_loaded(loaded, "p"), zoomed_out(loaded, args.zoom, "z")],
         ),
     }
-    cells = sorted(
-        c for c in Path(args.study).glob(f"{args.regime}-*/seed*") if (c / "results.json").exists()
-    )
+    cells = fold_cells(args.study, args.regime)
     rows = [row for cell in cells for row in fold_rows(cell, variants)]
     results, adopt = compare_variants(rows, ["zoomed", "averaged"], "plain", args.exploratory)
     command = (
