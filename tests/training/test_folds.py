@@ -190,6 +190,11 @@ def test_a_study_of_folds_trains_each_fold_its_localiser(sources, tmp_path):
     assert "with the patient as the unit" in report
     assert "| kd-extra (exploratory) |" in report and "| kd-SiteB |" in report
     assert "| kd (exploratory folds: extra) |" in report
+    # a summary alone keeps every finished cell whose QC rows are measured
+    run_study(study, out, progress=False, run_cells=False, records=tmp_path / "summarised")
+    for cell in study.cells:
+        kept = tmp_path / "summarised" / cell.folder
+        assert (kept / "results.json").is_file() and (kept / QC_ROWS).is_file()
     made = summary["made_by"]["kd-SiteB/seed0"]
     assert made["seconds"] > 0 and made["machine"] and "finished" in made
     assert "| kd-SiteB/seed0 |" in report  # the table of what made each cell

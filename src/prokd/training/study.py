@@ -241,6 +241,9 @@ def run_study(
     for cell in study.cells:  # every finished cell, whether run now or before
         if finished_results(out / cell.folder) is not None:
             check_cell_inputs(out / cell.folder, ran_config(cell.config, data_root))
+            measured = study.folds is None or study.folds.qc is None
+            if records is not None and (measured or not qc_rows_missing(out / cell.folder)):
+                keep_records(out, records, cell.folder, cell.fold)
     summary = summarise_study(study, out)
     if not summary["regimes"]:
         raise ProkdError(f"{out}: no finished cell to summarise")
