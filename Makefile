@@ -88,7 +88,8 @@ prostate-localiser: study-data
 		--out src/prokd/inference/bundled/prostate-localiser.onnx
 
 # Leave one source out with TAPS's view bank (configs/studies/loso-bank.yaml): the bank
-# first (resumable; about 25 minutes of TAPS on 2 cores), then the study (resumable). The
+# first (resumable; 46 minutes of TAPS at one thread beside other work on 2 cores,
+# 2026-12-08), then the study (resumable, also across sessions: see below). The
 # study's cells read the bank as it is: 2 views a volume, as its published cells were made.
 # A finished cell is refused when its bank has grown, so the larger bank of the bank-size
 # regime (3 views a volume) is another folder, made from a copy of the first. The study takes
