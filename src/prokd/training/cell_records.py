@@ -24,6 +24,8 @@ from typing import Any
 from prokd.errors import DataError
 from prokd.evaluation.bench import cpu_model
 from prokd.io_atomic import atomic_path
+from prokd.training.cell_inputs import CELL_INPUTS
+from prokd.training.fold_qc import QC_ROWS
 from prokd.training.folds import fold_localiser_file
 
 CELL_TIME = "cell_seconds.json"  # wall time of the invocation that finished the cell
@@ -34,8 +36,8 @@ CELL_FILES = (
     "results.json",
     "environment.json",
     CELL_TIME,
-    "cell_inputs.json",
-    "qc_rows.json",
+    CELL_INPUTS,
+    QC_ROWS,
 )
 MODEL_FILES = ("metrics.csv", "summary.json")  # of each evaluated model: evaluation/<model>/
 
@@ -94,8 +96,7 @@ def keep_cell(cell_dir: Path, record_dir: Path) -> None:
     if Path("results.json") not in names:
         raise DataError(cell_dir, "not a finished cell (no results.json): nothing to keep")
     for name in sorted(names, key=lambda n: n == Path("results.json")):
-        if not (record_dir / name).is_file() or _differs(cell_dir / name, record_dir / name):
-            _copy(cell_dir / name, record_dir / name)
+        keep_file(cell_dir / name, record_dir / name)
 
 
 def restore_cell(record_dir: Path, cell_dir: Path) -> bool:
@@ -110,8 +111,8 @@ def restore_cell(record_dir: Path, cell_dir: Path) -> bool:
 
 
 def keep_file(source: Path, target: Path) -> None:
-    """Copy one file (a fold's localiser) into the records, or back, unless ``target``
-    already holds it."""
+    """Copy one file (of a cell's record, or a fold's localiser) into the records, or back,
+    unless ``target`` already holds it."""
     if not target.is_file() or _differs(source, target):
         _copy(source, target)
 

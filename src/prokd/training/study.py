@@ -238,8 +238,9 @@ def run_study(
             with atomic_path(cell_dir / CELL_TIME) as tmp:
                 tmp.write_text(json.dumps(made_by(time.perf_counter() - tick, commit), indent=1))
         settle_cell(study, cell, out, records, data_root, progress)
-    for cell in study.cells:  # every finished cell, whether run now or before
-        if finished_results(out / cell.folder) is not None:
+    settled = {cell.folder for _, cell in chosen}
+    for cell in study.cells:  # every other finished cell, finished before
+        if cell.folder not in settled and finished_results(out / cell.folder) is not None:
             check_cell_inputs(out / cell.folder, ran_config(cell.config, data_root))
             measured = study.folds is None or study.folds.qc is None
             if records is not None and (measured or not qc_rows_missing(out / cell.folder)):
